@@ -1,0 +1,217 @@
+//! The one list of denial codes and metric names. Responses, logs and stats all read from here.
+
+/// Why a request was refused. Each code has a stable `problem+json` type, HTTP status and title.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenialCode {
+    RouteNotFound,
+    TokenMissing,
+    MultipleTokens,
+    TokenMalformed,
+    TokenTooLarge,
+    AlgorithmNotAllowed,
+    CriticalHeaderUnsupported,
+    UnknownKey,
+    SignatureInvalid,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenIssuedInFuture,
+    TokenTooOld,
+    IssuerMismatch,
+    AudienceMismatch,
+    ClaimMissing,
+    KeysUnavailable,
+}
+
+/// How a denial is rendered as HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenialInfo {
+    /// Stable identifier used in logs, metrics and the problem `type` URI.
+    pub code: &'static str,
+    pub status: u16,
+    /// Generic, client-safe title (RFC 9457 `title`).
+    pub title: &'static str,
+    /// Generic, client-safe explanation (RFC 9457 `detail`); never carries request data.
+    pub detail: &'static str,
+    /// RFC 6750 `error` attribute for `WWW-Authenticate`, when the code is a bearer-token failure.
+    pub bearer_error: Option<&'static str>,
+}
+
+/// Prefix of every problem `type`: `urn:tollgate:problem:<code>`.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
+
+impl DenialCode {
+    pub const ALL: [DenialCode; 17] = [
+        DenialCode::RouteNotFound,
+        DenialCode::TokenMissing,
+        DenialCode::MultipleTokens,
+        DenialCode::TokenMalformed,
+        DenialCode::TokenTooLarge,
+        DenialCode::AlgorithmNotAllowed,
+        DenialCode::CriticalHeaderUnsupported,
+        DenialCode::UnknownKey,
+        DenialCode::SignatureInvalid,
+        DenialCode::TokenExpired,
+        DenialCode::TokenNotYetValid,
+        DenialCode::TokenIssuedInFuture,
+        DenialCode::TokenTooOld,
+        DenialCode::IssuerMismatch,
+        DenialCode::AudienceMismatch,
+        DenialCode::ClaimMissing,
+        DenialCode::KeysUnavailable,
+    ];
+
+    pub const fn info(self) -> DenialInfo {
+        const INVALID: Option<&str> = Some("invalid_token");
+        const BAD_TOKEN: &str = "The access token is not valid for this API.";
+        let (code, status, title, detail, bearer_error) = match self {
+            DenialCode::RouteNotFound => (
+                "route_not_found",
+                404,
+                "Not Found",
+                "No API route matches this request.",
+                None,
+            ),
+            DenialCode::TokenMissing => (
+                "token_missing",
+                401,
+                "Authentication required",
+                "This API requires an access token.",
+                None,
+            ),
+            DenialCode::MultipleTokens => (
+                "multiple_tokens",
+                400,
+                "Bad request",
+                "The request carries more than one access token.",
+                Some("invalid_request"),
+            ),
+            DenialCode::TokenMalformed => (
+                "token_malformed",
+                401,
+                "Invalid token",
+                "The access token is malformed.",
+                INVALID,
+            ),
+            DenialCode::TokenTooLarge => (
+                "token_too_large",
+                401,
+                "Invalid token",
+                "The access token is too large.",
+                INVALID,
+            ),
+            DenialCode::AlgorithmNotAllowed => (
+                "algorithm_not_allowed",
+                401,
+                "Invalid token",
+                BAD_TOKEN,
+                INVALID,
+            ),
+            DenialCode::CriticalHeaderUnsupported => (
+                "critical_header_unsupported",
+                401,
+                "Invalid token",
+                BAD_TOKEN,
+                INVALID,
+            ),
+            DenialCode::UnknownKey => ("unknown_key", 401, "Invalid token", BAD_TOKEN, INVALID),
+            DenialCode::SignatureInvalid => (
+                "signature_invalid",
+                401,
+                "Invalid token",
+                BAD_TOKEN,
+                INVALID,
+            ),
+            DenialCode::TokenExpired => (
+                "token_expired",
+                401,
+                "Invalid token",
+                "The access token has expired.",
+                INVALID,
+            ),
+            DenialCode::TokenNotYetValid => (
+                "token_not_yet_valid",
+                401,
+                "Invalid token",
+                "The access token is not valid yet.",
+                INVALID,
+            ),
+            DenialCode::TokenIssuedInFuture => (
+                "token_issued_in_future",
+                401,
+                "Invalid token",
+                "The access token is not valid yet.",
+                INVALID,
+            ),
+            DenialCode::TokenTooOld => (
+                "token_too_old",
+                401,
+                "Invalid token",
+                "The access token is too old.",
+                INVALID,
+            ),
+            DenialCode::IssuerMismatch => {
+                ("issuer_mismatch", 401, "Invalid token", BAD_TOKEN, INVALID)
+            }
+            DenialCode::AudienceMismatch => {
+                ("audience_mismatch", 401, "Invalid token", BAD_TOKEN, INVALID)
+            }
+            DenialCode::ClaimMissing => ("claim_missing", 401, "Invalid token", BAD_TOKEN, INVALID),
+            DenialCode::KeysUnavailable => (
+                "keys_unavailable",
+                503,
+                "Service unavailable",
+                "Token verification keys are not available yet; retry shortly.",
+                None,
+            ),
+        };
+        DenialInfo {
+            code,
+            status,
+            title,
+            detail,
+            bearer_error,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.info().code
+    }
+}
+
+/// Metric names, as registered through the proxy-wasm stats ABI. Envoy shows them with its
+/// `wasmcustom.` prefix (`/stats`), e.g. `wasmcustom.tollgate.jwt.cache_hit`.
+pub mod metrics {
+    pub const REQUESTS_ALLOWED: &str = "tollgate.requests.allowed";
+    /// Followed by `.<denial code>`, one counter per [`super::DenialCode`].
+    pub const REQUESTS_DENIED_PREFIX: &str = "tollgate.requests.denied";
+    pub const JWT_CACHE_HIT: &str = "tollgate.jwt.cache_hit";
+    pub const JWT_CACHE_MISS: &str = "tollgate.jwt.cache_miss";
+    pub const JWKS_FETCH_OK: &str = "tollgate.jwks.fetch_ok";
+    pub const JWKS_FETCH_FAILED: &str = "tollgate.jwks.fetch_failed";
+    /// Key sets installed in a worker from shared data (after a fetch by any worker).
+    pub const JWKS_INSTALLED: &str = "tollgate.jwks.installed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = HashSet::new();
+        for code in DenialCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "duplicate code {s}");
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn missing_token_carries_no_bearer_error() {
+        // RFC 6750 section 3.1: no error attribute when the request had no credentials.
+        assert_eq!(DenialCode::TokenMissing.info().bearer_error, None);
+        assert_eq!(DenialCode::TokenExpired.info().bearer_error, Some("invalid_token"));
+    }
+}

@@ -1,0 +1,60 @@
+//! What the engine decides, as data. The host turns it into Envoy calls in one place.
+
+use crate::codes::DenialCode;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Allow),
+    Deny(Denial),
+}
+
+/// Let the request through, after these header changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// Name of the matched route.
+    pub route: String,
+    /// Who passed: `<provider>:<sub>` for a JWT; `None` on public routes.
+    pub principal: Option<String>,
+    /// Removed before `set_headers` are applied: every header Tollgate forwards (so clients cannot
+    /// forge them) and, unless forwarding is enabled, the token's own header.
+    pub remove_headers: Vec<String>,
+    /// Set (replacing any value): forwarded claims, and `:path` / `cookie` when a token is
+    /// stripped from the query string or a cookie.
+    pub set_headers: Vec<(String, String)>,
+}
+
+/// Refuse with a local reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub code: DenialCode,
+    /// Name of the matched route, if any.
+    pub route: Option<String>,
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    /// `application/problem+json` body.
+    pub body: String,
+}
+
+/// Side effects the host carries out after the decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// A token named a `kid` the remote key set of this provider lacks: ask for an early refresh.
+    pub early_refresh: Option<usize>,
+    /// Whether the token cache answered (`Some(true)`), was consulted and missed (`Some(false)`).
+    pub cache_hit: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub effects: Effects,
+}
+
+impl Decision {
+    pub fn denial_code(&self) -> Option<DenialCode> {
+        match self {
+            Decision::Allow(_) => None,
+            Decision::Deny(d) => Some(d.code),
+        }
+    }
+}

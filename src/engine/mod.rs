@@ -1,0 +1,309 @@
+//! The policy engine: compiled once from the policy document, then asked for a decision per
+//! request. Host-independent: a request view, the current time and per-VM state go in, an
+//! [`Outcome`] comes out.
+
+mod authn;
+mod decision;
+mod request;
+mod routes;
+
+pub use decision::{Allow, Decision, Denial, Effects, Outcome};
+pub use request::Request;
+pub use routes::{Access, Route, RouteTable};
+
+use crate::codes::DenialCode;
+use crate::jwt::cache::TokenCache;
+use crate::jwt::extract::{default_sources, Source};
+use crate::jwt::jwks::KeySet;
+use crate::jwt::remote::{Installed, RemoteSpec};
+use crate::jwt::verify::ClaimRules;
+use crate::jwt::Alg;
+use crate::policy::{self, ConfigError, PolicyDoc, ProviderDoc};
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+
+/// Largest clock skew a policy may allow.
+pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
+/// Bounds for `max_token_bytes`.
+pub const TOKEN_BYTES_RANGE: (usize, usize) = (256, 64 * 1024);
+pub const MAX_TOKEN_CACHE_ENTRIES: usize = 100_000;
+
+/// Headers a policy may not forward claims into: they carry routing, framing or credentials.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// Where a provider's keys come from.
+pub enum ProviderKeys {
+    Inline(Rc<KeySet>),
+    Remote(RemoteSpec),
+}
+
+/// One compiled JWT provider.
+pub struct Provider {
+    pub name: String,
+    pub algorithms: Vec<Alg>,
+    pub keys: ProviderKeys,
+    pub rules: ClaimRules,
+    pub sources: Vec<Source>,
+    /// `(claim, header)`, header lowercase.
+    pub forward: Vec<(String, String)>,
+    pub forward_token: bool,
+    pub max_token_bytes: usize,
+}
+
+/// The compiled policy. Immutable; shared by every HTTP context of a VM.
+pub struct Engine {
+    pub realm: String,
+    pub providers: Vec<Provider>,
+    pub routes: RouteTable,
+    pub token_cache_entries: usize,
+    /// Every header any provider forwards: removed from every request so clients cannot forge them.
+    pub forwarded_headers: Vec<String>,
+}
+
+/// Mutable per-VM state: the token cache and the remote key sets installed in this VM.
+pub struct VmState {
+    pub cache: TokenCache,
+    /// Indexed like `Engine::providers`; `None` for inline providers and remote ones not loaded yet.
+    pub remote: Vec<Option<Installed>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({} providers, {} routes)", self.providers.len(), self.routes.len())
+    }
+}
+
+fn valid_header_name(h: &str) -> bool {
+    !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn compile_provider(name: &str, doc: &ProviderDoc, errors: &mut Vec<ConfigError>) -> Option<Provider> {
+    let at = format!("providers.{name}");
+    let start = errors.len();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        errors.push(ConfigError::new(&at, format!("provider name `{name}` may hold only letters, digits, `-` and `_`")));
+    }
+    if doc.issuer.is_empty() {
+        errors.push(ConfigError::new(format!("{at}.issuer"), "must not be empty"));
+    }
+    if doc.audiences.is_empty() || doc.audiences.iter().any(String::is_empty) {
+        errors.push(ConfigError::new(
+            format!("{at}.audiences"),
+            "list at least one non-empty audience; tokens minted for other APIs must not pass",
+        ));
+    }
+    let mut algorithms = Vec::new();
+    if doc.algorithms.is_empty() {
+        errors.push(ConfigError::new(format!("{at}.algorithms"), format!("list at least one of [{}]", Alg::allowed_list())));
+    }
+    for (i, a) in doc.algorithms.iter().enumerate() {
+        match Alg::parse(a) {
+            Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+            Some(_) => errors.push(ConfigError::new(format!("{at}.algorithms[{i}]"), format!("`{a}` is listed twice"))),
+            None if a.eq_ignore_ascii_case("none") => errors.push(ConfigError::new(
+                format!("{at}.algorithms[{i}]"),
+                "`none` means unsigned tokens and is never accepted",
+            )),
+            None => errors.push(ConfigError::new(
+                format!("{at}.algorithms[{i}]"),
+                format!("unsupported algorithm `{a}`; expected one of [{}]", Alg::allowed_list()),
+            )),
+        }
+    }
+    let keys = match (&doc.jwks, &doc.remote_jwks) {
+        (Some(jwks), None) => {
+            let path = format!("{at}.jwks.keys");
+            if jwks.keys.is_empty() {
+                errors.push(ConfigError::new(&path, "list at least one key"));
+                None
+            } else {
+                match KeySet::from_policy(&jwks.keys, &algorithms, &path) {
+                    Ok(set) => Some(ProviderKeys::Inline(Rc::new(set))),
+                    Err(msgs) => {
+                        for m in msgs {
+                            // `m` starts with the key's own path in backticks.
+                            let (p, rest) = m
+                                .strip_prefix('`')
+                                .and_then(|r| r.split_once("`: "))
+                                .unwrap_or((path.as_str(), m.as_str()));
+                            errors.push(ConfigError::new(p, rest));
+                        }
+                        None
+                    }
+                }
+            }
+        }
+        (None, Some(remote)) => RemoteSpec::compile(remote, &format!("{at}.remote_jwks"), errors).map(ProviderKeys::Remote),
+        (a, b) => {
+            let found = usize::from(a.is_some()) + usize::from(b.is_some());
+            errors.push(ConfigError::new(&at, format!("a provider needs exactly one of `jwks`, `remote_jwks`; found {found}")));
+            None
+        }
+    };
+    let skew = doc.clock_skew_seconds.unwrap_or(policy::DEFAULT_CLOCK_SKEW_SECONDS);
+    if skew > MAX_CLOCK_SKEW_SECONDS {
+        errors.push(ConfigError::new(
+            format!("{at}.clock_skew_seconds"),
+            format!("{skew} is out of range; expected 0 to {MAX_CLOCK_SKEW_SECONDS}"),
+        ));
+    }
+    if doc.max_token_age_seconds == Some(0) {
+        errors.push(ConfigError::new(format!("{at}.max_token_age_seconds"), "must be at least 1"));
+    }
+    let max_token_bytes = doc.max_token_bytes.unwrap_or(policy::DEFAULT_MAX_TOKEN_BYTES);
+    if !(TOKEN_BYTES_RANGE.0..=TOKEN_BYTES_RANGE.1).contains(&max_token_bytes) {
+        errors.push(ConfigError::new(
+            format!("{at}.max_token_bytes"),
+            format!("{max_token_bytes} is out of range; expected {} to {}", TOKEN_BYTES_RANGE.0, TOKEN_BYTES_RANGE.1),
+        ));
+    }
+    for (i, c) in doc.required_claims.iter().enumerate() {
+        if c.is_empty() {
+            errors.push(ConfigError::new(format!("{at}.required_claims[{i}]"), "must not be empty"));
+        }
+    }
+    let sources = match &doc.sources {
+        None => default_sources(),
+        Some(list) if list.is_empty() => {
+            errors.push(ConfigError::new(format!("{at}.sources"), "list at least one source, or leave it out for `Authorization: Bearer`"));
+            vec![]
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Source::compile(s, &format!("{at}.sources[{i}]"), errors))
+            .collect(),
+    };
+    let mut forward = Vec::new();
+    for (claim, header) in &doc.forward_claims {
+        let path = format!("{at}.forward_claims.{claim}");
+        let lower = header.to_ascii_lowercase();
+        if !valid_header_name(&lower) {
+            errors.push(ConfigError::new(path, format!("`{header}` is not a valid header name")));
+        } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+            errors.push(ConfigError::new(path, format!("`{header}` is reserved; forward claims into a header of your own, such as `x-user-id`")));
+        } else if forward.iter().any(|(_, h)| *h == lower) {
+            errors.push(ConfigError::new(path, format!("header `{header}` already receives another claim")));
+        } else {
+            forward.push((claim.clone(), lower));
+        }
+    }
+    if errors.len() > start {
+        return None;
+    }
+    Some(Provider {
+        name: name.to_string(),
+        algorithms,
+        keys: keys?,
+        rules: ClaimRules {
+            issuer: doc.issuer.clone(),
+            audiences: doc.audiences.iter().cloned().collect::<HashSet<_>>(),
+            skew,
+            max_age: doc.max_token_age_seconds,
+            require_exp: doc.require_expiration.unwrap_or(true),
+            required_claims: doc.required_claims.clone(),
+        },
+        sources,
+        forward,
+        forward_token: doc.forward_token.unwrap_or(false),
+        max_token_bytes,
+    })
+}
+
+impl Engine {
+    /// Parses and compiles a policy. Every problem found is returned, each naming its JSON path.
+    pub fn compile(bytes: &[u8]) -> Result<Engine, Vec<ConfigError>> {
+        let doc = policy::parse(bytes).map_err(|e| vec![e])?;
+        Engine::from_doc(&doc)
+    }
+
+    pub fn from_doc(doc: &PolicyDoc) -> Result<Engine, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let realm = doc.realm.clone().unwrap_or_else(|| policy::DEFAULT_REALM.to_string());
+        if realm.is_empty() || realm.bytes().any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b)) {
+            errors.push(ConfigError::new("realm", "must be non-empty printable ascii without `\"` or `\\`"));
+        }
+        let mut providers = Vec::new();
+        let mut ids = BTreeMap::new();
+        for (name, p) in &doc.providers {
+            ids.insert(name.clone(), ids.len());
+            if let Some(p) = compile_provider(name, p, &mut errors) {
+                providers.push(p);
+            }
+        }
+        let routes = RouteTable::compile(&doc.routes, &ids, &mut errors);
+        let token_cache_entries = doc.token_cache.as_ref().map_or(policy::DEFAULT_TOKEN_CACHE_ENTRIES, |c| c.max_entries);
+        if token_cache_entries > MAX_TOKEN_CACHE_ENTRIES {
+            errors.push(ConfigError::new(
+                "token_cache.max_entries",
+                format!("{token_cache_entries} is out of range; expected 0 to {MAX_TOKEN_CACHE_ENTRIES}"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut forwarded_headers: Vec<String> = providers.iter().flat_map(|p| p.forward.iter().map(|(_, h)| h.clone())).collect();
+        forwarded_headers.sort();
+        forwarded_headers.dedup();
+        Ok(Engine { realm, providers, routes, token_cache_entries, forwarded_headers })
+    }
+
+    pub fn new_state(&self) -> VmState {
+        VmState {
+            cache: TokenCache::new(self.token_cache_entries),
+            remote: self.providers.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// Providers whose keys are fetched: `(index, provider, spec)`.
+    pub fn remote_providers(&self) -> impl Iterator<Item = (usize, &Provider, &RemoteSpec)> {
+        self.providers.iter().enumerate().filter_map(|(i, p)| match &p.keys {
+            ProviderKeys::Remote(spec) => Some((i, p, spec)),
+            ProviderKeys::Inline(_) => None,
+        })
+    }
+
+    /// Decides one request at `now` (seconds since the epoch, host clock).
+    pub fn decide(&self, req: &Request<'_>, now: u64, state: &mut VmState) -> Outcome {
+        let mut effects = Effects::default();
+        let Some(route) = self.routes.find(req.method, req.path_only()) else {
+            return self.deny(DenialCode::RouteNotFound, None, effects);
+        };
+        let decision = match &route.access {
+            Access::Public => Decision::Allow(Allow {
+                route: route.name.clone(),
+                principal: None,
+                remove_headers: self.forwarded_headers.clone(),
+                set_headers: vec![],
+            }),
+            Access::Jwt(ids) => match authn::authenticate(self, ids, req, now, state, &mut effects) {
+                Ok(mut allow) => {
+                    allow.route = route.name.clone();
+                    Decision::Allow(allow)
+                }
+                Err(code) => return self.deny(code, Some(route.name.clone()), effects),
+            },
+        };
+        Outcome { decision, effects }
+    }
+
+    fn deny(&self, code: DenialCode, route: Option<String>, effects: Effects) -> Outcome {
+        Outcome { decision: Decision::Deny(crate::problem::denial(&self.realm, code, route)), effects }
+    }
+}
+
+#[cfg(test)]
+mod tests;

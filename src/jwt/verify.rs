@@ -1,0 +1,402 @@
+//! Verifying one token against one provider's rules: header pre-checks (before any key is used),
+//! signature, then the registered claims. Every failure maps to one [`DenialCode`].
+
+use super::alg::Alg;
+use super::jwks::Verifier;
+use crate::codes::DenialCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+/// Verified claims: the registered ones parsed by jwt-simple, the rest kept as JSON.
+pub type Claims = JWTClaims<Map<String, Value>>;
+
+/// Upper bound on the base64url header we decode before anything is verified.
+const MAX_HEADER_B64: usize = 2048;
+
+/// What the unverified header says; only used to pick a key and to refuse early.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Header {
+    pub alg: Alg,
+    pub kid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<Value>,
+    kid: Option<Value>,
+    crit: Option<Value>,
+    typ: Option<Value>,
+}
+
+/// Splits a compact JWS into its three segments.
+fn segments(token: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = token.split('.');
+    let header = parts.next()?;
+    let payload = parts.next()?;
+    let signature = parts.next()?;
+    if parts.next().is_some() || header.is_empty() || payload.is_empty() {
+        return None;
+    }
+    Some((header, payload, signature))
+}
+
+/// Reads the header. `kid`, `jku`, `x5u`, `x5c` and `jwk` never make Tollgate fetch or trust a key:
+/// only `kid` is read, and only to choose among keys the policy already holds.
+pub fn parse_header(token: &str) -> Result<Header, DenialCode> {
+    let (header_b64, _, _) = segments(token).ok_or(DenialCode::TokenMalformed)?;
+    if header_b64.len() > MAX_HEADER_B64 {
+        return Err(DenialCode::TokenMalformed);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| DenialCode::TokenMalformed)?;
+    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| DenialCode::TokenMalformed)?;
+    // We implement no JWS extension, so any `crit` entry names one we do not understand
+    // (RFC 7515 section 4.1.11).
+    if raw.crit.is_some() {
+        return Err(DenialCode::CriticalHeaderUnsupported);
+    }
+    if let Some(typ) = raw.typ {
+        let typ = typ.as_str().ok_or(DenialCode::TokenMalformed)?.to_ascii_uppercase();
+        if typ != "JWT" && !typ.ends_with("+JWT") {
+            return Err(DenialCode::TokenMalformed);
+        }
+    }
+    let alg = match raw.alg {
+        Some(Value::String(s)) => Alg::parse(&s).ok_or(DenialCode::AlgorithmNotAllowed)?,
+        _ => return Err(DenialCode::TokenMalformed),
+    };
+    let kid = match raw.kid {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(DenialCode::TokenMalformed),
+    };
+    Ok(Header { alg, kid })
+}
+
+/// The unverified `iss`, used only to choose between providers that read the same token source.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    let (_, payload, _) = segments(token)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+}
+
+/// Checks the signature with one key. Claims are not judged here (see [`ClaimRules::check`]).
+pub fn verify_signature(verifier: &Verifier, token: &str) -> Result<Claims, DenialCode> {
+    // jwt-simple validates `exp` itself; time 0 with no tolerance makes that check (and its
+    // `nbf`/`iat` checks, disabled by `accept_future`) neutral so that the one set of claim rules
+    // below applies to every algorithm, ES512 included.
+    let options = VerificationOptions {
+        accept_future: true,
+        time_tolerance: Some(Duration::from_secs(0)),
+        artificial_time: Some(Duration::from_secs(0)),
+        max_header_length: Some(MAX_HEADER_B64),
+        ..Default::default()
+    };
+    let result = match verifier {
+        Verifier::HS256(k) => k.verify_token(token, Some(options)),
+        Verifier::HS384(k) => k.verify_token(token, Some(options)),
+        Verifier::HS512(k) => k.verify_token(token, Some(options)),
+        Verifier::RS256(k) => k.verify_token(token, Some(options)),
+        Verifier::RS384(k) => k.verify_token(token, Some(options)),
+        Verifier::RS512(k) => k.verify_token(token, Some(options)),
+        Verifier::PS256(k) => k.verify_token(token, Some(options)),
+        Verifier::PS384(k) => k.verify_token(token, Some(options)),
+        Verifier::PS512(k) => k.verify_token(token, Some(options)),
+        Verifier::ES256(k) => k.verify_token(token, Some(options)),
+        Verifier::ES384(k) => k.verify_token(token, Some(options)),
+        Verifier::EdDSA(k) => k.verify_token(token, Some(options)),
+        Verifier::ES512(k) => return verify_es512(k, token),
+    };
+    result.map_err(|e| match e.downcast_ref::<JWTError>() {
+        Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
+            DenialCode::SignatureInvalid
+        }
+        Some(JWTError::AlgorithmMismatch) => DenialCode::AlgorithmNotAllowed,
+        Some(JWTError::UnknownCriticalExtension) => DenialCode::CriticalHeaderUnsupported,
+        // Malformed base64/JSON/claims types, and anything new in jwt-simple: refuse generically.
+        _ => DenialCode::TokenMalformed,
+    })
+}
+
+fn verify_es512(key: &super::es512::Es512Key, token: &str) -> Result<Claims, DenialCode> {
+    let (header_b64, payload_b64, sig_b64) = segments(token).ok_or(DenialCode::TokenMalformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(sig_b64)
+        .map_err(|_| DenialCode::TokenMalformed)?;
+    let signing_input = token
+        .get(..header_b64.len() + 1 + payload_b64.len())
+        .ok_or(DenialCode::TokenMalformed)?;
+    if !key.verify(signing_input.as_bytes(), &signature) {
+        return Err(DenialCode::SignatureInvalid);
+    }
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| DenialCode::TokenMalformed)?;
+    serde_json::from_slice(&payload).map_err(|_| DenialCode::TokenMalformed)
+}
+
+/// A provider's claim requirements, compiled from the policy.
+#[derive(Debug, Clone)]
+pub struct ClaimRules {
+    pub issuer: String,
+    pub audiences: HashSet<String>,
+    pub skew: u64,
+    pub max_age: Option<u64>,
+    pub require_exp: bool,
+    pub required_claims: Vec<String>,
+}
+
+/// The time window (inclusive, in seconds since the epoch) in which a verified token is acceptable;
+/// the token cache re-checks it on every hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub not_before: u64,
+    pub not_after: u64,
+}
+
+impl Window {
+    pub fn contains(&self, now: u64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+impl ClaimRules {
+    /// Judges verified claims at `now` (seconds since the epoch, from the host clock).
+    pub fn check(&self, claims: &Claims, now: u64) -> Result<Window, DenialCode> {
+        let exp = claims.expires_at.map(|d| d.as_secs());
+        let nbf = claims.invalid_before.map(|d| d.as_secs());
+        let iat = claims.issued_at.map(|d| d.as_secs());
+        let mut window = Window {
+            not_before: 0,
+            not_after: u64::MAX,
+        };
+        match exp {
+            Some(exp) => {
+                window.not_after = exp.saturating_add(self.skew);
+                if now > window.not_after {
+                    return Err(DenialCode::TokenExpired);
+                }
+            }
+            None if self.require_exp => return Err(DenialCode::ClaimMissing),
+            None => {}
+        }
+        if let Some(nbf) = nbf {
+            window.not_before = nbf.saturating_sub(self.skew);
+            if now < window.not_before {
+                return Err(DenialCode::TokenNotYetValid);
+            }
+        }
+        if let Some(iat) = iat {
+            if iat > now.saturating_add(self.skew) {
+                return Err(DenialCode::TokenIssuedInFuture);
+            }
+            window.not_before = window.not_before.max(iat.saturating_sub(self.skew));
+        }
+        if let Some(max_age) = self.max_age {
+            let iat = iat.ok_or(DenialCode::ClaimMissing)?;
+            window.not_after = window.not_after.min(iat.saturating_add(max_age));
+            if now > window.not_after {
+                return Err(DenialCode::TokenTooOld);
+            }
+        }
+        if claims.issuer.as_deref() != Some(self.issuer.as_str()) {
+            return Err(DenialCode::IssuerMismatch);
+        }
+        let aud_ok = match &claims.audiences {
+            Some(Audiences::AsString(a)) => self.audiences.contains(a),
+            Some(Audiences::AsSet(set)) => set.iter().any(|a| self.audiences.contains(a)),
+            None => false,
+        };
+        if !aud_ok {
+            return Err(DenialCode::AudienceMismatch);
+        }
+        for name in &self.required_claims {
+            if claim_value(claims, name).is_none() {
+                return Err(DenialCode::ClaimMissing);
+            }
+        }
+        Ok(window)
+    }
+}
+
+/// A claim by name, registered or custom, as JSON.
+pub fn claim_value(claims: &Claims, name: &str) -> Option<Value> {
+    let secs = |d: Option<Duration>| d.map(|d| Value::from(d.as_secs()));
+    match name {
+        "iss" => claims.issuer.clone().map(Value::String),
+        "sub" => claims.subject.clone().map(Value::String),
+        "jti" => claims.jwt_id.clone().map(Value::String),
+        "nonce" => claims.nonce.clone().map(Value::String),
+        "exp" => secs(claims.expires_at),
+        "nbf" => secs(claims.invalid_before),
+        "iat" => secs(claims.issued_at),
+        "aud" => match &claims.audiences {
+            Some(Audiences::AsString(a)) => Some(Value::String(a.clone())),
+            Some(Audiences::AsSet(set)) => {
+                let mut v: Vec<&String> = set.iter().collect();
+                v.sort();
+                Some(Value::from(v.into_iter().cloned().collect::<Vec<_>>()))
+            }
+            None => None,
+        },
+        _ => claims.custom.get(name).cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::jwks::KeySet;
+    use crate::testkit::{self, Mint};
+    use serde_json::json;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn rules() -> ClaimRules {
+        ClaimRules {
+            issuer: testkit::ISSUER.into(),
+            audiences: [testkit::AUDIENCE.to_string()].into(),
+            skew: 60,
+            max_age: None,
+            require_exp: true,
+            required_claims: vec![],
+        }
+    }
+
+    fn keys() -> KeySet {
+        KeySet::from_policy(&testkit::public_jwks(), &Alg::ALL, "k").unwrap()
+    }
+
+    fn verify_with(token: &str, alg: Alg, kid: &str) -> Result<Claims, DenialCode> {
+        let keys = keys();
+        let mut c = keys.candidates(alg, Some(kid)).unwrap();
+        verify_signature(c.next().unwrap(), token)
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn every_algorithm_verifies_and_detects_tampering() {
+        for (alg, kid) in testkit::ALG_KEYS {
+            let token = Mint::new(alg, kid).now(NOW).sign();
+            let header = parse_header(&token).unwrap();
+            assert_eq!(header, Header { alg, kid: Some(kid.to_string()) });
+            let claims = verify_with(&token, alg, kid).unwrap_or_else(|e| panic!("{alg}: {e:?}"));
+            assert_eq!(rules().check(&claims, NOW).map(|_| ()), Ok(()), "{alg}");
+            let tampered = testkit::tamper_payload(&token, json!({"sub": "mallory"}));
+            assert_eq!(verify_with(&tampered, alg, kid).unwrap_err(), DenialCode::SignatureInvalid, "{alg}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn signature_by_another_key_fails() {
+        let token = Mint::new(Alg::RS256, "rsa-1").key("rsa-2").now(NOW).sign();
+        assert_eq!(verify_with(&token, Alg::RS256, "rsa-1").unwrap_err(), DenialCode::SignatureInvalid);
+        let token = Mint::new(Alg::ES512, "ec521").now(NOW).sign();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let other = Mint::new(Alg::ES512, "ec521").now(NOW).claim("sub", json!("x")).sign();
+        parts[2] = other.split('.').nth(2).unwrap();
+        assert_eq!(verify_with(&parts.join("."), Alg::ES512, "ec521").unwrap_err(), DenialCode::SignatureInvalid);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn header_rules() {
+        let h = |v: Value| format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(v.to_string()));
+        assert_eq!(parse_header(&h(json!({"alg": "none"}))), Err(DenialCode::AlgorithmNotAllowed));
+        assert_eq!(parse_header(&h(json!({"alg": "HS999"}))), Err(DenialCode::AlgorithmNotAllowed));
+        assert_eq!(parse_header(&h(json!({}))), Err(DenialCode::TokenMalformed));
+        assert_eq!(parse_header(&h(json!({"alg": 5}))), Err(DenialCode::TokenMalformed));
+        assert_eq!(parse_header(&h(json!({"alg": "RS256", "kid": 1}))), Err(DenialCode::TokenMalformed));
+        assert_eq!(
+            parse_header(&h(json!({"alg": "RS256", "crit": ["exp"], "exp": 1}))),
+            Err(DenialCode::CriticalHeaderUnsupported)
+        );
+        assert_eq!(parse_header(&h(json!({"alg": "RS256", "typ": "JOSE"}))), Err(DenialCode::TokenMalformed));
+        assert!(parse_header(&h(json!({"alg": "RS256", "typ": "at+jwt"}))).is_ok());
+        // jku / x5u are ignored, not followed.
+        assert_eq!(
+            parse_header(&h(json!({"alg": "RS256", "jku": "http://evil/jwks", "x5u": "http://evil"}))),
+            Ok(Header { alg: Alg::RS256, kid: None })
+        );
+        for bad in ["", "a", "a.b", "a.b.c.d", ".e30.x", "!!!.e30.x"] {
+            assert_eq!(parse_header(bad), Err(DenialCode::TokenMalformed), "{bad}");
+        }
+        let huge = format!("{}.e30.x", "A".repeat(MAX_HEADER_B64 + 4));
+        assert_eq!(parse_header(&huge), Err(DenialCode::TokenMalformed));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn claim_rules_table() {
+        let r = rules();
+        let base = || Mint::new(Alg::ES256, "ec256").now(NOW);
+        let check = |m: Mint, r: &ClaimRules, now: u64| {
+            let t = m.sign();
+            r.check(&verify_with(&t, Alg::ES256, "ec256").unwrap(), now).map(|_| ())
+        };
+        use DenialCode::*;
+        let cases: Vec<(&str, Mint, Result<(), DenialCode>)> = vec![
+            ("valid", base(), Ok(())),
+            ("expired beyond skew", base().exp(NOW - 61), Err(TokenExpired)),
+            ("expired within skew", base().exp(NOW - 60), Ok(())),
+            ("nbf beyond skew", base().nbf(NOW + 61), Err(TokenNotYetValid)),
+            ("nbf within skew", base().nbf(NOW + 60), Ok(())),
+            ("iat in future beyond skew", base().iat(NOW + 61), Err(TokenIssuedInFuture)),
+            ("iat in future within skew", base().iat(NOW + 60), Ok(())),
+            ("wrong issuer", base().claim("iss", json!("https://evil")), Err(IssuerMismatch)),
+            ("no issuer", base().without("iss"), Err(IssuerMismatch)),
+            ("wrong audience", base().claim("aud", json!("other")), Err(AudienceMismatch)),
+            ("audience array", base().claim("aud", json!(["other", testkit::AUDIENCE])), Ok(())),
+            ("audience array without ours", base().claim("aud", json!(["a", "b"])), Err(AudienceMismatch)),
+            ("no audience", base().without("aud"), Err(AudienceMismatch)),
+            ("no exp", base().without("exp"), Err(ClaimMissing)),
+        ];
+        for (note, mint, want) in cases {
+            assert_eq!(check(mint, &r, NOW), want, "{note}");
+        }
+        let mut lax = rules();
+        lax.require_exp = false;
+        assert_eq!(check(base().without("exp"), &lax, NOW), Ok(()));
+        let mut aged = rules();
+        aged.max_age = Some(300);
+        assert_eq!(check(base().iat(NOW - 301), &aged, NOW), Err(TokenTooOld));
+        assert_eq!(check(base().iat(NOW - 300), &aged, NOW), Ok(()));
+        assert_eq!(check(base().without("iat"), &aged, NOW), Err(ClaimMissing));
+        let mut required = rules();
+        required.required_claims = vec!["tenant".into(), "sub".into()];
+        assert_eq!(check(base(), &required, NOW), Err(ClaimMissing));
+        assert_eq!(check(base().claim("tenant", json!("t1")), &required, NOW), Ok(()));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn window_matches_skew() {
+        let t = Mint::new(Alg::ES256, "ec256").now(NOW).exp(NOW + 100).nbf(NOW - 10).sign();
+        let w = rules().check(&verify_with(&t, Alg::ES256, "ec256").unwrap(), NOW).unwrap();
+        assert_eq!(w, Window { not_before: NOW - 60, not_after: NOW + 160 });
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn claim_values() {
+        let t = Mint::new(Alg::ES256, "ec256")
+            .now(NOW)
+            .claim("roles", json!(["a", "b"]))
+            .claim("n", json!(5))
+            .sign();
+        let c = verify_with(&t, Alg::ES256, "ec256").unwrap();
+        assert_eq!(claim_value(&c, "sub"), Some(json!("alice")));
+        assert_eq!(claim_value(&c, "iss"), Some(json!(testkit::ISSUER)));
+        assert_eq!(claim_value(&c, "roles"), Some(json!(["a", "b"])));
+        assert_eq!(claim_value(&c, "n"), Some(json!(5)));
+        assert_eq!(claim_value(&c, "exp"), Some(json!(NOW + 3600)));
+        assert_eq!(claim_value(&c, "missing"), None);
+        assert_eq!(peek_issuer(&t), Some(testkit::ISSUER.into()));
+    }
+}

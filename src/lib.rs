@@ -1,0 +1,16 @@
+//! Tollgate: an API-security policy filter for Envoy. The crate root wires the host-independent
+//! engine (`policy`, `engine`, `jwt`, `store`) to the proxy-wasm adapter (`host`, wasi builds only).
+
+pub mod codes;
+pub mod engine;
+pub mod jwt;
+pub mod policy;
+pub mod problem;
+pub mod store;
+
+// The only module that names `proxy_wasm`; compiled only for the module Envoy loads.
+#[cfg(target_os = "wasi")]
+mod host;
+
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -1,0 +1,204 @@
+//! The policy document as users write it (wire structs) and its parsing. `engine::Engine::compile`
+//! turns a parsed document into runtime structures; this module knows nothing about requests.
+
+mod error;
+pub use error::ConfigError;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Default allowed clock skew for `exp`, `nbf` and `iat`, as Envoy's `jwt_authn`.
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+/// Default maximum size of a token, in bytes.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Default number of verified tokens remembered per VM.
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1024;
+pub const DEFAULT_REALM: &str = "tollgate";
+
+/// The whole policy document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    /// `realm` in `WWW-Authenticate` challenges.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// JWT providers by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderDoc>,
+    /// The API's routes. A request that matches none is refused (`route_not_found`).
+    pub routes: Vec<RouteDoc>,
+    #[serde(default)]
+    pub token_cache: Option<TokenCacheDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderDoc {
+    /// Required `iss` value.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one of them.
+    pub audiences: Vec<String>,
+    /// JWS algorithms this provider may use (`RS256`, `ES256`, ...). `none` is never accepted.
+    pub algorithms: Vec<String>,
+    /// Inline JWKS (RFC 7517): `{"keys": [...]}`.
+    #[serde(default)]
+    pub jwks: Option<JwksDoc>,
+    /// JWKS fetched from a URI through an Envoy cluster.
+    #[serde(default)]
+    pub remote_jwks: Option<RemoteJwksDoc>,
+    #[serde(default)]
+    pub clock_skew_seconds: Option<u64>,
+    /// Reject tokens whose `iat` is older than this (requires `iat`).
+    #[serde(default)]
+    pub max_token_age_seconds: Option<u64>,
+    /// Require an `exp` claim (default true).
+    #[serde(default)]
+    pub require_expiration: Option<bool>,
+    /// Claims that must be present.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Where the token is read from; default: `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub sources: Option<Vec<SourceDoc>>,
+    /// Verified claims copied to upstream request headers: `{"sub": "x-user-id"}`.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    /// Keep the token's header/parameter on the upstream request (default false: stripped).
+    #[serde(default)]
+    pub forward_token: Option<bool>,
+    #[serde(default)]
+    pub max_token_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksDoc {
+    /// JWK objects; members Tollgate does not use (`x5c`, `x5t`, ...) are ignored, as RFC 7517 asks.
+    pub keys: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwksDoc {
+    /// Envoy cluster that reaches the JWKS server.
+    pub cluster: String,
+    /// `http(s)://authority/path` of the JWKS document.
+    pub uri: String,
+    #[serde(default)]
+    pub refresh_seconds: Option<u64>,
+    #[serde(default)]
+    pub retry_seconds: Option<u64>,
+    #[serde(default)]
+    pub min_refresh_seconds: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+}
+
+/// Exactly one of `header`, `query`, `cookie`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDoc {
+    #[serde(default)]
+    pub header: Option<String>,
+    /// With `header`: text before the token, e.g. `"Bearer "` (matched case-insensitively).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDoc {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Exact path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// HTTP methods; empty or absent means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// No authentication. Must be said explicitly.
+    #[serde(default)]
+    pub public: bool,
+    /// Names of the JWT providers whose tokens this route accepts.
+    #[serde(default)]
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheDoc {
+    /// Verified tokens remembered per VM; 0 disables the cache.
+    pub max_entries: usize,
+}
+
+/// Parses a policy document. Structural problems (unknown field, wrong type) are reported with the
+/// JSON path of the first one; semantic problems are collected by the compiler.
+pub fn parse(bytes: &[u8]) -> Result<PolicyDoc, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, PolicyDoc>(&mut de) {
+        Ok(doc) => {
+            de.end()
+                .map_err(|e| ConfigError::new("", format!("trailing data after the policy: {e}")))?;
+            Ok(doc)
+        }
+        Err(err) => {
+            let path = err.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            Err(ConfigError::new(path, describe_serde_error(err.inner())))
+        }
+    }
+}
+
+/// serde's messages are already "unknown field `x`, expected one of `a`, `b`"; strip the
+/// line/column suffix, which refers to the serialised text users did not write.
+fn describe_serde_error(err: &serde_json::Error) -> String {
+    let msg = err.to_string();
+    match msg.find(" at line ") {
+        Some(i) => msg.get(..i).unwrap_or(&msg).to_string(),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn unknown_field_names_path_and_allowed_fields() {
+        let err = parse(br#"{"routes": [], "providers": {"corp": {"issuer": "i", "audiences": [], "algorithms": [], "isuer": 1}}}"#)
+            .unwrap_err();
+        assert_eq!(err.path, "providers.corp.isuer");
+        assert!(err.message.contains("unknown field `isuer`"), "{}", err.message);
+        assert!(err.message.contains("`issuer`"), "{}", err.message);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn wrong_type_names_path() {
+        let err = parse(br#"{"routes": [{"path": 5}]}"#).unwrap_err();
+        assert_eq!(err.path, "routes[0].path");
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn missing_routes_is_an_error() {
+        let err = parse(br#"{}"#).unwrap_err();
+        assert!(err.message.contains("missing field `routes`"), "{}", err.message);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn not_json_is_an_error() {
+        assert!(parse(b"routes: []").is_err());
+        assert!(parse(b"").is_err());
+        assert!(parse(br#"{"routes": []} x"#).is_err());
+    }
+}

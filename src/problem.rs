@@ -1,0 +1,88 @@
+//! RFC 9457 `application/problem+json` bodies and RFC 6750 challenges for denials. Only the
+//! generic texts of `codes` go out: never a token, key, claim value or library message.
+
+use crate::codes::{DenialCode, PROBLEM_TYPE_PREFIX};
+use crate::engine::Denial;
+use serde_json::json;
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+/// Seconds a client should wait when keys are not loaded yet.
+pub const KEYS_UNAVAILABLE_RETRY_AFTER: &str = "5";
+
+pub fn body(code: DenialCode) -> String {
+    let info = code.info();
+    json!({
+        "type": format!("{PROBLEM_TYPE_PREFIX}{}", info.code),
+        "title": info.title,
+        "status": info.status,
+        "detail": info.detail,
+    })
+    .to_string()
+}
+
+/// `Bearer realm="…"` plus `error="…"` when the request carried a token (RFC 6750 section 3).
+pub fn challenge(realm: &str, code: DenialCode) -> Option<String> {
+    let info = code.info();
+    if info.status != 401 && info.bearer_error.is_none() {
+        return None;
+    }
+    Some(match info.bearer_error {
+        Some(error) => format!("Bearer realm=\"{realm}\", error=\"{error}\""),
+        None => format!("Bearer realm=\"{realm}\""),
+    })
+}
+
+/// The full local reply for `code`.
+pub fn denial(realm: &str, code: DenialCode, route: Option<String>) -> Denial {
+    let mut headers = vec![
+        ("content-type", CONTENT_TYPE.to_string()),
+        ("cache-control", "no-store".to_string()),
+    ];
+    if let Some(c) = challenge(realm, code) {
+        headers.push(("www-authenticate", c));
+    }
+    if code == DenialCode::KeysUnavailable {
+        headers.push(("retry-after", KEYS_UNAVAILABLE_RETRY_AFTER.to_string()));
+    }
+    Denial {
+        code,
+        route,
+        status: code.info().status,
+        headers,
+        body: body(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn bodies_are_problem_json() {
+        for code in DenialCode::ALL {
+            let v: Value = serde_json::from_str(&body(code)).unwrap();
+            assert_eq!(v["type"], format!("urn:tollgate:problem:{}", code.as_str()));
+            assert_eq!(v["status"], code.info().status);
+            assert!(v["title"].is_string() && v["detail"].is_string());
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn challenges() {
+        assert_eq!(challenge("r", DenialCode::TokenMissing).as_deref(), Some("Bearer realm=\"r\""));
+        assert_eq!(
+            challenge("r", DenialCode::SignatureInvalid).as_deref(),
+            Some("Bearer realm=\"r\", error=\"invalid_token\"")
+        );
+        assert_eq!(
+            challenge("r", DenialCode::MultipleTokens).as_deref(),
+            Some("Bearer realm=\"r\", error=\"invalid_request\"")
+        );
+        assert_eq!(challenge("r", DenialCode::RouteNotFound), None);
+        assert_eq!(challenge("r", DenialCode::KeysUnavailable), None);
+        let d = denial("r", DenialCode::KeysUnavailable, None);
+        assert!(d.headers.contains(&("retry-after", "5".into())));
+    }
+}
