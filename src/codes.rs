@@ -20,6 +20,8 @@ pub enum DenialCode {
     AudienceMismatch,
     ClaimMissing,
     KeysUnavailable,
+    /// The host failed a call Tollgate needs (headers, clock); fail closed.
+    InternalError,
 }
 
 /// How a denial is rendered as HTTP.
@@ -40,7 +42,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 17] = [
+    pub const ALL: [DenialCode; 18] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -58,6 +60,7 @@ impl DenialCode {
         DenialCode::AudienceMismatch,
         DenialCode::ClaimMissing,
         DenialCode::KeysUnavailable,
+        DenialCode::InternalError,
     ];
 
     pub const fn info(self) -> DenialInfo {
@@ -152,15 +155,26 @@ impl DenialCode {
             DenialCode::IssuerMismatch => {
                 ("issuer_mismatch", 401, "Invalid token", BAD_TOKEN, INVALID)
             }
-            DenialCode::AudienceMismatch => {
-                ("audience_mismatch", 401, "Invalid token", BAD_TOKEN, INVALID)
-            }
+            DenialCode::AudienceMismatch => (
+                "audience_mismatch",
+                401,
+                "Invalid token",
+                BAD_TOKEN,
+                INVALID,
+            ),
             DenialCode::ClaimMissing => ("claim_missing", 401, "Invalid token", BAD_TOKEN, INVALID),
             DenialCode::KeysUnavailable => (
                 "keys_unavailable",
                 503,
                 "Service unavailable",
                 "Token verification keys are not available yet; retry shortly.",
+                None,
+            ),
+            DenialCode::InternalError => (
+                "internal_error",
+                500,
+                "Internal error",
+                "The request could not be checked.",
                 None,
             ),
         };
@@ -212,6 +226,9 @@ mod tests {
     fn missing_token_carries_no_bearer_error() {
         // RFC 6750 section 3.1: no error attribute when the request had no credentials.
         assert_eq!(DenialCode::TokenMissing.info().bearer_error, None);
-        assert_eq!(DenialCode::TokenExpired.info().bearer_error, Some("invalid_token"));
+        assert_eq!(
+            DenialCode::TokenExpired.info().bearer_error,
+            Some("invalid_token")
+        );
     }
 }

@@ -71,7 +71,10 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn challenges() {
-        assert_eq!(challenge("r", DenialCode::TokenMissing).as_deref(), Some("Bearer realm=\"r\""));
+        assert_eq!(
+            challenge("r", DenialCode::TokenMissing).as_deref(),
+            Some("Bearer realm=\"r\"")
+        );
         assert_eq!(
             challenge("r", DenialCode::SignatureInvalid).as_deref(),
             Some("Bearer realm=\"r\", error=\"invalid_token\"")

@@ -52,8 +52,15 @@ pub fn public_jwk(kid: &str) -> Value {
 
 fn private_member(kid: &str, member: &str) -> Vec<u8> {
     let doc: Value = serde_json::from_str(PRIVATE_JWKS).unwrap();
-    let key = doc["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).unwrap();
-    URL_SAFE_NO_PAD.decode(key[member].as_str().unwrap()).unwrap()
+    let key = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap();
+    URL_SAFE_NO_PAD
+        .decode(key[member].as_str().unwrap())
+        .unwrap()
 }
 
 /// Builds and signs a token. Defaults: issuer, audience, `sub = alice`, `iat = now`, `exp = now + 3600`.
@@ -66,10 +73,15 @@ pub struct Mint {
 
 impl Mint {
     pub fn new(alg: Alg, kid: &str) -> Mint {
-        Mint { alg, kid: Some(kid.into()), signing_kid: kid.into(), claims: Map::new() }
-            .claim("iss", json!(ISSUER))
-            .claim("aud", json!(AUDIENCE))
-            .claim("sub", json!("alice"))
+        Mint {
+            alg,
+            kid: Some(kid.into()),
+            signing_kid: kid.into(),
+            claims: Map::new(),
+        }
+        .claim("iss", json!(ISSUER))
+        .claim("aud", json!(AUDIENCE))
+        .claim("sub", json!("alice"))
     }
     pub fn now(self, now: u64) -> Mint {
         self.iat(now).exp(now + 3600)
@@ -159,11 +171,17 @@ impl Mint {
 /// Replaces payload claims without re-signing.
 pub fn tamper_payload(token: &str, changes: Value) -> String {
     let parts: Vec<&str> = token.split('.').collect();
-    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     for (k, v) in changes.as_object().unwrap() {
         payload[k] = v.clone();
     }
-    format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(payload.to_string()), parts[2])
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    )
 }
 
 /// A token with an arbitrary header and payload and a garbage signature.

@@ -53,7 +53,11 @@ pub(super) fn authenticate(
         .copied()
         .filter(|(_, p)| p.sources.contains(source))
         .collect();
-    let largest = candidates.iter().map(|(_, p)| p.max_token_bytes).max().unwrap_or(0);
+    let largest = candidates
+        .iter()
+        .map(|(_, p)| p.max_token_bytes)
+        .max()
+        .unwrap_or(0);
     if token.len() > largest {
         return Err(DenialCode::TokenTooLarge);
     }
@@ -75,7 +79,12 @@ pub(super) fn authenticate(
     let remote = &state.remote;
     let hit = state
         .cache
-        .get(&key, now, |i| remote.get(i).and_then(|r| r.as_ref()).map_or(0, |r| r.generation))
+        .get(&key, now, |i| {
+            remote
+                .get(i)
+                .and_then(|r| r.as_ref())
+                .map_or(0, |r| r.generation)
+        })
         .filter(|v| v.provider == index);
     effects.cache_hit = Some(hit.is_some());
     let verified = match hit {
@@ -130,7 +139,12 @@ fn verify_fresh(
     }
     let claims = outcome?;
     let window = provider.rules.check(&claims, now)?;
-    Ok(Verified { provider: index, generation, window, forward: Rc::new(forward_headers(provider, &claims)) })
+    Ok(Verified {
+        provider: index,
+        generation,
+        window,
+        forward: Rc::new(forward_headers(provider, &claims)),
+    })
 }
 
 /// `(header, value)` for each configured claim present in the token.
@@ -163,7 +177,13 @@ fn forward_headers(provider: &Provider, claims: &Claims) -> Vec<(String, String)
     out
 }
 
-fn allow(engine: &Engine, provider: &Provider, source: &Source, req: &Request<'_>, verified: &Verified) -> Allow {
+fn allow(
+    engine: &Engine,
+    provider: &Provider,
+    source: &Source,
+    req: &Request<'_>,
+    verified: &Verified,
+) -> Allow {
     let mut remove_headers = engine.forwarded_headers.clone();
     let mut set_headers: Vec<(String, String)> = verified.forward.as_ref().clone();
     if !provider.forward_token {

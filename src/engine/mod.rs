@@ -82,22 +82,43 @@ pub struct VmState {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Engine({} providers, {} routes)", self.providers.len(), self.routes.len())
+        write!(
+            f,
+            "Engine({} providers, {} routes)",
+            self.providers.len(),
+            self.routes.len()
+        )
     }
 }
 
 fn valid_header_name(h: &str) -> bool {
-    !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn compile_provider(name: &str, doc: &ProviderDoc, errors: &mut Vec<ConfigError>) -> Option<Provider> {
+fn compile_provider(
+    name: &str,
+    doc: &ProviderDoc,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Provider> {
     let at = format!("providers.{name}");
     let start = errors.len();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        errors.push(ConfigError::new(&at, format!("provider name `{name}` may hold only letters, digits, `-` and `_`")));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        errors.push(ConfigError::new(
+            &at,
+            format!("provider name `{name}` may hold only letters, digits, `-` and `_`"),
+        ));
     }
     if doc.issuer.is_empty() {
-        errors.push(ConfigError::new(format!("{at}.issuer"), "must not be empty"));
+        errors.push(ConfigError::new(
+            format!("{at}.issuer"),
+            "must not be empty",
+        ));
     }
     if doc.audiences.is_empty() || doc.audiences.iter().any(String::is_empty) {
         errors.push(ConfigError::new(
@@ -107,19 +128,28 @@ fn compile_provider(name: &str, doc: &ProviderDoc, errors: &mut Vec<ConfigError>
     }
     let mut algorithms = Vec::new();
     if doc.algorithms.is_empty() {
-        errors.push(ConfigError::new(format!("{at}.algorithms"), format!("list at least one of [{}]", Alg::allowed_list())));
+        errors.push(ConfigError::new(
+            format!("{at}.algorithms"),
+            format!("list at least one of [{}]", Alg::allowed_list()),
+        ));
     }
     for (i, a) in doc.algorithms.iter().enumerate() {
         match Alg::parse(a) {
             Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
-            Some(_) => errors.push(ConfigError::new(format!("{at}.algorithms[{i}]"), format!("`{a}` is listed twice"))),
+            Some(_) => errors.push(ConfigError::new(
+                format!("{at}.algorithms[{i}]"),
+                format!("`{a}` is listed twice"),
+            )),
             None if a.eq_ignore_ascii_case("none") => errors.push(ConfigError::new(
                 format!("{at}.algorithms[{i}]"),
                 "`none` means unsigned tokens and is never accepted",
             )),
             None => errors.push(ConfigError::new(
                 format!("{at}.algorithms[{i}]"),
-                format!("unsupported algorithm `{a}`; expected one of [{}]", Alg::allowed_list()),
+                format!(
+                    "unsupported algorithm `{a}`; expected one of [{}]",
+                    Alg::allowed_list()
+                ),
             )),
         }
     }
@@ -146,14 +176,20 @@ fn compile_provider(name: &str, doc: &ProviderDoc, errors: &mut Vec<ConfigError>
                 }
             }
         }
-        (None, Some(remote)) => RemoteSpec::compile(remote, &format!("{at}.remote_jwks"), errors).map(ProviderKeys::Remote),
+        (None, Some(remote)) => RemoteSpec::compile(remote, &format!("{at}.remote_jwks"), errors)
+            .map(ProviderKeys::Remote),
         (a, b) => {
             let found = usize::from(a.is_some()) + usize::from(b.is_some());
-            errors.push(ConfigError::new(&at, format!("a provider needs exactly one of `jwks`, `remote_jwks`; found {found}")));
+            errors.push(ConfigError::new(
+                &at,
+                format!("a provider needs exactly one of `jwks`, `remote_jwks`; found {found}"),
+            ));
             None
         }
     };
-    let skew = doc.clock_skew_seconds.unwrap_or(policy::DEFAULT_CLOCK_SKEW_SECONDS);
+    let skew = doc
+        .clock_skew_seconds
+        .unwrap_or(policy::DEFAULT_CLOCK_SKEW_SECONDS);
     if skew > MAX_CLOCK_SKEW_SECONDS {
         errors.push(ConfigError::new(
             format!("{at}.clock_skew_seconds"),
@@ -161,24 +197,38 @@ fn compile_provider(name: &str, doc: &ProviderDoc, errors: &mut Vec<ConfigError>
         ));
     }
     if doc.max_token_age_seconds == Some(0) {
-        errors.push(ConfigError::new(format!("{at}.max_token_age_seconds"), "must be at least 1"));
+        errors.push(ConfigError::new(
+            format!("{at}.max_token_age_seconds"),
+            "must be at least 1",
+        ));
     }
-    let max_token_bytes = doc.max_token_bytes.unwrap_or(policy::DEFAULT_MAX_TOKEN_BYTES);
+    let max_token_bytes = doc
+        .max_token_bytes
+        .unwrap_or(policy::DEFAULT_MAX_TOKEN_BYTES);
     if !(TOKEN_BYTES_RANGE.0..=TOKEN_BYTES_RANGE.1).contains(&max_token_bytes) {
         errors.push(ConfigError::new(
             format!("{at}.max_token_bytes"),
-            format!("{max_token_bytes} is out of range; expected {} to {}", TOKEN_BYTES_RANGE.0, TOKEN_BYTES_RANGE.1),
+            format!(
+                "{max_token_bytes} is out of range; expected {} to {}",
+                TOKEN_BYTES_RANGE.0, TOKEN_BYTES_RANGE.1
+            ),
         ));
     }
     for (i, c) in doc.required_claims.iter().enumerate() {
         if c.is_empty() {
-            errors.push(ConfigError::new(format!("{at}.required_claims[{i}]"), "must not be empty"));
+            errors.push(ConfigError::new(
+                format!("{at}.required_claims[{i}]"),
+                "must not be empty",
+            ));
         }
     }
     let sources = match &doc.sources {
         None => default_sources(),
         Some(list) if list.is_empty() => {
-            errors.push(ConfigError::new(format!("{at}.sources"), "list at least one source, or leave it out for `Authorization: Bearer`"));
+            errors.push(ConfigError::new(
+                format!("{at}.sources"),
+                "list at least one source, or leave it out for `Authorization: Bearer`",
+            ));
             vec![]
         }
         Some(list) => list
@@ -192,11 +242,17 @@ fn compile_provider(name: &str, doc: &ProviderDoc, errors: &mut Vec<ConfigError>
         let path = format!("{at}.forward_claims.{claim}");
         let lower = header.to_ascii_lowercase();
         if !valid_header_name(&lower) {
-            errors.push(ConfigError::new(path, format!("`{header}` is not a valid header name")));
+            errors.push(ConfigError::new(
+                path,
+                format!("`{header}` is not a valid header name"),
+            ));
         } else if RESERVED_HEADERS.contains(&lower.as_str()) {
             errors.push(ConfigError::new(path, format!("`{header}` is reserved; forward claims into a header of your own, such as `x-user-id`")));
         } else if forward.iter().any(|(_, h)| *h == lower) {
-            errors.push(ConfigError::new(path, format!("header `{header}` already receives another claim")));
+            errors.push(ConfigError::new(
+                path,
+                format!("header `{header}` already receives another claim"),
+            ));
         } else {
             forward.push((claim.clone(), lower));
         }
@@ -232,9 +288,19 @@ impl Engine {
 
     pub fn from_doc(doc: &PolicyDoc) -> Result<Engine, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let realm = doc.realm.clone().unwrap_or_else(|| policy::DEFAULT_REALM.to_string());
-        if realm.is_empty() || realm.bytes().any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b)) {
-            errors.push(ConfigError::new("realm", "must be non-empty printable ascii without `\"` or `\\`"));
+        let realm = doc
+            .realm
+            .clone()
+            .unwrap_or_else(|| policy::DEFAULT_REALM.to_string());
+        if realm.is_empty()
+            || realm
+                .bytes()
+                .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+        {
+            errors.push(ConfigError::new(
+                "realm",
+                "must be non-empty printable ascii without `\"` or `\\`",
+            ));
         }
         let mut providers = Vec::new();
         let mut ids = BTreeMap::new();
@@ -245,7 +311,10 @@ impl Engine {
             }
         }
         let routes = RouteTable::compile(&doc.routes, &ids, &mut errors);
-        let token_cache_entries = doc.token_cache.as_ref().map_or(policy::DEFAULT_TOKEN_CACHE_ENTRIES, |c| c.max_entries);
+        let token_cache_entries = doc
+            .token_cache
+            .as_ref()
+            .map_or(policy::DEFAULT_TOKEN_CACHE_ENTRIES, |c| c.max_entries);
         if token_cache_entries > MAX_TOKEN_CACHE_ENTRIES {
             errors.push(ConfigError::new(
                 "token_cache.max_entries",
@@ -255,10 +324,19 @@ impl Engine {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let mut forwarded_headers: Vec<String> = providers.iter().flat_map(|p| p.forward.iter().map(|(_, h)| h.clone())).collect();
+        let mut forwarded_headers: Vec<String> = providers
+            .iter()
+            .flat_map(|p| p.forward.iter().map(|(_, h)| h.clone()))
+            .collect();
         forwarded_headers.sort();
         forwarded_headers.dedup();
-        Ok(Engine { realm, providers, routes, token_cache_entries, forwarded_headers })
+        Ok(Engine {
+            realm,
+            providers,
+            routes,
+            token_cache_entries,
+            forwarded_headers,
+        })
     }
 
     pub fn new_state(&self) -> VmState {
@@ -270,10 +348,13 @@ impl Engine {
 
     /// Providers whose keys are fetched: `(index, provider, spec)`.
     pub fn remote_providers(&self) -> impl Iterator<Item = (usize, &Provider, &RemoteSpec)> {
-        self.providers.iter().enumerate().filter_map(|(i, p)| match &p.keys {
-            ProviderKeys::Remote(spec) => Some((i, p, spec)),
-            ProviderKeys::Inline(_) => None,
-        })
+        self.providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match &p.keys {
+                ProviderKeys::Remote(spec) => Some((i, p, spec)),
+                ProviderKeys::Inline(_) => None,
+            })
     }
 
     /// Decides one request at `now` (seconds since the epoch, host clock).
@@ -289,7 +370,8 @@ impl Engine {
                 remove_headers: self.forwarded_headers.clone(),
                 set_headers: vec![],
             }),
-            Access::Jwt(ids) => match authn::authenticate(self, ids, req, now, state, &mut effects) {
+            Access::Jwt(ids) => match authn::authenticate(self, ids, req, now, state, &mut effects)
+            {
                 Ok(mut allow) => {
                     allow.route = route.name.clone();
                     Decision::Allow(allow)
@@ -301,7 +383,10 @@ impl Engine {
     }
 
     fn deny(&self, code: DenialCode, route: Option<String>, effects: Effects) -> Outcome {
-        Outcome { decision: Decision::Deny(crate::problem::denial(&self.realm, code, route)), effects }
+        Outcome {
+            decision: Decision::Deny(crate::problem::denial(&self.realm, code, route)),
+            effects,
+        }
     }
 }
 

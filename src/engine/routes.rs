@@ -50,7 +50,10 @@ impl RouteTable {
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut seen: HashMap<(PathMatch, String), usize> = HashMap::new();
         if docs.is_empty() {
-            errors.push(ConfigError::new("routes", "at least one route is required; requests that match no route are refused"));
+            errors.push(ConfigError::new(
+                "routes",
+                "at least one route is required; requests that match no route are refused",
+            ));
         }
         for (i, doc) in docs.iter().enumerate() {
             let at = format!("routes[{i}]");
@@ -60,7 +63,10 @@ impl RouteTable {
                 (None, Some(p)) => PathMatch::Prefix(p.clone()),
                 (a, b) => {
                     let found = usize::from(a.is_some()) + usize::from(b.is_some());
-                    errors.push(ConfigError::new(&at, format!("a route needs exactly one of `path`, `prefix`; found {found}")));
+                    errors.push(ConfigError::new(
+                        &at,
+                        format!("a route needs exactly one of `path`, `prefix`; found {found}"),
+                    ));
                     continue;
                 }
             };
@@ -68,7 +74,10 @@ impl RouteTable {
                 PathMatch::Exact(p) => ("path", p),
                 PathMatch::Prefix(p) => ("prefix", p),
             };
-            if !text.starts_with('/') || text.contains(['?', '#']) || text.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            if !text.starts_with('/')
+                || text.contains(['?', '#'])
+                || text.bytes().any(|b| b.is_ascii_control() || b == b' ')
+            {
                 errors.push(ConfigError::new(
                     format!("{at}.{field}"),
                     format!("`{text}` is not a path; expected it to start with `/` and hold no query, fragment, space or control character"),
@@ -89,12 +98,19 @@ impl RouteTable {
                     for (j, p) in doc.providers.iter().enumerate() {
                         match providers.get(p) {
                             Some(id) if !ids.contains(id) => ids.push(*id),
-                            Some(_) => errors.push(ConfigError::new(format!("{at}.providers[{j}]"), format!("provider `{p}` is listed twice"))),
+                            Some(_) => errors.push(ConfigError::new(
+                                format!("{at}.providers[{j}]"),
+                                format!("provider `{p}` is listed twice"),
+                            )),
                             None => errors.push(ConfigError::new(
                                 format!("{at}.providers[{j}]"),
                                 format!(
                                     "unknown provider `{p}`; expected one of [{}]",
-                                    providers.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                                    providers
+                                        .keys()
+                                        .map(|k| format!("`{k}`"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ),
                             )),
                         }
@@ -102,7 +118,10 @@ impl RouteTable {
                     Access::Jwt(ids)
                 }
                 (true, false) => {
-                    errors.push(ConfigError::new(&at, "a route is either `public: true` or lists `providers`, not both"));
+                    errors.push(ConfigError::new(
+                        &at,
+                        "a route is either `public: true` or lists `providers`, not both",
+                    ));
                     continue;
                 }
                 (false, true) => {
@@ -115,9 +134,16 @@ impl RouteTable {
             };
             let name = doc.name.clone().unwrap_or_else(|| at.clone());
             if let Some(other) = names.insert(name.clone(), i) {
-                errors.push(ConfigError::new(format!("{at}.name"), format!("`{name}` is already the name of routes[{other}]")));
+                errors.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("`{name}` is already the name of routes[{other}]"),
+                ));
             }
-            let methods_key = if doc.methods.is_empty() { vec!["*".to_string()] } else { doc.methods.clone() };
+            let methods_key = if doc.methods.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                doc.methods.clone()
+            };
             for m in &methods_key {
                 if let Some(other) = seen.insert((path.clone(), m.clone()), i) {
                     errors.push(ConfigError::new(
@@ -134,10 +160,14 @@ impl RouteTable {
                 PathMatch::Exact(p) => table.exact.entry(p.clone()).or_default().push(index),
                 PathMatch::Prefix(p) => table.prefixes.push((p.clone(), index)),
             }
-            table.routes.push(Route { name, methods: doc.methods.clone(), access });
+            table.routes.push(Route {
+                name,
+                methods: doc.methods.clone(),
+                access,
+            });
         }
         // Stable sort: equal lengths keep policy order.
-        table.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         table
     }
 
@@ -146,7 +176,11 @@ impl RouteTable {
     /// that allows the method wins.
     pub fn find(&self, method: &str, path: &str) -> Option<&Route> {
         if let Some(ids) = self.exact.get(path) {
-            if let Some(r) = ids.iter().filter_map(|i| self.routes.get(*i)).find(|r| r.allows(method)) {
+            if let Some(r) = ids
+                .iter()
+                .filter_map(|i| self.routes.get(*i))
+                .find(|r| r.allows(method))
+            {
                 return Some(r);
             }
         }
@@ -171,7 +205,13 @@ mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    fn route(path: Option<&str>, prefix: Option<&str>, methods: &[&str], public: bool, providers: &[&str]) -> RouteDoc {
+    fn route(
+        path: Option<&str>,
+        prefix: Option<&str>,
+        methods: &[&str],
+        public: bool,
+        providers: &[&str],
+    ) -> RouteDoc {
         RouteDoc {
             name: None,
             path: path.map(Into::into),
@@ -200,8 +240,15 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let name = |m, p| t.find(m, p).map(|r| r.name.clone());
         assert_eq!(name("GET", "/health").as_deref(), Some("routes[4]"));
-        assert_eq!(name("POST", "/health").as_deref(), Some("routes[0]"), "falls back to the `/` prefix");
-        assert_eq!(name("GET", "/api/admin/status").as_deref(), Some("routes[3]"));
+        assert_eq!(
+            name("POST", "/health").as_deref(),
+            Some("routes[0]"),
+            "falls back to the `/` prefix"
+        );
+        assert_eq!(
+            name("GET", "/api/admin/status").as_deref(),
+            Some("routes[3]")
+        );
         assert_eq!(name("GET", "/api/admin/x").as_deref(), Some("routes[2]"));
         assert_eq!(name("POST", "/api/admin/x").as_deref(), Some("routes[1]"));
         assert_eq!(name("GET", "/api/x").as_deref(), Some("routes[1]"));
@@ -227,16 +274,28 @@ mod tests {
             route(Some("/c"), None, &[], false, &[]),
             route(Some("/d"), None, &[], true, &["corp"]),
             route(Some("/e"), None, &["GET"], true, &[]),
-            RouteDoc { name: Some("routes[6]".into()), ..route(Some("/e"), None, &["GET"], true, &[]) },
+            RouteDoc {
+                name: Some("routes[6]".into()),
+                ..route(Some("/e"), None, &["GET"], true, &[])
+            },
         ];
         let mut errors = vec![];
         RouteTable::compile(&docs, &providers(), &mut errors);
-        let got: Vec<(String, String)> = errors.iter().map(|e| (e.path.clone(), e.message.clone())).collect();
+        let got: Vec<(String, String)> = errors
+            .iter()
+            .map(|e| (e.path.clone(), e.message.clone()))
+            .collect();
         assert_eq!(got.len(), 8, "{got:#?}");
         assert_eq!(got[0].0, "routes[0]");
         assert_eq!(got[1].0, "routes[1].path");
         assert_eq!(got[2].0, "routes[2].methods[0]");
-        assert_eq!(got[3], ("routes[3].providers[0]".into(), "unknown provider `auth0`; expected one of [`corp`, `partner`]".into()));
+        assert_eq!(
+            got[3],
+            (
+                "routes[3].providers[0]".into(),
+                "unknown provider `auth0`; expected one of [`corp`, `partner`]".into()
+            )
+        );
         assert!(got[4].1.contains("no authentication"));
         assert!(got[5].1.contains("not both"));
         assert_eq!(got[6].0, "routes[7].name");

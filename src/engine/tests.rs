@@ -53,12 +53,17 @@ struct Case<'a> {
 }
 
 fn get(path: &str) -> Case<'_> {
-    Case { method: "GET", path, headers: vec![] }
+    Case {
+        method: "GET",
+        path,
+        headers: vec![],
+    }
 }
 
 impl<'a> Case<'a> {
     fn bearer(mut self, token: &str) -> Self {
-        self.headers.push(("authorization", format!("Bearer {token}")));
+        self.headers
+            .push(("authorization", format!("Bearer {token}")));
         self
     }
     fn header(mut self, name: &'a str, value: &str) -> Self {
@@ -66,8 +71,20 @@ impl<'a> Case<'a> {
         self
     }
     fn run(&self, engine: &Engine, state: &mut VmState) -> Outcome {
-        let headers: Vec<(String, String)> = self.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        engine.decide(&Request { method: self.method, path: self.path, headers: &headers }, NOW, state)
+        let headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        engine.decide(
+            &Request {
+                method: self.method,
+                path: self.path,
+                headers: &headers,
+            },
+            NOW,
+            state,
+        )
     }
 }
 
@@ -90,26 +107,128 @@ fn decision_table() {
     use DenialCode::*;
     let cases: Vec<(&str, Case, Option<DenialCode>)> = vec![
         ("public route", get("/health"), None),
-        ("public route, wrong method", Case { method: "POST", ..get("/health") }, Some(RouteNotFound)),
+        (
+            "public route, wrong method",
+            Case {
+                method: "POST",
+                ..get("/health")
+            },
+            Some(RouteNotFound),
+        ),
         ("unknown route", get("/nope"), Some(RouteNotFound)),
         ("no token", get("/api/x"), Some(TokenMissing)),
-        ("basic auth is not a token", get("/api/x").header("authorization", "Basic YTpi"), Some(TokenMissing)),
+        (
+            "basic auth is not a token",
+            get("/api/x").header("authorization", "Basic YTpi"),
+            Some(TokenMissing),
+        ),
         ("valid", get("/api/x").bearer(&good), None),
-        ("valid, query ignored for routing", get("/api/x?a=1").bearer(&good), None),
-        ("two bearer headers", get("/api/x").bearer(&good).bearer(&good), Some(MultipleTokens)),
-        ("garbage", get("/api/x").bearer("garbage"), Some(TokenMalformed)),
-        ("expired", get("/api/x").bearer(&Mint::new(Alg::RS256, "rsa-1").now(NOW).exp(NOW - 120).sign()), Some(TokenExpired)),
-        ("not yet valid", get("/api/x").bearer(&Mint::new(Alg::RS256, "rsa-1").now(NOW).nbf(NOW + 120).sign()), Some(TokenNotYetValid)),
-        ("wrong issuer", get("/api/x").bearer(&Mint::new(Alg::ES256, "ec256").now(NOW).claim("iss", json!("https://evil")).sign()), Some(IssuerMismatch)),
-        ("wrong audience", get("/api/x").bearer(&Mint::new(Alg::ES256, "ec256").now(NOW).claim("aud", json!("other")).sign()), Some(AudienceMismatch)),
-        ("bad signature", get("/api/x").bearer(&testkit::tamper_payload(&good, json!({"sub": "root"}))), Some(SignatureInvalid)),
-        ("signed by a key not in the set", get("/api/x").bearer(&Mint::new(Alg::RS256, "rsa-1").key("rsa-2").now(NOW).sign()), Some(SignatureInvalid)),
-        ("unknown kid", get("/api/x").bearer(&Mint::new(Alg::RS256, "rsa-9").key("rsa-1").now(NOW).sign()), Some(UnknownKey)),
-        ("alg none", get("/api/x").bearer(&testkit::unsigned(json!({"alg": "none"}), json!({"sub": "a"}))), Some(AlgorithmNotAllowed)),
-        ("alg outside provider list", get("/api/x").bearer(&Mint::new(Alg::RS512, "rsa-1").now(NOW).sign()), Some(AlgorithmNotAllowed)),
-        ("crit header", get("/api/x").bearer(&testkit::unsigned(json!({"alg": "RS256", "crit": ["x"]}), json!({}))), Some(CriticalHeaderUnsupported)),
-        ("oversize", get("/api/x").bearer(&Mint::new(Alg::ES256, "ec256").now(NOW).claim("pad", json!("x".repeat(9000))).sign()), Some(TokenTooLarge)),
-        ("no kid: every key of the alg is tried", get("/api/x").bearer(&Mint::new(Alg::RS256, "rsa-1").no_kid().now(NOW).sign()), None),
+        (
+            "valid, query ignored for routing",
+            get("/api/x?a=1").bearer(&good),
+            None,
+        ),
+        (
+            "two bearer headers",
+            get("/api/x").bearer(&good).bearer(&good),
+            Some(MultipleTokens),
+        ),
+        (
+            "garbage",
+            get("/api/x").bearer("garbage"),
+            Some(TokenMalformed),
+        ),
+        (
+            "expired",
+            get("/api/x").bearer(
+                &Mint::new(Alg::RS256, "rsa-1")
+                    .now(NOW)
+                    .exp(NOW - 120)
+                    .sign(),
+            ),
+            Some(TokenExpired),
+        ),
+        (
+            "not yet valid",
+            get("/api/x").bearer(
+                &Mint::new(Alg::RS256, "rsa-1")
+                    .now(NOW)
+                    .nbf(NOW + 120)
+                    .sign(),
+            ),
+            Some(TokenNotYetValid),
+        ),
+        (
+            "wrong issuer",
+            get("/api/x").bearer(
+                &Mint::new(Alg::ES256, "ec256")
+                    .now(NOW)
+                    .claim("iss", json!("https://evil"))
+                    .sign(),
+            ),
+            Some(IssuerMismatch),
+        ),
+        (
+            "wrong audience",
+            get("/api/x").bearer(
+                &Mint::new(Alg::ES256, "ec256")
+                    .now(NOW)
+                    .claim("aud", json!("other"))
+                    .sign(),
+            ),
+            Some(AudienceMismatch),
+        ),
+        (
+            "bad signature",
+            get("/api/x").bearer(&testkit::tamper_payload(&good, json!({"sub": "root"}))),
+            Some(SignatureInvalid),
+        ),
+        (
+            "signed by a key not in the set",
+            get("/api/x").bearer(&Mint::new(Alg::RS256, "rsa-1").key("rsa-2").now(NOW).sign()),
+            Some(SignatureInvalid),
+        ),
+        (
+            "unknown kid",
+            get("/api/x").bearer(&Mint::new(Alg::RS256, "rsa-9").key("rsa-1").now(NOW).sign()),
+            Some(UnknownKey),
+        ),
+        (
+            "alg none",
+            get("/api/x").bearer(&testkit::unsigned(
+                json!({"alg": "none"}),
+                json!({"sub": "a"}),
+            )),
+            Some(AlgorithmNotAllowed),
+        ),
+        (
+            "alg outside provider list",
+            get("/api/x").bearer(&Mint::new(Alg::RS512, "rsa-1").now(NOW).sign()),
+            Some(AlgorithmNotAllowed),
+        ),
+        (
+            "crit header",
+            get("/api/x").bearer(&testkit::unsigned(
+                json!({"alg": "RS256", "crit": ["x"]}),
+                json!({}),
+            )),
+            Some(CriticalHeaderUnsupported),
+        ),
+        (
+            "oversize",
+            get("/api/x").bearer(
+                &Mint::new(Alg::ES256, "ec256")
+                    .now(NOW)
+                    .claim("pad", json!("x".repeat(9000)))
+                    .sign(),
+            ),
+            Some(TokenTooLarge),
+        ),
+        (
+            "no kid: every key of the alg is tried",
+            get("/api/x").bearer(&Mint::new(Alg::RS256, "rsa-1").no_kid().now(NOW).sign()),
+            None,
+        ),
     ];
     for (note, case, want) in cases {
         assert_eq!(code(&case.run(&engine, &mut state)), want, "{note}");
@@ -132,33 +251,51 @@ fn hs256_signed_with_the_rsa_public_key_is_refused() {
     let claims = Claims::create(Duration::from_hours(1))
         .with_issuer(testkit::ISSUER)
         .with_audience(testkit::AUDIENCE);
-    let forged = HS256Key::from_bytes(pem.as_bytes()).with_key_id("rsa-1").authenticate(claims).unwrap();
+    let forged = HS256Key::from_bytes(pem.as_bytes())
+        .with_key_id("rsa-1")
+        .authenticate(claims)
+        .unwrap();
     // Provider allows HS256 too (for its `hmac` key); the RSA key can never act as an HMAC secret.
     let out = get("/api/x").bearer(&forged).run(&engine, &mut state);
-    assert!(matches!(code(&out), Some(DenialCode::UnknownKey | DenialCode::SignatureInvalid)), "{out:?}");
+    assert!(
+        matches!(
+            code(&out),
+            Some(DenialCode::UnknownKey | DenialCode::SignatureInvalid)
+        ),
+        "{out:?}"
+    );
     // A provider that does not list HS256 refuses it before touching a key.
     let mut p = policy();
     p["providers"]["main"]["algorithms"] = json!(["RS256"]);
     p["providers"]["main"]["jwks"]["keys"] = json!([testkit::public_jwk("rsa-1")]);
     let engine = engine_from(&p);
-    let out = get("/api/x").bearer(&forged).run(&engine, &mut engine.new_state());
+    let out = get("/api/x")
+        .bearer(&forged)
+        .run(&engine, &mut engine.new_state());
     assert_eq!(code(&out), Some(DenialCode::AlgorithmNotAllowed));
 }
 
 fn base64_decode(v: &Value) -> Vec<u8> {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.as_str().unwrap()).unwrap()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(v.as_str().unwrap())
+        .unwrap()
 }
 
 #[wasm_bindgen_test(unsupported = test)]
 fn every_algorithm_family_passes_end_to_end_in_the_engine() {
     let mut p = policy();
-    p["providers"]["main"]["algorithms"] = json!(Alg::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>());
+    p["providers"]["main"]["algorithms"] =
+        json!(Alg::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>());
     let engine = engine_from(&p);
     let mut state = engine.new_state();
     for (alg, kid) in testkit::ALG_KEYS {
         let t = Mint::new(alg, kid).now(NOW).sign();
-        assert_eq!(code(&get("/api/x").bearer(&t).run(&engine, &mut state)), None, "{alg}");
+        assert_eq!(
+            code(&get("/api/x").bearer(&t).run(&engine, &mut state)),
+            None,
+            "{alg}"
+        );
     }
 }
 
@@ -166,23 +303,47 @@ fn every_algorithm_family_passes_end_to_end_in_the_engine() {
 fn forwarded_claims_replace_forged_copies() {
     let engine = engine_from(&policy());
     let mut state = engine.new_state();
-    let t = Mint::new(Alg::ES256, "ec256").now(NOW).claim("roles", json!(["a", "b"])).sign();
-    let out = get("/api/x").bearer(&t).header("x-user-id", "root").run(&engine, &mut state);
+    let t = Mint::new(Alg::ES256, "ec256")
+        .now(NOW)
+        .claim("roles", json!(["a", "b"]))
+        .sign();
+    let out = get("/api/x")
+        .bearer(&t)
+        .header("x-user-id", "root")
+        .run(&engine, &mut state);
     let a = allowed(&out);
     for h in ["x-user-id", "x-user-roles", "x-partner-id", "authorization"] {
-        assert!(a.remove_headers.iter().any(|r| r == h), "{h} removed: {a:?}");
+        assert!(
+            a.remove_headers.iter().any(|r| r == h),
+            "{h} removed: {a:?}"
+        );
     }
-    assert!(a.set_headers.contains(&("x-user-id".into(), "alice".into())));
-    assert!(a.set_headers.contains(&("x-user-roles".into(), "a,b".into())));
+    assert!(a
+        .set_headers
+        .contains(&("x-user-id".into(), "alice".into())));
+    assert!(a
+        .set_headers
+        .contains(&("x-user-roles".into(), "a,b".into())));
     assert_eq!(a.principal.as_deref(), Some("main:alice"));
     assert_eq!(a.route, "api");
     // Public routes strip forged identity headers too.
-    let out = get("/health").header("x-user-id", "root").run(&engine, &mut state);
-    assert!(allowed(&out).remove_headers.iter().any(|r| r == "x-user-id"));
+    let out = get("/health")
+        .header("x-user-id", "root")
+        .run(&engine, &mut state);
+    assert!(allowed(&out)
+        .remove_headers
+        .iter()
+        .any(|r| r == "x-user-id"));
     // A claim with a newline is not forwarded (no header injection).
-    let t = Mint::new(Alg::ES256, "ec256").now(NOW).claim("sub", json!("a\r\nx-admin: 1")).sign();
+    let t = Mint::new(Alg::ES256, "ec256")
+        .now(NOW)
+        .claim("sub", json!("a\r\nx-admin: 1"))
+        .sign();
     let out = get("/api/x").bearer(&t).run(&engine, &mut state);
-    assert!(allowed(&out).set_headers.iter().all(|(h, _)| h != "x-user-id"));
+    assert!(allowed(&out)
+        .set_headers
+        .iter()
+        .all(|(h, _)| h != "x-user-id"));
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -191,24 +352,44 @@ fn forward_token_keeps_authorization() {
     p["providers"]["main"]["forward_token"] = json!(true);
     let engine = engine_from(&p);
     let t = Mint::new(Alg::ES256, "ec256").now(NOW).sign();
-    let out = get("/api/x").bearer(&t).run(&engine, &mut engine.new_state());
-    assert!(!allowed(&out).remove_headers.iter().any(|h| h == "authorization"));
+    let out = get("/api/x")
+        .bearer(&t)
+        .run(&engine, &mut engine.new_state());
+    assert!(!allowed(&out)
+        .remove_headers
+        .iter()
+        .any(|h| h == "authorization"));
 }
 
 #[wasm_bindgen_test(unsupported = test)]
 fn other_sources_and_stripping() {
     let engine = engine_from(&policy());
     let mut state = engine.new_state();
-    let t = Mint::new(Alg::ES256, "ec256").now(NOW).claim("iss", json!("https://partner.test")).sign();
-    let out = get("/partner/x").header("x-partner-token", &t).run(&engine, &mut state);
-    assert!(allowed(&out).remove_headers.contains(&"x-partner-token".to_string()));
+    let t = Mint::new(Alg::ES256, "ec256")
+        .now(NOW)
+        .claim("iss", json!("https://partner.test"))
+        .sign();
+    let out = get("/partner/x")
+        .header("x-partner-token", &t)
+        .run(&engine, &mut state);
+    assert!(allowed(&out)
+        .remove_headers
+        .contains(&"x-partner-token".to_string()));
     let path = format!("/partner/x?a=1&access_token={t}");
     let out = get(&path).run(&engine, &mut state);
-    assert!(allowed(&out).set_headers.contains(&(":path".into(), "/partner/x?a=1".into())));
-    let out = get("/partner/x").header("cookie", &format!("theme=dark; session={t}")).run(&engine, &mut state);
-    assert!(allowed(&out).set_headers.contains(&("cookie".into(), "theme=dark".into())));
+    assert!(allowed(&out)
+        .set_headers
+        .contains(&(":path".into(), "/partner/x?a=1".into())));
+    let out = get("/partner/x")
+        .header("cookie", &format!("theme=dark; session={t}"))
+        .run(&engine, &mut state);
+    assert!(allowed(&out)
+        .set_headers
+        .contains(&("cookie".into(), "theme=dark".into())));
     // A token in two sources is refused.
-    let out = get(&path).header("x-partner-token", &t).run(&engine, &mut state);
+    let out = get(&path)
+        .header("x-partner-token", &t)
+        .run(&engine, &mut state);
     assert_eq!(code(&out), Some(DenialCode::MultipleTokens));
     // The bearer header is not a source of the partner provider.
     let out = get("/partner/x").bearer(&t).run(&engine, &mut state);
@@ -218,16 +399,33 @@ fn other_sources_and_stripping() {
 #[wasm_bindgen_test(unsupported = test)]
 fn provider_chosen_by_issuer_when_sources_overlap() {
     let mut p = policy();
-    p["providers"]["partner"]["sources"] = json!([{"header": "authorization", "prefix": "Bearer "}]);
+    p["providers"]["partner"]["sources"] =
+        json!([{"header": "authorization", "prefix": "Bearer "}]);
     let engine = engine_from(&p);
     let mut state = engine.new_state();
     let main = Mint::new(Alg::RS256, "rsa-1").now(NOW).sign();
-    let partner = Mint::new(Alg::ES256, "ec256").now(NOW).claim("iss", json!("https://partner.test")).sign();
-    let other = Mint::new(Alg::ES256, "ec256").now(NOW).claim("iss", json!("https://nobody")).sign();
-    assert_eq!(allowed(&get("/both/x").bearer(&main).run(&engine, &mut state)).principal.as_deref(), Some("main:alice"));
+    let partner = Mint::new(Alg::ES256, "ec256")
+        .now(NOW)
+        .claim("iss", json!("https://partner.test"))
+        .sign();
+    let other = Mint::new(Alg::ES256, "ec256")
+        .now(NOW)
+        .claim("iss", json!("https://nobody"))
+        .sign();
+    assert_eq!(
+        allowed(&get("/both/x").bearer(&main).run(&engine, &mut state))
+            .principal
+            .as_deref(),
+        Some("main:alice")
+    );
     let out = get("/both/x").bearer(&partner).run(&engine, &mut state);
-    assert!(allowed(&out).set_headers.contains(&("x-partner-id".into(), "alice".into())));
-    assert_eq!(code(&get("/both/x").bearer(&other).run(&engine, &mut state)), Some(DenialCode::IssuerMismatch));
+    assert!(allowed(&out)
+        .set_headers
+        .contains(&("x-partner-id".into(), "alice".into())));
+    assert_eq!(
+        code(&get("/both/x").bearer(&other).run(&engine, &mut state)),
+        Some(DenialCode::IssuerMismatch)
+    );
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -243,10 +441,20 @@ fn cache_skips_verification_but_not_expiry() {
     assert_eq!((state.cache.hits, state.cache.misses), (1, 1));
     // Past exp + skew the cached entry is not used and the token is refused.
     let headers = vec![("authorization".to_string(), format!("Bearer {t}"))];
-    let late = engine.decide(&Request { method: "GET", path: "/api/x", headers: &headers }, NOW + 71, &mut state);
+    let late = engine.decide(
+        &Request {
+            method: "GET",
+            path: "/api/x",
+            headers: &headers,
+        },
+        NOW + 71,
+        &mut state,
+    );
     assert_eq!(code(&late), Some(DenialCode::TokenExpired));
     // A cached token is only good for its own provider's routes.
-    let out = get("/partner/x").header("x-partner-token", &t).run(&engine, &mut state);
+    let out = get("/partner/x")
+        .header("x-partner-token", &t)
+        .run(&engine, &mut state);
     assert_ne!(code(&out), None);
 }
 
@@ -264,38 +472,67 @@ fn remote_provider_fails_closed_until_keys_arrive() {
     let t = Mint::new(Alg::RS256, "rsa-2").now(NOW).sign();
     let out = get("/api/x").bearer(&t).run(&engine, &mut state);
     assert_eq!(code(&out), Some(DenialCode::KeysUnavailable));
-    let Decision::Deny(d) = &out.decision else { unreachable!() };
+    let Decision::Deny(d) = &out.decision else {
+        unreachable!()
+    };
     assert_eq!(d.status, 503);
 
     let store = MemoryStore::default();
     let (index, provider, spec) = engine.remote_providers().next().unwrap();
     assert!(remote::claim_fetch(&store, &provider.name, spec, NOW).unwrap());
     let body = json!({"keys": [testkit::public_jwk("rsa-1")]}).to_string();
-    remote::complete_fetch(&store, &provider.name, spec, &provider.algorithms, NOW, Ok(body.as_bytes()), &mut state.remote[index])
-        .unwrap()
-        .unwrap();
+    remote::complete_fetch(
+        &store,
+        &provider.name,
+        spec,
+        &provider.algorithms,
+        NOW,
+        Ok(body.as_bytes()),
+        &mut state.remote[index],
+    )
+    .unwrap()
+    .unwrap();
     // rsa-2 is not published yet: denied, and an early refresh is asked for.
     let out = get("/api/x").bearer(&t).run(&engine, &mut state);
     assert_eq!(code(&out), Some(DenialCode::UnknownKey));
     assert_eq!(out.effects.early_refresh, Some(index));
     let ok = Mint::new(Alg::RS256, "rsa-1").now(NOW).sign();
-    assert_eq!(code(&get("/api/x").bearer(&ok).run(&engine, &mut state)), None);
+    assert_eq!(
+        code(&get("/api/x").bearer(&ok).run(&engine, &mut state)),
+        None
+    );
 }
 
 #[wasm_bindgen_test(unsupported = test)]
 fn denials_render_problem_and_challenge() {
     let engine = engine_from(&policy());
     let out = get("/api/x").run(&engine, &mut engine.new_state());
-    let Decision::Deny(d) = &out.decision else { panic!() };
+    let Decision::Deny(d) = &out.decision else {
+        panic!()
+    };
     assert_eq!(d.status, 401);
-    assert!(d.headers.contains(&("www-authenticate", "Bearer realm=\"test\"".into())));
-    assert!(d.headers.contains(&("content-type", "application/problem+json".into())));
+    assert!(d
+        .headers
+        .contains(&("www-authenticate", "Bearer realm=\"test\"".into())));
+    assert!(d
+        .headers
+        .contains(&("content-type", "application/problem+json".into())));
     let body: Value = serde_json::from_str(&d.body).unwrap();
     assert_eq!(body["type"], "urn:tollgate:problem:token_missing");
-    let bad = Mint::new(Alg::RS256, "rsa-1").now(NOW).exp(NOW - 500).sign();
-    let out = get("/api/x").bearer(&bad).run(&engine, &mut engine.new_state());
-    let Decision::Deny(d) = &out.decision else { panic!() };
-    assert!(d.headers.contains(&("www-authenticate", "Bearer realm=\"test\", error=\"invalid_token\"".into())));
+    let bad = Mint::new(Alg::RS256, "rsa-1")
+        .now(NOW)
+        .exp(NOW - 500)
+        .sign();
+    let out = get("/api/x")
+        .bearer(&bad)
+        .run(&engine, &mut engine.new_state());
+    let Decision::Deny(d) = &out.decision else {
+        panic!()
+    };
+    assert!(d.headers.contains(&(
+        "www-authenticate",
+        "Bearer realm=\"test\", error=\"invalid_token\"".into()
+    )));
     assert!(!d.body.contains(&bad), "token never echoed");
 }
 
@@ -339,16 +576,27 @@ fn config_errors_are_all_reported_with_paths() {
     ] {
         assert!(paths.contains(&want), "missing {want} in {errors:#?}");
     }
-    let none = errors.iter().find(|e| e.path == "providers.corp.algorithms[0]").unwrap();
+    let none = errors
+        .iter()
+        .find(|e| e.path == "providers.corp.algorithms[0]")
+        .unwrap();
     assert!(none.message.contains("never accepted"));
-    let rendered = errors.iter().find(|e| e.path == "routes[0].providers[0]").unwrap().to_string();
-    assert_eq!(rendered, "policy `routes[0].providers[0]`: unknown provider `auth0`; expected one of [`corp`]");
+    let rendered = errors
+        .iter()
+        .find(|e| e.path == "routes[0].providers[0]")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        rendered,
+        "policy `routes[0].providers[0]`: unknown provider `auth0`; expected one of [`corp`]"
+    );
 }
 
 #[wasm_bindgen_test(unsupported = test)]
 fn inline_key_errors_name_the_key() {
     let mut p = policy();
-    p["providers"]["main"]["jwks"]["keys"] = json!([testkit::public_jwk("rsa-1"), {"kty": "RSA", "n": "@@", "e": "AQAB"}]);
+    p["providers"]["main"]["jwks"]["keys"] =
+        json!([testkit::public_jwk("rsa-1"), {"kty": "RSA", "n": "@@", "e": "AQAB"}]);
     let errors = Engine::compile(p.to_string().as_bytes()).unwrap_err();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].path, "providers.main.jwks.keys[1]");
@@ -361,7 +609,14 @@ fn never_panics_on_hostile_requests() {
     let mut state = engine.new_state();
     let long = "a".repeat(100_000);
     let inputs = [
-        "", ".", "..", "...", "a.b.c", "e30.e30.e30", "é.é.é", &long,
+        "",
+        ".",
+        "..",
+        "...",
+        "a.b.c",
+        "e30.e30.e30",
+        "é.é.é",
+        &long,
         "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOiJzb29uIn0.x",
         "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIn0.bm90IGpzb24.AAAA",
         "eyJhbGciOiJFUzUxMiIsImtpZCI6ImVjNTIxIn0.e30.AAAA",
@@ -369,9 +624,13 @@ fn never_panics_on_hostile_requests() {
     for t in inputs {
         for path in ["/api/x", "/partner/x", "/both/x"] {
             let _ = get(path).bearer(t).run(&engine, &mut state);
-            let _ = get(path).header("x-partner-token", t).run(&engine, &mut state);
+            let _ = get(path)
+                .header("x-partner-token", t)
+                .run(&engine, &mut state);
             let q = format!("{path}?access_token={t}&&=&x");
-            let _ = get(&q).header("cookie", &format!(";;=;session={t}")).run(&engine, &mut state);
+            let _ = get(&q)
+                .header("cookie", &format!(";;=;session={t}"))
+                .run(&engine, &mut state);
         }
     }
 }

@@ -53,12 +53,19 @@ impl TokenCache {
     }
 
     /// A usable entry for `key` at `now` with `generation`; stale entries are dropped.
-    pub fn get(&mut self, key: &TokenHash, now: u64, generation_of: impl Fn(usize) -> u64) -> Option<Verified> {
+    pub fn get(
+        &mut self,
+        key: &TokenHash,
+        now: u64,
+        generation_of: impl Fn(usize) -> u64,
+    ) -> Option<Verified> {
         if self.capacity == 0 {
             return None;
         }
         let fresh = match self.entries.get(key) {
-            Some(v) if v.window.contains(now) && generation_of(v.provider) == v.generation => Some(v.clone()),
+            Some(v) if v.window.contains(now) && generation_of(v.provider) == v.generation => {
+                Some(v.clone())
+            }
             Some(_) => {
                 self.entries.remove(key);
                 None
@@ -103,7 +110,15 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn v(provider: usize, not_before: u64, not_after: u64) -> Verified {
-        Verified { provider, generation: 0, window: Window { not_before, not_after }, forward: Rc::new(vec![]) }
+        Verified {
+            provider,
+            generation: 0,
+            window: Window {
+                not_before,
+                not_after,
+            },
+            forward: Rc::new(vec![]),
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]

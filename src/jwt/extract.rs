@@ -7,7 +7,10 @@ use crate::policy::{ConfigError, SourceDoc};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
     /// Lowercase header name; prefix compared case-insensitively (`Bearer` / `bearer`).
-    Header { name: String, prefix: String },
+    Header {
+        name: String,
+        prefix: String,
+    },
     Query(String),
     Cookie(String),
 }
@@ -22,10 +25,14 @@ pub fn default_sources() -> Vec<Source> {
 
 impl Source {
     pub fn compile(doc: &SourceDoc, path: &str, errors: &mut Vec<ConfigError>) -> Option<Source> {
-        let given = [doc.header.is_some(), doc.query.is_some(), doc.cookie.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let given = [
+            doc.header.is_some(),
+            doc.query.is_some(),
+            doc.cookie.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if given != 1 {
             errors.push(ConfigError::new(
                 path,
@@ -34,10 +41,17 @@ impl Source {
             return None;
         }
         if doc.prefix.is_some() && doc.header.is_none() {
-            errors.push(ConfigError::new(format!("{path}.prefix"), "`prefix` applies to `header` sources only"));
+            errors.push(ConfigError::new(
+                format!("{path}.prefix"),
+                "`prefix` applies to `header` sources only",
+            ));
             return None;
         }
-        let valid_name = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        };
         let (field, name) = match (&doc.header, &doc.query, &doc.cookie) {
             (Some(h), _, _) => ("header", h),
             (_, Some(q), _) => ("query", q),
@@ -45,7 +59,10 @@ impl Source {
             _ => return None,
         };
         if !valid_name(name) || (field == "header" && name.starts_with(':')) {
-            errors.push(ConfigError::new(format!("{path}.{field}"), format!("`{name}` is not a valid {field} name")));
+            errors.push(ConfigError::new(
+                format!("{path}.{field}"),
+                format!("`{name}` is not a valid {field} name"),
+            ));
             return None;
         }
         Some(match field {
@@ -143,11 +160,18 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn req<'a>(path: &'a str, headers: &'a [(String, String)]) -> Request<'a> {
-        Request { method: "GET", path, headers }
+        Request {
+            method: "GET",
+            path,
+            headers,
+        }
     }
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn found(source: &Source, r: &Request<'_>) -> Vec<String> {
@@ -168,16 +192,25 @@ mod tests {
         let hs = h(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
         assert_eq!(found(s, &req("/", &hs)), ["a", "b"]);
         let hs = h(&[("authorization", "Bearer")]);
-        assert!(found(s, &req("/", &hs)).is_empty(), "no space, no prefix match");
+        assert!(
+            found(s, &req("/", &hs)).is_empty(),
+            "no space, no prefix match"
+        );
         let hs = h(&[("authorization", "Bearer ")]);
-        assert!(found(s, &req("/", &hs)).is_empty(), "trimmed value is shorter than the prefix");
+        assert!(
+            found(s, &req("/", &hs)).is_empty(),
+            "trimmed value is shorter than the prefix"
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn query_and_cookie() {
         let q = Source::Query("access_token".into());
         assert_eq!(found(&q, &req("/x?a=1&access_token=t1&b", &[])), ["t1"]);
-        assert_eq!(found(&q, &req("/x?access_token=t1&access_token=t2", &[])), ["t1", "t2"]);
+        assert_eq!(
+            found(&q, &req("/x?access_token=t1&access_token=t2", &[])),
+            ["t1", "t2"]
+        );
         assert!(found(&q, &req("/x?access_tokens=t1", &[])).is_empty());
         let c = Source::Cookie("session".into());
         let hs = h(&[("cookie", "a=1; session=tok; b=2")]);
@@ -192,7 +225,10 @@ mod tests {
         assert_eq!(strip_query("/a?t=1", "t"), "/a");
         assert_eq!(strip_query("/a", "t"), "/a");
         assert_eq!(strip_query("/a?tt=1&t", "t"), "/a?tt=1");
-        assert_eq!(strip_cookie("a=1; s=x; b=2", "s").as_deref(), Some("a=1; b=2"));
+        assert_eq!(
+            strip_cookie("a=1; s=x; b=2", "s").as_deref(),
+            Some("a=1; b=2")
+        );
         assert_eq!(strip_cookie("s=x", "s"), None);
     }
 
@@ -208,12 +244,17 @@ mod tests {
         assert!(Source::compile(&doc(Some("a"), Some("b"), None), "s[0]", &mut errors).is_none());
         assert!(Source::compile(&doc(None, None, None), "s[1]", &mut errors).is_none());
         assert!(Source::compile(&doc(None, Some("q"), Some("x")), "s[2]", &mut errors).is_none());
-        assert!(Source::compile(&doc(Some("bad header"), None, None), "s[3]", &mut errors).is_none());
+        assert!(
+            Source::compile(&doc(Some("bad header"), None, None), "s[3]", &mut errors).is_none()
+        );
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["s[0]", "s[1]", "s[2].prefix", "s[3].header"]);
         assert_eq!(
             Source::compile(&doc(Some("X-Token"), None, None), "s", &mut errors),
-            Some(Source::Header { name: "x-token".into(), prefix: "".into() })
+            Some(Source::Header {
+                name: "x-token".into(),
+                prefix: "".into()
+            })
         );
     }
 }

@@ -87,7 +87,11 @@ impl KeySet {
                 Ok(Some((kid, verifiers))) => set.push(kid, verifiers),
                 Ok(None) => errors.push(format!(
                     "`{path}[{i}]`: key cannot verify any of this provider's algorithms ({})",
-                    allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+                    allowed
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
                 Err(e) => errors.push(format!("`{path}[{i}]`: {e}")),
             }
@@ -168,7 +172,10 @@ fn b64_member(jwk: &Value, name: &str) -> Result<Vec<u8>, String> {
 
 /// Decodes one JWK into verifiers for each allowed algorithm it can serve. `Ok(None)` when the
 /// key is well-formed but serves none of them (or is an encryption key).
-fn decode_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Option<(Option<String>, Vec<Verifier>)>, String> {
+/// A decoded key: its `kid` and one verifier per algorithm it serves.
+type DecodedKey = (Option<String>, Vec<Verifier>);
+
+fn decode_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Option<DecodedKey>, String> {
     if !jwk.is_object() {
         return Err("a key must be a JSON object".into());
     }
@@ -188,7 +195,10 @@ fn decode_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Option<(Option<String>, Ve
     let pinned = match jwk.get("alg") {
         None => None,
         Some(Value::String(s)) => Some(Alg::parse(s).ok_or_else(|| {
-            format!("unsupported `alg` `{s}`; expected one of [{}]", Alg::allowed_list())
+            format!(
+                "unsupported `alg` `{s}`; expected one of [{}]",
+                Alg::allowed_list()
+            )
         })?),
         Some(_) => return Err("member `alg` must be a string".into()),
     };
@@ -243,11 +253,21 @@ fn build(alg: Alg, jwk: &Value) -> Result<Verifier, String> {
             let n = b64_member(jwk, "n")?;
             let e = b64_member(jwk, "e")?;
             match alg {
-                Alg::RS256 => Verifier::RS256(RS256PublicKey::from_components(&n, &e).map_err(invalid)?),
-                Alg::RS384 => Verifier::RS384(RS384PublicKey::from_components(&n, &e).map_err(invalid)?),
-                Alg::RS512 => Verifier::RS512(RS512PublicKey::from_components(&n, &e).map_err(invalid)?),
-                Alg::PS256 => Verifier::PS256(PS256PublicKey::from_components(&n, &e).map_err(invalid)?),
-                Alg::PS384 => Verifier::PS384(PS384PublicKey::from_components(&n, &e).map_err(invalid)?),
+                Alg::RS256 => {
+                    Verifier::RS256(RS256PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Alg::RS384 => {
+                    Verifier::RS384(RS384PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Alg::RS512 => {
+                    Verifier::RS512(RS512PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Alg::PS256 => {
+                    Verifier::PS256(PS256PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Alg::PS384 => {
+                    Verifier::PS384(PS384PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
                 _ => Verifier::PS512(PS512PublicKey::from_components(&n, &e).map_err(invalid)?),
             }
         }
@@ -291,10 +311,17 @@ mod tests {
             ("ed25519", Alg::EdDSA),
             ("hmac", Alg::HS384),
         ] {
-            assert_eq!(set.candidates(alg, Some(kid)).unwrap().count(), 1, "{kid} {alg}");
+            assert_eq!(
+                set.candidates(alg, Some(kid)).unwrap().count(),
+                1,
+                "{kid} {alg}"
+            );
         }
         // An RSA key never yields an HMAC verifier: HS256-with-the-public-key cannot even start.
-        assert_eq!(set.candidates(Alg::HS256, Some("rsa-1")).unwrap().count(), 0);
+        assert_eq!(
+            set.candidates(Alg::HS256, Some("rsa-1")).unwrap().count(),
+            0
+        );
         assert!(set.candidates(Alg::RS256, Some("nope")).is_none());
         assert_eq!(set.candidates(Alg::RS256, None).unwrap().count(), 2);
     }
@@ -311,7 +338,11 @@ mod tests {
         ];
         let errs = KeySet::from_policy(&keys, &Alg::ALL, "p.jwks.keys").unwrap_err();
         assert_eq!(errs.len(), 6, "{errs:?}");
-        assert!(errs[0].starts_with("`p.jwks.keys[0]`: member `n` is not base64url"), "{}", errs[0]);
+        assert!(
+            errs[0].starts_with("`p.jwks.keys[0]`: member `n` is not base64url"),
+            "{}",
+            errs[0]
+        );
         assert!(errs[1].contains("hmac secret is 5 bytes"), "{}", errs[1]);
         assert!(errs[2].contains("unsupported `kty` `XYZ`"), "{}", errs[2]);
         assert!(errs[3].contains("invalid public key"), "{}", errs[3]);
@@ -323,7 +354,10 @@ mod tests {
     fn key_outside_provider_algorithms_is_reported() {
         let keys = vec![testkit::public_jwk("ec256")];
         let errs = KeySet::from_policy(&keys, &[Alg::RS256], "k").unwrap_err();
-        assert!(errs[0].contains("cannot verify any of this provider's algorithms (RS256)"), "{errs:?}");
+        assert!(
+            errs[0].contains("cannot verify any of this provider's algorithms (RS256)"),
+            "{errs:?}"
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -331,8 +365,14 @@ mod tests {
         let mut jwk = testkit::public_jwk("rsa-1");
         jwk["alg"] = json!("PS256");
         let set = KeySet::from_policy(&[jwk], &Alg::ALL, "k").unwrap();
-        assert_eq!(set.candidates(Alg::RS256, Some("rsa-1")).unwrap().count(), 0);
-        assert_eq!(set.candidates(Alg::PS256, Some("rsa-1")).unwrap().count(), 1);
+        assert_eq!(
+            set.candidates(Alg::RS256, Some("rsa-1")).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            set.candidates(Alg::PS256, Some("rsa-1")).unwrap().count(),
+            1
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -43,17 +43,27 @@ pub struct RemoteSpec {
 }
 
 impl RemoteSpec {
-    pub fn compile(doc: &RemoteJwksDoc, path: &str, errors: &mut Vec<ConfigError>) -> Option<RemoteSpec> {
+    pub fn compile(
+        doc: &RemoteJwksDoc,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<RemoteSpec> {
         let start = errors.len();
         if doc.cluster.trim().is_empty() {
-            errors.push(ConfigError::new(format!("{path}.cluster"), "must name an envoy cluster"));
+            errors.push(ConfigError::new(
+                format!("{path}.cluster"),
+                "must name an envoy cluster",
+            ));
         }
         let (scheme, rest) = match doc.uri.split_once("://") {
             Some((s @ ("http" | "https"), rest)) => (s, rest),
             _ => {
                 errors.push(ConfigError::new(
                     format!("{path}.uri"),
-                    format!("`{}` is not an absolute uri; expected `http://` or `https://host/path`", doc.uri),
+                    format!(
+                        "`{}` is not an absolute uri; expected `http://` or `https://host/path`",
+                        doc.uri
+                    ),
                 ));
                 ("http", "")
             }
@@ -67,7 +77,9 @@ impl RemoteSpec {
         }
         let refresh_seconds = doc.refresh_seconds.unwrap_or(DEFAULT_REFRESH_SECONDS);
         let retry_seconds = doc.retry_seconds.unwrap_or(DEFAULT_RETRY_SECONDS);
-        let min_refresh_seconds = doc.min_refresh_seconds.unwrap_or(DEFAULT_MIN_REFRESH_SECONDS);
+        let min_refresh_seconds = doc
+            .min_refresh_seconds
+            .unwrap_or(DEFAULT_MIN_REFRESH_SECONDS);
         let timeout_ms = doc.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         let max_bytes = doc.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
         let ranges: [(&str, u64, u64, u64); 5] = [
@@ -199,7 +211,10 @@ pub fn sync(
     }
     match KeySet::from_fetched(body, algs) {
         Ok(keys) => {
-            *installed = Some(Installed { generation, keys: Rc::new(keys) });
+            *installed = Some(Installed {
+                generation,
+                keys: Rc::new(keys),
+            });
             Ok(true)
         }
         Err(_) => Ok(false),
@@ -214,7 +229,12 @@ fn split_entry(entry: &[u8]) -> Option<(u64, &[u8])> {
 
 /// Whether this VM should fetch now: a fetch is due (periodic, or an allowed early refresh) and
 /// this call won the lease. At most one VM in the process wins it.
-pub fn claim_fetch(store: &dyn SharedStore, provider: &str, spec: &RemoteSpec, now: u64) -> Result<bool, StoreError> {
+pub fn claim_fetch(
+    store: &dyn SharedStore,
+    provider: &str,
+    spec: &RemoteSpec,
+    now: u64,
+) -> Result<bool, StoreError> {
     update_state(store, provider, |s| {
         let periodic = now >= s.next_fetch;
         let early = s.early_wanted && now >= s.early_after;
@@ -267,7 +287,9 @@ pub fn complete_fetch(
         if body.len() > spec.max_bytes {
             return Err(FetchFailure::TooLarge);
         }
-        KeySet::from_fetched(body, algs).map(|keys| (body, keys)).map_err(FetchFailure::Invalid)
+        KeySet::from_fetched(body, algs)
+            .map(|keys| (body, keys))
+            .map_err(FetchFailure::Invalid)
     });
     match checked {
         Ok((body, keys)) => {
@@ -299,8 +321,14 @@ pub fn complete_fetch(
                 next.failures = 0;
                 Some(next)
             })?;
-            if installed.as_ref().map_or(true, |i| i.generation != generation) {
-                *installed = Some(Installed { generation, keys: Rc::new(keys) });
+            if installed
+                .as_ref()
+                .is_none_or(|i| i.generation != generation)
+            {
+                *installed = Some(Installed {
+                    generation,
+                    keys: Rc::new(keys),
+                });
             }
             Ok(Ok(()))
         }
@@ -326,7 +354,11 @@ fn previous_generation(previous: &Option<(Vec<u8>, u32)>) -> u64 {
 
 /// Asks for an early fetch after a token named a `kid` we do not hold. Rate-limited: at most one
 /// early fetch per `min_refresh_seconds`, however many such tokens arrive.
-pub fn request_early(store: &dyn SharedStore, provider: &str, now: u64) -> Result<bool, StoreError> {
+pub fn request_early(
+    store: &dyn SharedStore,
+    provider: &str,
+    now: u64,
+) -> Result<bool, StoreError> {
     update_state(store, provider, |s| {
         if s.early_wanted || now < s.early_after {
             return None;
@@ -379,7 +411,10 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn spec_parses_uri_and_reports_bad_fields() {
         let s = spec();
-        assert_eq!((s.scheme.as_str(), s.authority.as_str(), s.path.as_str()), ("https", "idp.test", "/.well-known/jwks.json"));
+        assert_eq!(
+            (s.scheme.as_str(), s.authority.as_str(), s.path.as_str()),
+            ("https", "idp.test", "/.well-known/jwks.json")
+        );
         assert_eq!(s.lease_seconds(), 4);
         let doc = RemoteJwksDoc {
             cluster: "".into(),
@@ -410,10 +445,14 @@ mod tests {
         let store = MemoryStore::default();
         let s = spec();
         let mut workers: Vec<Option<Installed>> = (0..4).map(|_| None).collect();
-        let winners: Vec<bool> = (0..4).map(|_| claim_fetch(&store, "idp", &s, T0).unwrap()).collect();
+        let winners: Vec<bool> = (0..4)
+            .map(|_| claim_fetch(&store, "idp", &s, T0).unwrap())
+            .collect();
         assert_eq!(winners, [true, false, false, false]);
         let body = jwks(&["rsa-1"]);
-        complete_fetch(&store, "idp", &s, ALGS, T0 + 1, Ok(&body), &mut workers[0]).unwrap().unwrap();
+        complete_fetch(&store, "idp", &s, ALGS, T0 + 1, Ok(&body), &mut workers[0])
+            .unwrap()
+            .unwrap();
         for w in workers.iter_mut().skip(1) {
             assert!(sync(&store, "idp", ALGS, w).unwrap());
         }
@@ -426,7 +465,17 @@ mod tests {
         assert!(!claim_fetch(&store, "idp", &s, T0 + 300).unwrap());
         assert!(claim_fetch(&store, "idp", &s, T0 + 301).unwrap());
         // Same body again: generation unchanged, nobody reinstalls (cached tokens stay valid).
-        complete_fetch(&store, "idp", &s, ALGS, T0 + 302, Ok(&body), &mut workers[1]).unwrap().unwrap();
+        complete_fetch(
+            &store,
+            "idp",
+            &s,
+            ALGS,
+            T0 + 302,
+            Ok(&body),
+            &mut workers[1],
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(state(&store, "idp").unwrap().unwrap().generation, 1);
         assert!(!sync(&store, "idp", ALGS, &mut workers[2]).unwrap());
     }
@@ -437,7 +486,9 @@ mod tests {
         let s = spec();
         let mut w = None;
         assert!(claim_fetch(&store, "idp", &s, T0).unwrap());
-        complete_fetch(&store, "idp", &s, ALGS, T0, Ok(&jwks(&["rsa-1"])), &mut w).unwrap().unwrap();
+        complete_fetch(&store, "idp", &s, ALGS, T0, Ok(&jwks(&["rsa-1"])), &mut w)
+            .unwrap()
+            .unwrap();
         let t = T0 + 301;
         for (i, outcome) in [
             Err(FetchFailure::Status(503)),
@@ -450,9 +501,16 @@ mod tests {
         {
             let now = t + 10 * i as u64;
             assert!(claim_fetch(&store, "idp", &s, now).unwrap(), "attempt {i}");
-            assert!(complete_fetch(&store, "idp", &s, ALGS, now, outcome, &mut w).unwrap().is_err());
+            assert!(
+                complete_fetch(&store, "idp", &s, ALGS, now, outcome, &mut w)
+                    .unwrap()
+                    .is_err()
+            );
             let st = state(&store, "idp").unwrap().unwrap();
-            assert_eq!((st.generation, st.next_fetch, st.failures), (1, now + 10, i as u32 + 1));
+            assert_eq!(
+                (st.generation, st.next_fetch, st.failures),
+                (1, now + 10, i as u32 + 1)
+            );
             assert_eq!(w.as_ref().unwrap().generation, 1);
         }
         let big = vec![b' '; 9000];
@@ -463,7 +521,17 @@ mod tests {
         );
         // Recovery installs the rotated set.
         assert!(claim_fetch(&store, "idp", &s, t + 50).unwrap());
-        complete_fetch(&store, "idp", &s, ALGS, t + 50, Ok(&jwks(&["rsa-2"])), &mut w).unwrap().unwrap();
+        complete_fetch(
+            &store,
+            "idp",
+            &s,
+            ALGS,
+            t + 50,
+            Ok(&jwks(&["rsa-2"])),
+            &mut w,
+        )
+        .unwrap()
+        .unwrap();
         let w = w.unwrap();
         assert_eq!(w.generation, 2);
         assert!(w.keys.candidates(Alg::RS256, Some("rsa-1")).is_none());
@@ -486,12 +554,27 @@ mod tests {
         let s = spec();
         let mut w = None;
         assert!(claim_fetch(&store, "idp", &s, T0).unwrap());
-        complete_fetch(&store, "idp", &s, ALGS, T0, Ok(&jwks(&["rsa-1"])), &mut w).unwrap().unwrap();
+        complete_fetch(&store, "idp", &s, ALGS, T0, Ok(&jwks(&["rsa-1"])), &mut w)
+            .unwrap()
+            .unwrap();
         assert!(!claim_fetch(&store, "idp", &s, T0 + 5).unwrap());
         assert!(request_early(&store, "idp", T0 + 5).unwrap());
-        assert!(!request_early(&store, "idp", T0 + 5).unwrap(), "already wanted");
+        assert!(
+            !request_early(&store, "idp", T0 + 5).unwrap(),
+            "already wanted"
+        );
         assert!(claim_fetch(&store, "idp", &s, T0 + 6).unwrap());
-        complete_fetch(&store, "idp", &s, ALGS, T0 + 6, Ok(&jwks(&["rsa-1"])), &mut w).unwrap().unwrap();
+        complete_fetch(
+            &store,
+            "idp",
+            &s,
+            ALGS,
+            T0 + 6,
+            Ok(&jwks(&["rsa-1"])),
+            &mut w,
+        )
+        .unwrap()
+        .unwrap();
         // A second unknown kid within min_refresh_seconds does not cause another fetch.
         assert!(!request_early(&store, "idp", T0 + 20).unwrap());
         assert!(!claim_fetch(&store, "idp", &s, T0 + 20).unwrap());
@@ -518,8 +601,14 @@ mod tests {
                 Err(StoreError::CasMismatch)
             }
         }
-        let store = Hostile { inner: MemoryStore::default(), sets: Cell::new(0) };
-        assert_eq!(claim_fetch(&store, "idp", &spec(), T0), Err(StoreError::CasMismatch));
+        let store = Hostile {
+            inner: MemoryStore::default(),
+            sets: Cell::new(0),
+        };
+        assert_eq!(
+            claim_fetch(&store, "idp", &spec(), T0),
+            Err(StoreError::CasMismatch)
+        );
         assert!(store.sets.get() <= 2 * CAS_ATTEMPTS);
     }
 }

@@ -62,7 +62,10 @@ pub fn parse_header(token: &str) -> Result<Header, DenialCode> {
         return Err(DenialCode::CriticalHeaderUnsupported);
     }
     if let Some(typ) = raw.typ {
-        let typ = typ.as_str().ok_or(DenialCode::TokenMalformed)?.to_ascii_uppercase();
+        let typ = typ
+            .as_str()
+            .ok_or(DenialCode::TokenMalformed)?
+            .to_ascii_uppercase();
         if typ != "JWT" && !typ.ends_with("+JWT") {
             return Err(DenialCode::TokenMalformed);
         }
@@ -289,43 +292,82 @@ mod tests {
         for (alg, kid) in testkit::ALG_KEYS {
             let token = Mint::new(alg, kid).now(NOW).sign();
             let header = parse_header(&token).unwrap();
-            assert_eq!(header, Header { alg, kid: Some(kid.to_string()) });
+            assert_eq!(
+                header,
+                Header {
+                    alg,
+                    kid: Some(kid.to_string())
+                }
+            );
             let claims = verify_with(&token, alg, kid).unwrap_or_else(|e| panic!("{alg}: {e:?}"));
             assert_eq!(rules().check(&claims, NOW).map(|_| ()), Ok(()), "{alg}");
             let tampered = testkit::tamper_payload(&token, json!({"sub": "mallory"}));
-            assert_eq!(verify_with(&tampered, alg, kid).unwrap_err(), DenialCode::SignatureInvalid, "{alg}");
+            assert_eq!(
+                verify_with(&tampered, alg, kid).unwrap_err(),
+                DenialCode::SignatureInvalid,
+                "{alg}"
+            );
         }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn signature_by_another_key_fails() {
         let token = Mint::new(Alg::RS256, "rsa-1").key("rsa-2").now(NOW).sign();
-        assert_eq!(verify_with(&token, Alg::RS256, "rsa-1").unwrap_err(), DenialCode::SignatureInvalid);
+        assert_eq!(
+            verify_with(&token, Alg::RS256, "rsa-1").unwrap_err(),
+            DenialCode::SignatureInvalid
+        );
         let token = Mint::new(Alg::ES512, "ec521").now(NOW).sign();
         let mut parts: Vec<&str> = token.split('.').collect();
-        let other = Mint::new(Alg::ES512, "ec521").now(NOW).claim("sub", json!("x")).sign();
+        let other = Mint::new(Alg::ES512, "ec521")
+            .now(NOW)
+            .claim("sub", json!("x"))
+            .sign();
         parts[2] = other.split('.').nth(2).unwrap();
-        assert_eq!(verify_with(&parts.join("."), Alg::ES512, "ec521").unwrap_err(), DenialCode::SignatureInvalid);
+        assert_eq!(
+            verify_with(&parts.join("."), Alg::ES512, "ec521").unwrap_err(),
+            DenialCode::SignatureInvalid
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn header_rules() {
         let h = |v: Value| format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(v.to_string()));
-        assert_eq!(parse_header(&h(json!({"alg": "none"}))), Err(DenialCode::AlgorithmNotAllowed));
-        assert_eq!(parse_header(&h(json!({"alg": "HS999"}))), Err(DenialCode::AlgorithmNotAllowed));
+        assert_eq!(
+            parse_header(&h(json!({"alg": "none"}))),
+            Err(DenialCode::AlgorithmNotAllowed)
+        );
+        assert_eq!(
+            parse_header(&h(json!({"alg": "HS999"}))),
+            Err(DenialCode::AlgorithmNotAllowed)
+        );
         assert_eq!(parse_header(&h(json!({}))), Err(DenialCode::TokenMalformed));
-        assert_eq!(parse_header(&h(json!({"alg": 5}))), Err(DenialCode::TokenMalformed));
-        assert_eq!(parse_header(&h(json!({"alg": "RS256", "kid": 1}))), Err(DenialCode::TokenMalformed));
+        assert_eq!(
+            parse_header(&h(json!({"alg": 5}))),
+            Err(DenialCode::TokenMalformed)
+        );
+        assert_eq!(
+            parse_header(&h(json!({"alg": "RS256", "kid": 1}))),
+            Err(DenialCode::TokenMalformed)
+        );
         assert_eq!(
             parse_header(&h(json!({"alg": "RS256", "crit": ["exp"], "exp": 1}))),
             Err(DenialCode::CriticalHeaderUnsupported)
         );
-        assert_eq!(parse_header(&h(json!({"alg": "RS256", "typ": "JOSE"}))), Err(DenialCode::TokenMalformed));
+        assert_eq!(
+            parse_header(&h(json!({"alg": "RS256", "typ": "JOSE"}))),
+            Err(DenialCode::TokenMalformed)
+        );
         assert!(parse_header(&h(json!({"alg": "RS256", "typ": "at+jwt"}))).is_ok());
         // jku / x5u are ignored, not followed.
         assert_eq!(
-            parse_header(&h(json!({"alg": "RS256", "jku": "http://evil/jwks", "x5u": "http://evil"}))),
-            Ok(Header { alg: Alg::RS256, kid: None })
+            parse_header(&h(
+                json!({"alg": "RS256", "jku": "http://evil/jwks", "x5u": "http://evil"})
+            )),
+            Ok(Header {
+                alg: Alg::RS256,
+                kid: None
+            })
         );
         for bad in ["", "a", "a.b", "a.b.c.d", ".e30.x", "!!!.e30.x"] {
             assert_eq!(parse_header(bad), Err(DenialCode::TokenMalformed), "{bad}");
@@ -340,22 +382,51 @@ mod tests {
         let base = || Mint::new(Alg::ES256, "ec256").now(NOW);
         let check = |m: Mint, r: &ClaimRules, now: u64| {
             let t = m.sign();
-            r.check(&verify_with(&t, Alg::ES256, "ec256").unwrap(), now).map(|_| ())
+            r.check(&verify_with(&t, Alg::ES256, "ec256").unwrap(), now)
+                .map(|_| ())
         };
         use DenialCode::*;
         let cases: Vec<(&str, Mint, Result<(), DenialCode>)> = vec![
             ("valid", base(), Ok(())),
-            ("expired beyond skew", base().exp(NOW - 61), Err(TokenExpired)),
+            (
+                "expired beyond skew",
+                base().exp(NOW - 61),
+                Err(TokenExpired),
+            ),
             ("expired within skew", base().exp(NOW - 60), Ok(())),
-            ("nbf beyond skew", base().nbf(NOW + 61), Err(TokenNotYetValid)),
+            (
+                "nbf beyond skew",
+                base().nbf(NOW + 61),
+                Err(TokenNotYetValid),
+            ),
             ("nbf within skew", base().nbf(NOW + 60), Ok(())),
-            ("iat in future beyond skew", base().iat(NOW + 61), Err(TokenIssuedInFuture)),
+            (
+                "iat in future beyond skew",
+                base().iat(NOW + 61),
+                Err(TokenIssuedInFuture),
+            ),
             ("iat in future within skew", base().iat(NOW + 60), Ok(())),
-            ("wrong issuer", base().claim("iss", json!("https://evil")), Err(IssuerMismatch)),
+            (
+                "wrong issuer",
+                base().claim("iss", json!("https://evil")),
+                Err(IssuerMismatch),
+            ),
             ("no issuer", base().without("iss"), Err(IssuerMismatch)),
-            ("wrong audience", base().claim("aud", json!("other")), Err(AudienceMismatch)),
-            ("audience array", base().claim("aud", json!(["other", testkit::AUDIENCE])), Ok(())),
-            ("audience array without ours", base().claim("aud", json!(["a", "b"])), Err(AudienceMismatch)),
+            (
+                "wrong audience",
+                base().claim("aud", json!("other")),
+                Err(AudienceMismatch),
+            ),
+            (
+                "audience array",
+                base().claim("aud", json!(["other", testkit::AUDIENCE])),
+                Ok(()),
+            ),
+            (
+                "audience array without ours",
+                base().claim("aud", json!(["a", "b"])),
+                Err(AudienceMismatch),
+            ),
             ("no audience", base().without("aud"), Err(AudienceMismatch)),
             ("no exp", base().without("exp"), Err(ClaimMissing)),
         ];
@@ -373,14 +444,29 @@ mod tests {
         let mut required = rules();
         required.required_claims = vec!["tenant".into(), "sub".into()];
         assert_eq!(check(base(), &required, NOW), Err(ClaimMissing));
-        assert_eq!(check(base().claim("tenant", json!("t1")), &required, NOW), Ok(()));
+        assert_eq!(
+            check(base().claim("tenant", json!("t1")), &required, NOW),
+            Ok(())
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn window_matches_skew() {
-        let t = Mint::new(Alg::ES256, "ec256").now(NOW).exp(NOW + 100).nbf(NOW - 10).sign();
-        let w = rules().check(&verify_with(&t, Alg::ES256, "ec256").unwrap(), NOW).unwrap();
-        assert_eq!(w, Window { not_before: NOW - 60, not_after: NOW + 160 });
+        let t = Mint::new(Alg::ES256, "ec256")
+            .now(NOW)
+            .exp(NOW + 100)
+            .nbf(NOW - 10)
+            .sign();
+        let w = rules()
+            .check(&verify_with(&t, Alg::ES256, "ec256").unwrap(), NOW)
+            .unwrap();
+        assert_eq!(
+            w,
+            Window {
+                not_before: NOW - 60,
+                not_after: NOW + 160
+            }
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

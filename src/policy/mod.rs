@@ -2,6 +2,7 @@
 //! turns a parsed document into runtime structures; this module knows nothing about requests.
 
 mod error;
+pub mod pbstruct;
 pub use error::ConfigError;
 
 use serde::Deserialize;
@@ -140,22 +141,51 @@ pub struct TokenCacheDoc {
     pub max_entries: usize,
 }
 
-/// Parses a policy document. Structural problems (unknown field, wrong type) are reported with the
-/// JSON path of the first one; semantic problems are collected by the compiler.
+/// Parses a policy document: JSON text (a `StringValue` configuration, a file) or a binary
+/// `google.protobuf.Struct` (a `Struct` configuration; see `pbstruct`). Structural problems
+/// (unknown field, wrong type) are reported with the JSON path of the first one; semantic
+/// problems are collected by the compiler.
 pub fn parse(bytes: &[u8]) -> Result<PolicyDoc, ConfigError> {
+    let text_start = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    let looks_like_json = text_start.and_then(|i| bytes.get(i)) == Some(&b'{');
+    if !looks_like_json {
+        if let Some(value) =
+            pbstruct::decode(bytes).filter(|v| v.as_object().is_some_and(|m| !m.is_empty()))
+        {
+            return from_value(value);
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, PolicyDoc>(&mut de) {
         Ok(doc) => {
-            de.end()
-                .map_err(|e| ConfigError::new("", format!("trailing data after the policy: {e}")))?;
+            de.end().map_err(|e| {
+                ConfigError::new(
+                    "",
+                    format!(
+                        "trailing data after the policy: {}",
+                        describe_serde_error(&e)
+                    ),
+                )
+            })?;
             Ok(doc)
         }
-        Err(err) => {
-            let path = err.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            Err(ConfigError::new(path, describe_serde_error(err.inner())))
-        }
+        Err(err) if err.inner().is_syntax() || err.inner().is_eof() => Err(ConfigError::new(
+            "",
+            format!("not a JSON object or protobuf Struct: {}", err.inner()),
+        )),
+        Err(err) => Err(path_error(err)),
     }
+}
+
+/// Deserialises an already-decoded JSON value.
+pub fn from_value(value: serde_json::Value) -> Result<PolicyDoc, ConfigError> {
+    serde_path_to_error::deserialize::<_, PolicyDoc>(value).map_err(path_error)
+}
+
+fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let path = err.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    ConfigError::new(path, describe_serde_error(err.inner()))
 }
 
 /// serde's messages are already "unknown field `x`, expected one of `a`, `b`"; strip the
@@ -178,7 +208,11 @@ mod tests {
         let err = parse(br#"{"routes": [], "providers": {"corp": {"issuer": "i", "audiences": [], "algorithms": [], "isuer": 1}}}"#)
             .unwrap_err();
         assert_eq!(err.path, "providers.corp.isuer");
-        assert!(err.message.contains("unknown field `isuer`"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `isuer`"),
+            "{}",
+            err.message
+        );
         assert!(err.message.contains("`issuer`"), "{}", err.message);
     }
 
@@ -192,7 +226,21 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn missing_routes_is_an_error() {
         let err = parse(br#"{}"#).unwrap_err();
-        assert!(err.message.contains("missing field `routes`"), "{}", err.message);
+        assert!(
+            err.message.contains("missing field `routes`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn protobuf_struct_is_accepted_with_paths() {
+        let v = serde_json::json!({"routes": [{"path": "/x", "public": true}], "token_cache": {"max_entries": 10}});
+        let doc = parse(&pbstruct::tests::encode(&v)).unwrap();
+        assert_eq!(doc.token_cache.unwrap().max_entries, 10);
+        let v = serde_json::json!({"routes": [{"path": "/x", "public": "yes"}]});
+        let err = parse(&pbstruct::tests::encode(&v)).unwrap_err();
+        assert_eq!(err.path, "routes[0].public");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

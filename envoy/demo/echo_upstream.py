@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Demo upstream: answers every request with the request it received, as JSON
+({"method", "path", "headers", "body"}). Standard library only.
+
+    envoy/demo/echo_upstream.py [--port 10001]
+"""
+import argparse
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "echo"
+
+    def _answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        doc = {
+            "method": self.command,
+            "path": self.path,
+            # Lists, because a header may repeat.
+            "headers": {k.lower(): self.headers.get_all(k) for k in self.headers.keys()},
+            "body": body.decode("utf-8", "replace"),
+        }
+        out = json.dumps(doc, indent=1).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _answer
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+def serve(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), Echo)
+    server.daemon_threads = True
+    return server
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description="echo upstream")
+    p.add_argument("--port", type=int, default=10001)
+    args = p.parse_args()
+    serve(args.port).serve_forever()

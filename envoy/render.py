@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Renders an Envoy config template from envoy/ with a Tollgate policy embedded.
+
+    envoy/render.py TEMPLATE POLICY OUT [--as struct|string] [--set NAME=VALUE ...]
+
+The policy (a JSON file) becomes the Wasm filter's `configuration`: a google.protobuf.Struct by
+default (the shape Istio's WasmPlugin `pluginConfig` has), or a StringValue holding the JSON text.
+Placeholders not given with --set take the demo defaults below.
+"""
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULTS = {
+    "LISTEN_PORT": "10000",
+    "ADMIN_PORT": "9901",
+    "UPSTREAM_PORT": "10001",
+    "JWKS_PORT": "10002",
+    "WASM": os.path.join(ROOT, "target/wasm32-wasip1/release/tollgate.wasm"),
+}
+
+
+def render(template: str, policy_text: str, as_type: str, values: dict) -> str:
+    policy = json.loads(policy_text)  # fails loudly on a policy that is not JSON
+    if as_type == "struct":
+        config = {"@type": "type.googleapis.com/google.protobuf.Struct", "value": policy}
+    else:
+        config = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy_text}
+    # JSON is YAML: the flow mapping drops into the template as one line.
+    out = template.replace("@@POLICY@@", json.dumps(config))
+    for name, value in {**DEFAULTS, **values}.items():
+        out = out.replace(f"@@{name}@@", json.dumps(value) if name == "WASM" else str(value))
+    if "@@" in out:
+        missing = sorted({part.split("@@")[0] for part in out.split("@@")[1::2]})
+        raise SystemExit(f"render.py: unfilled placeholders: {missing}")
+    return out
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("template")
+    p.add_argument("policy")
+    p.add_argument("out")
+    p.add_argument("--as", dest="as_type", choices=["struct", "string"], default="struct")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    args = p.parse_args(argv)
+    values = dict(kv.split("=", 1) for kv in args.set)
+    with open(args.template) as f:
+        template = f.read()
+    with open(args.policy) as f:
+        policy_text = f.read()
+    text = render(template, policy_text, args.as_type, values)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,108 @@
+//! Per-request adapter: request headers in, engine decision out, applied to Envoy.
+
+use super::{log, now, store::HostStore, Shared};
+use crate::codes::DenialCode;
+use crate::engine::{Decision, Denial, Request};
+use crate::jwt::remote;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, MapType};
+use std::rc::Rc;
+
+pub(crate) struct Http {
+    shared: Rc<Shared>,
+}
+
+impl Http {
+    pub fn new(shared: Rc<Shared>) -> Http {
+        Http { shared }
+    }
+
+    fn reply(&self, denial: &Denial) -> Action {
+        self.shared.metrics.denied(denial.code);
+        let headers: Vec<(&str, &str)> = denial
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        if hostcalls::send_http_response(
+            u32::from(denial.status),
+            headers,
+            Some(denial.body.as_bytes()),
+        )
+        .is_err()
+        {
+            log(LogLevel::Error, "tollgate: could not send a local reply");
+        }
+        Action::Pause
+    }
+
+    fn internal_error(&self) -> Action {
+        let denial =
+            crate::problem::denial(&self.shared.engine.realm, DenialCode::InternalError, None);
+        self.reply(&denial)
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let (Ok(headers), Some(now)) = (hostcalls::get_map(MapType::HttpRequestHeaders), now())
+        else {
+            return self.internal_error();
+        };
+        let pseudo = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let request = Request {
+            method: pseudo(":method"),
+            path: pseudo(":path"),
+            headers: &headers,
+        };
+        let outcome = match self.shared.state.try_borrow_mut() {
+            Ok(mut state) => self.shared.engine.decide(&request, now, &mut state),
+            // INVARIANT: contexts of one VM run one at a time, so the state is never borrowed here.
+            Err(_) => return self.internal_error(),
+        };
+        if let Some(hit) = outcome.effects.cache_hit {
+            self.shared.metrics.cache(hit);
+        }
+        if let Some(index) = outcome.effects.early_refresh {
+            if let Some(p) = self.shared.engine.providers.get(index) {
+                let _ = remote::request_early(&HostStore, &p.name, now);
+            }
+        }
+        match &outcome.decision {
+            Decision::Allow(allow) => {
+                for name in &allow.remove_headers {
+                    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+                }
+                for (name, value) in &allow.set_headers {
+                    if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                        .is_err()
+                    {
+                        return self.internal_error();
+                    }
+                }
+                self.shared.metrics.allowed();
+                Action::Continue
+            }
+            Decision::Deny(denial) => {
+                log(
+                    LogLevel::Debug,
+                    &format!(
+                        "tollgate: denied route={} code={}",
+                        denial.route.as_deref().unwrap_or("-"),
+                        denial.code.as_str()
+                    ),
+                );
+                self.reply(denial)
+            }
+        }
+    }
+}
