@@ -79,7 +79,9 @@ impl Source {
     pub fn find<'r>(&self, req: &Request<'r>, out: &mut Vec<&'r str>) {
         match self {
             Source::Header { name, prefix } => {
-                for value in req.header_values(name) {
+                // Envoy may join repeated headers with `,`; a JWT never contains one, so each
+                // comma-separated part is a separate credential.
+                for value in req.header_values(name).flat_map(|v| v.split(',')) {
                     let value = value.trim();
                     let Some(head) = value.get(..prefix.len()) else {
                         continue;
@@ -190,6 +192,8 @@ mod tests {
         let hs = h(&[("authorization", "Basic dXNlcg==")]);
         assert!(found(s, &req("/", &hs)).is_empty());
         let hs = h(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(found(s, &req("/", &hs)), ["a", "b"]);
+        let hs = h(&[("authorization", "Bearer a, Bearer b")]);
         assert_eq!(found(s, &req("/", &hs)), ["a", "b"]);
         let hs = h(&[("authorization", "Bearer")]);
         assert!(

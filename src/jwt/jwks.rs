@@ -9,9 +9,15 @@ use jwt_simple::prelude::*;
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// HMAC secrets shorter than this are refused: RFC 7518 section 3.2 asks for a key at least as
-/// long as the hash output, and 32 bytes is the floor for HS256.
-pub const MIN_HMAC_KEY_BYTES: usize = 32;
+/// Shortest HMAC secret for an algorithm: RFC 7518 section 3.2 requires a key at least as long as
+/// the hash output.
+pub const fn min_hmac_key_bytes(alg: Alg) -> usize {
+    match alg {
+        Alg::HS384 => 48,
+        Alg::HS512 => 64,
+        _ => 32,
+    }
+}
 /// Upper bound on keys in one set, so a hostile or broken JWKS endpoint cannot make a worker
 /// decode thousands of RSA keys.
 pub const MAX_KEYS_PER_SET: usize = 64;
@@ -237,9 +243,10 @@ fn build(alg: Alg, jwk: &Value) -> Result<Verifier, String> {
     Ok(match alg.family() {
         Family::Hmac => {
             let k = b64_member(jwk, "k")?;
-            if k.len() < MIN_HMAC_KEY_BYTES {
+            let min = min_hmac_key_bytes(alg);
+            if k.len() < min {
                 return Err(format!(
-                    "hmac secret is {} bytes; at least {MIN_HMAC_KEY_BYTES} are required",
+                    "hmac secret is {} bytes; {alg} needs at least {min}",
                     k.len()
                 ));
             }
@@ -343,7 +350,11 @@ mod tests {
             "{}",
             errs[0]
         );
-        assert!(errs[1].contains("hmac secret is 5 bytes"), "{}", errs[1]);
+        assert!(
+            errs[1].contains("hmac secret is 5 bytes; HS256 needs at least 32"),
+            "{}",
+            errs[1]
+        );
         assert!(errs[2].contains("unsupported `kty` `XYZ`"), "{}", errs[2]);
         assert!(errs[3].contains("invalid public key"), "{}", errs[3]);
         assert!(errs[4].contains("JSON object"), "{}", errs[4]);

