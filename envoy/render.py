@@ -23,10 +23,11 @@ DEFAULTS = {
 
 
 def render(template: str, policy_text: str, as_type: str, values: dict) -> str:
-    policy = json.loads(policy_text)  # fails loudly on a policy that is not JSON
     if as_type == "struct":
+        policy = json.loads(policy_text)  # a Struct must be a JSON object; fails loudly otherwise
         config = {"@type": "type.googleapis.com/google.protobuf.Struct", "value": policy}
     else:
+        # Passed as-is: the filter itself reports a policy that is not JSON.
         config = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy_text}
     # JSON is YAML: the flow mapping drops into the template as one line.
     out = template.replace("@@POLICY@@", json.dumps(config))

@@ -193,3 +193,15 @@ def test_struct_configuration_is_accepted(upstream):
         assert e.get("/api/x").status == 401
     finally:
         e.stop()
+
+
+def test_tokens_never_reach_logs_or_bodies(envoy):
+    good = tokens.mint("RS256", sub="log-check")
+    bad = tokens.mint("RS256", sub="log-check", exp=1_600_000_000)
+    envoy.get("/api/x", bearer(good))
+    resp = envoy.get("/api/x", bearer(bad))
+    logs = envoy.logs()
+    for t in (good, bad):
+        assert t not in logs
+        assert t.split(".")[2] not in logs
+    assert bad.encode() not in resp.body
