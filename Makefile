@@ -46,7 +46,7 @@ $(VENV)/.installed: tests/requirements.txt
 
 build: deps ## Build the filter: target/wasm32-wasip1/release/tollgate.wasm
 ifeq ($(HAVE_RUSTUP_WASI),yes)
-	cargo build --release --lib --target wasm32-wasip1
+	RUSTFLAGS="-D warnings" cargo build --release --lib --target wasm32-wasip1
 else
 	RUSTFLAGS="$(WASI_FLAGS)" $(DEBIAN_CARGO) build --release --lib --target wasm32-wasip1 -Zbuild-std=std,panic_abort
 endif
@@ -75,6 +75,7 @@ $(TOOLS)/bin/wasm-bindgen-test-runner: Cargo.lock
 	@touch $@
 
 test-wasm: deps $(TOOLS)/bin/wasm-bindgen-test-runner ## The engine's unit tests compiled to wasm32, run in Node (wasm-bindgen-test)
+	@command -v node >/dev/null || { echo "installing Node.js" >&2; $(SUDO) apt-get install -y -qq nodejs >&2; }
 ifeq ($(HAVE_RUSTUP_WASM),yes)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(TOOLS))/bin/wasm-bindgen-test-runner \
 		cargo test --lib --target wasm32-unknown-unknown

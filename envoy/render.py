@@ -4,7 +4,8 @@
     envoy/render.py TEMPLATE POLICY OUT [--as struct|string] [--set NAME=VALUE ...]
 
 The policy (a JSON file) becomes the Wasm filter's `configuration`: a google.protobuf.Struct by
-default (the shape Istio's WasmPlugin `pluginConfig` has), or a StringValue holding the JSON text.
+default (the policy reads as YAML in the Envoy config), or a StringValue holding the JSON text
+(what Istio's WasmPlugin delivers for `pluginConfig`). The filter accepts both.
 Placeholders not given with --set take the demo defaults below.
 """
 import argparse

@@ -30,6 +30,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sub", default="demo-user")
     p.add_argument("--scope", default="orders:read")
-    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (negative: already expired)")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds; -61 or less is expired even with the demo policy's 60 s clock skew")
     a = p.parse_args()
     print(mint(a.sub, a.scope, a.ttl))

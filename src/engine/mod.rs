@@ -176,8 +176,10 @@ fn compile_provider(
                 }
             }
         }
-        (None, Some(remote)) => RemoteSpec::compile(remote, &format!("{at}.remote_jwks"), errors)
-            .map(ProviderKeys::Remote),
+        (None, Some(remote)) => {
+            RemoteSpec::compile(name, remote, &format!("{at}.remote_jwks"), errors)
+                .map(ProviderKeys::Remote)
+        }
         (a, b) => {
             let found = usize::from(a.is_some()) + usize::from(b.is_some());
             errors.push(ConfigError::new(

@@ -479,11 +479,10 @@ fn remote_provider_fails_closed_until_keys_arrive() {
 
     let store = MemoryStore::default();
     let (index, provider, spec) = engine.remote_providers().next().unwrap();
-    assert!(remote::claim_fetch(&store, &provider.name, spec, NOW).unwrap());
+    assert!(remote::claim_fetch(&store, spec, NOW).unwrap());
     let body = json!({"keys": [testkit::public_jwk("rsa-1")]}).to_string();
     remote::complete_fetch(
         &store,
-        &provider.name,
         spec,
         &provider.algorithms,
         NOW,

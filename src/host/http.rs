@@ -2,7 +2,7 @@
 
 use super::{log, now, store::HostStore, Shared};
 use crate::codes::DenialCode;
-use crate::engine::{Decision, Denial, Request};
+use crate::engine::{Decision, Denial, ProviderKeys, Request};
 use crate::jwt::remote;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -73,8 +73,10 @@ impl HttpContext for Http {
             self.shared.metrics.cache(hit);
         }
         if let Some(index) = outcome.effects.early_refresh {
-            if let Some(p) = self.shared.engine.providers.get(index) {
-                let _ = remote::request_early(&HostStore, &p.name, now);
+            if let Some(ProviderKeys::Remote(spec)) =
+                self.shared.engine.providers.get(index).map(|p| &p.keys)
+            {
+                let _ = remote::request_early(&HostStore, spec, now);
             }
         }
         match &outcome.decision {

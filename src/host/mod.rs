@@ -60,17 +60,14 @@ impl Root {
                 let Some(slot) = state.remote.get_mut(index) else {
                     continue;
                 };
-                if let Ok(true) = remote::sync(&store, &provider.name, &provider.algorithms, slot) {
+                if let Ok(true) = remote::sync(&store, spec, &provider.algorithms, slot) {
                     shared.metrics.jwks_installed();
                 }
             }
             if self.calls.values().any(|i| *i == index) {
                 continue;
             }
-            if !matches!(
-                remote::claim_fetch(&store, &provider.name, spec, now),
-                Ok(true)
-            ) {
+            if !matches!(remote::claim_fetch(&store, spec, now), Ok(true)) {
                 continue;
             }
             let headers = vec![
@@ -113,15 +110,7 @@ impl Root {
         let Some(slot) = state.remote.get_mut(index) else {
             return;
         };
-        match remote::complete_fetch(
-            &HostStore,
-            &provider.name,
-            spec,
-            &provider.algorithms,
-            now,
-            outcome,
-            slot,
-        ) {
+        match remote::complete_fetch(&HostStore, spec, &provider.algorithms, now, outcome, slot) {
             Ok(Ok(())) => {
                 shared.metrics.jwks_fetched(true);
                 let (generation, keys) = slot

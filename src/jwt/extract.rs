@@ -86,14 +86,16 @@ impl Source {
                     let Some(head) = value.get(..prefix.len()) else {
                         continue;
                     };
-                    if head.eq_ignore_ascii_case(prefix) {
-                        out.push(value.get(prefix.len()..).unwrap_or("").trim());
+                    let token = value.get(prefix.len()..).unwrap_or("").trim();
+                    if head.eq_ignore_ascii_case(prefix) && !token.is_empty() {
+                        out.push(token);
                     }
                 }
             }
             Source::Query(name) => {
                 for (k, v) in query_pairs(req.path) {
-                    if k == name.as_str() {
+                    // An empty value is no credential (`?access_token=`).
+                    if k == name.as_str() && !v.is_empty() {
                         out.push(v);
                     }
                 }
@@ -101,7 +103,7 @@ impl Source {
             Source::Cookie(name) => {
                 for header in req.header_values("cookie") {
                     for (k, v) in cookie_pairs(header) {
-                        if k == name.as_str() {
+                        if k == name.as_str() && !v.is_empty() {
                             out.push(v);
                         }
                     }
@@ -216,6 +218,7 @@ mod tests {
             ["t1", "t2"]
         );
         assert!(found(&q, &req("/x?access_tokens=t1", &[])).is_empty());
+        assert!(found(&q, &req("/x?access_token=&access_token", &[])).is_empty());
         let c = Source::Cookie("session".into());
         let hs = h(&[("cookie", "a=1; session=tok; b=2")]);
         assert_eq!(found(&c, &req("/", &hs)), ["tok"]);

@@ -1,11 +1,11 @@
 //! Remote JWKS: one fetch per Envoy process, shared with every worker through shared data.
 //!
-//! Each provider with `remote_jwks` owns two shared-data keys (prefixed, since shared data is
-//! namespaced by `vm_id` only):
-//! - `tollgate/v1/jwks/<provider>/state`: a small JSON [`State`] updated by compare-and-swap - the
+//! Each provider with `remote_jwks` owns two shared-data keys under `RemoteSpec::key_prefix`
+//! (`tollgate/v1/jwks/<provider>/<fingerprint>`, since shared data is namespaced by `vm_id` only):
+//! - `.../state`: a small JSON [`State`] updated by compare-and-swap - the
 //!   installed generation, when the next fetch is due, who holds the fetch lease, whether an early
 //!   refresh was asked for;
-//! - `tollgate/v1/jwks/<provider>/keys`: `<generation>\n<jwks body>`, the last good document.
+//! - `.../keys`: `<generation>\n<jwks body>`, the last good document.
 //!
 //! Every worker's root context calls [`sync`] and [`claim_fetch`] on its timer; the one that wins the
 //! lease dispatches the HTTP call and reports with [`complete_fetch`]. A failed or invalid fetch
@@ -17,6 +17,7 @@ use super::jwks::KeySet;
 use crate::policy::{ConfigError, RemoteJwksDoc};
 use crate::store::{SharedStore, StoreError};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::rc::Rc;
 
 pub const DEFAULT_REFRESH_SECONDS: u64 = 300;
@@ -31,6 +32,9 @@ const CAS_ATTEMPTS: usize = 16;
 /// Where and how often to fetch, compiled from `remote_jwks`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteSpec {
+    /// `tollgate/v1/jwks/<provider>/<fingerprint of cluster and uri>`: two policies that share a
+    /// `vm_id` and a provider name but fetch from different places never share key sets.
+    pub key_prefix: String,
     pub cluster: String,
     pub scheme: String,
     pub authority: String,
@@ -44,6 +48,7 @@ pub struct RemoteSpec {
 
 impl RemoteSpec {
     pub fn compile(
+        provider: &str,
         doc: &RemoteJwksDoc,
         path: &str,
         errors: &mut Vec<ConfigError>,
@@ -97,7 +102,14 @@ impl RemoteSpec {
                 ));
             }
         }
+        let fingerprint = Sha256::digest(format!("{}\n{}", doc.cluster, doc.uri).as_bytes());
+        let fingerprint: String = fingerprint
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         (errors.len() == start).then(|| RemoteSpec {
+            key_prefix: format!("tollgate/v1/jwks/{provider}/{fingerprint}"),
             cluster: doc.cluster.clone(),
             scheme: scheme.to_string(),
             authority: authority.to_string(),
@@ -139,16 +151,16 @@ pub struct Installed {
     pub keys: Rc<KeySet>,
 }
 
-fn state_key(provider: &str) -> String {
-    format!("tollgate/v1/jwks/{provider}/state")
+fn state_key(spec: &RemoteSpec) -> String {
+    format!("{}/state", spec.key_prefix)
 }
 
-fn keys_key(provider: &str) -> String {
-    format!("tollgate/v1/jwks/{provider}/keys")
+fn keys_key(spec: &RemoteSpec) -> String {
+    format!("{}/keys", spec.key_prefix)
 }
 
-fn read_state(store: &dyn SharedStore, provider: &str) -> Result<(State, u32), StoreError> {
-    let key = state_key(provider);
+fn read_state(store: &dyn SharedStore, spec: &RemoteSpec) -> Result<(State, u32), StoreError> {
+    let key = state_key(spec);
     if let Some((bytes, cas)) = store.get(&key)? {
         // A value we cannot read (older format) is replaced on the next successful CAS.
         return Ok((serde_json::from_slice(&bytes).unwrap_or_default(), cas));
@@ -166,16 +178,16 @@ fn read_state(store: &dyn SharedStore, provider: &str) -> Result<(State, u32), S
 /// leave the state alone; the result says whether this call wrote it.
 fn update_state(
     store: &dyn SharedStore,
-    provider: &str,
+    spec: &RemoteSpec,
     mut change: impl FnMut(&State) -> Option<State>,
 ) -> Result<bool, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
-        let (state, cas) = read_state(store, provider)?;
+        let (state, cas) = read_state(store, spec)?;
         let Some(next) = change(&state) else {
             return Ok(false);
         };
         let bytes = serde_json::to_vec(&next).map_err(|_| StoreError::Unavailable)?;
-        match store.set(&state_key(provider), &bytes, cas) {
+        match store.set(&state_key(spec), &bytes, cas) {
             Ok(()) => return Ok(true),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -188,11 +200,11 @@ fn update_state(
 /// Returns `true` when a new set was installed.
 pub fn sync(
     store: &dyn SharedStore,
-    provider: &str,
+    spec: &RemoteSpec,
     algs: &[Alg],
     installed: &mut Option<Installed>,
 ) -> Result<bool, StoreError> {
-    let Some((bytes, _)) = store.get(&state_key(provider))? else {
+    let Some((bytes, _)) = store.get(&state_key(spec))? else {
         return Ok(false);
     };
     let state: State = serde_json::from_slice(&bytes).unwrap_or_default();
@@ -200,7 +212,7 @@ pub fn sync(
     if state.generation == 0 || state.generation == current {
         return Ok(false);
     }
-    let Some((entry, _)) = store.get(&keys_key(provider))? else {
+    let Some((entry, _)) = store.get(&keys_key(spec))? else {
         return Ok(false);
     };
     let Some((generation, body)) = split_entry(&entry) else {
@@ -231,11 +243,10 @@ fn split_entry(entry: &[u8]) -> Option<(u64, &[u8])> {
 /// this call won the lease. At most one VM in the process wins it.
 pub fn claim_fetch(
     store: &dyn SharedStore,
-    provider: &str,
     spec: &RemoteSpec,
     now: u64,
 ) -> Result<bool, StoreError> {
-    update_state(store, provider, |s| {
+    update_state(store, spec, |s| {
         let periodic = now >= s.next_fetch;
         let early = s.early_wanted && now >= s.early_after;
         if !(periodic || early) || now < s.lease_until {
@@ -276,7 +287,6 @@ impl std::fmt::Display for FetchFailure {
 /// else keeps the last good set and schedules a retry. Returns the failure, if any, for logging.
 pub fn complete_fetch(
     store: &dyn SharedStore,
-    provider: &str,
     spec: &RemoteSpec,
     algs: &[Alg],
     now: u64,
@@ -293,7 +303,7 @@ pub fn complete_fetch(
     });
     match checked {
         Ok((body, keys)) => {
-            let previous = store.get(&keys_key(provider))?;
+            let previous = store.get(&keys_key(spec))?;
             let same = previous
                 .as_ref()
                 .and_then(|(entry, _)| split_entry(entry))
@@ -302,18 +312,18 @@ pub fn complete_fetch(
             let generation = match same {
                 Some(generation) => generation,
                 None => {
-                    let (state, _) = read_state(store, provider)?;
+                    let (state, _) = read_state(store, spec)?;
                     let generation = state.generation.max(previous_generation(&previous)) + 1;
                     let mut entry = format!("{generation}\n").into_bytes();
                     entry.extend_from_slice(body);
                     // The lease holder is the only writer of this key, so no CAS is needed; the
                     // state below is written after it, so readers never see a generation whose
                     // keys are not there yet.
-                    store.set(&keys_key(provider), &entry, 0)?;
+                    store.set(&keys_key(spec), &entry, 0)?;
                     generation
                 }
             };
-            update_state(store, provider, |s| {
+            update_state(store, spec, |s| {
                 let mut next = s.clone();
                 next.generation = generation;
                 next.next_fetch = now + spec.refresh_seconds;
@@ -333,7 +343,7 @@ pub fn complete_fetch(
             Ok(Ok(()))
         }
         Err(failure) => {
-            update_state(store, provider, |s| {
+            update_state(store, spec, |s| {
                 let mut next = s.clone();
                 next.next_fetch = now + spec.retry_seconds.min(spec.refresh_seconds);
                 next.lease_until = 0;
@@ -356,10 +366,10 @@ fn previous_generation(previous: &Option<(Vec<u8>, u32)>) -> u64 {
 /// early fetch per `min_refresh_seconds`, however many such tokens arrive.
 pub fn request_early(
     store: &dyn SharedStore,
-    provider: &str,
+    spec: &RemoteSpec,
     now: u64,
 ) -> Result<bool, StoreError> {
-    update_state(store, provider, |s| {
+    update_state(store, spec, |s| {
         if s.early_wanted || now < s.early_after {
             return None;
         }
@@ -370,9 +380,9 @@ pub fn request_early(
 }
 
 /// Reads the shared state (for tests and diagnostics).
-pub fn state(store: &dyn SharedStore, provider: &str) -> Result<Option<State>, StoreError> {
+pub fn state(store: &dyn SharedStore, spec: &RemoteSpec) -> Result<Option<State>, StoreError> {
     Ok(store
-        .get(&state_key(provider))?
+        .get(&state_key(spec))?
         .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok()))
 }
 
@@ -398,7 +408,7 @@ mod tests {
             max_bytes: Some(8192),
         };
         let mut errors = vec![];
-        RemoteSpec::compile(&doc, "p", &mut errors).unwrap()
+        RemoteSpec::compile("idp", &doc, "p", &mut errors).unwrap()
     }
 
     fn jwks(kids: &[&str]) -> Vec<u8> {
@@ -416,6 +426,11 @@ mod tests {
             ("https", "idp.test", "/.well-known/jwks.json")
         );
         assert_eq!(s.lease_seconds(), 4);
+        assert!(
+            s.key_prefix.starts_with("tollgate/v1/jwks/idp/") && s.key_prefix.len() == 21 + 12,
+            "{}",
+            s.key_prefix
+        );
         let doc = RemoteJwksDoc {
             cluster: "".into(),
             uri: "idp.test/jwks".into(),
@@ -426,7 +441,9 @@ mod tests {
             max_bytes: Some(10 << 20),
         };
         let mut errors = vec![];
-        assert!(RemoteSpec::compile(&doc, "providers.idp.remote_jwks", &mut errors).is_none());
+        assert!(
+            RemoteSpec::compile("idp", &doc, "providers.idp.remote_jwks", &mut errors).is_none()
+        );
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -446,15 +463,15 @@ mod tests {
         let s = spec();
         let mut workers: Vec<Option<Installed>> = (0..4).map(|_| None).collect();
         let winners: Vec<bool> = (0..4)
-            .map(|_| claim_fetch(&store, "idp", &s, T0).unwrap())
+            .map(|_| claim_fetch(&store, &s, T0).unwrap())
             .collect();
         assert_eq!(winners, [true, false, false, false]);
         let body = jwks(&["rsa-1"]);
-        complete_fetch(&store, "idp", &s, ALGS, T0 + 1, Ok(&body), &mut workers[0])
+        complete_fetch(&store, &s, ALGS, T0 + 1, Ok(&body), &mut workers[0])
             .unwrap()
             .unwrap();
         for w in workers.iter_mut().skip(1) {
-            assert!(sync(&store, "idp", ALGS, w).unwrap());
+            assert!(sync(&store, &s, ALGS, w).unwrap());
         }
         for w in &workers {
             let i = w.as_ref().unwrap();
@@ -462,22 +479,14 @@ mod tests {
             assert!(i.keys.candidates(Alg::RS256, Some("rsa-1")).is_some());
         }
         // Nothing is due until the refresh interval has passed.
-        assert!(!claim_fetch(&store, "idp", &s, T0 + 300).unwrap());
-        assert!(claim_fetch(&store, "idp", &s, T0 + 301).unwrap());
+        assert!(!claim_fetch(&store, &s, T0 + 300).unwrap());
+        assert!(claim_fetch(&store, &s, T0 + 301).unwrap());
         // Same body again: generation unchanged, nobody reinstalls (cached tokens stay valid).
-        complete_fetch(
-            &store,
-            "idp",
-            &s,
-            ALGS,
-            T0 + 302,
-            Ok(&body),
-            &mut workers[1],
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(state(&store, "idp").unwrap().unwrap().generation, 1);
-        assert!(!sync(&store, "idp", ALGS, &mut workers[2]).unwrap());
+        complete_fetch(&store, &s, ALGS, T0 + 302, Ok(&body), &mut workers[1])
+            .unwrap()
+            .unwrap();
+        assert_eq!(state(&store, &s).unwrap().unwrap().generation, 1);
+        assert!(!sync(&store, &s, ALGS, &mut workers[2]).unwrap());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -485,8 +494,8 @@ mod tests {
         let store = MemoryStore::default();
         let s = spec();
         let mut w = None;
-        assert!(claim_fetch(&store, "idp", &s, T0).unwrap());
-        complete_fetch(&store, "idp", &s, ALGS, T0, Ok(&jwks(&["rsa-1"])), &mut w)
+        assert!(claim_fetch(&store, &s, T0).unwrap());
+        complete_fetch(&store, &s, ALGS, T0, Ok(&jwks(&["rsa-1"])), &mut w)
             .unwrap()
             .unwrap();
         let t = T0 + 301;
@@ -500,13 +509,11 @@ mod tests {
         .enumerate()
         {
             let now = t + 10 * i as u64;
-            assert!(claim_fetch(&store, "idp", &s, now).unwrap(), "attempt {i}");
-            assert!(
-                complete_fetch(&store, "idp", &s, ALGS, now, outcome, &mut w)
-                    .unwrap()
-                    .is_err()
-            );
-            let st = state(&store, "idp").unwrap().unwrap();
+            assert!(claim_fetch(&store, &s, now).unwrap(), "attempt {i}");
+            assert!(complete_fetch(&store, &s, ALGS, now, outcome, &mut w)
+                .unwrap()
+                .is_err());
+            let st = state(&store, &s).unwrap().unwrap();
             assert_eq!(
                 (st.generation, st.next_fetch, st.failures),
                 (1, now + 10, i as u32 + 1)
@@ -514,38 +521,30 @@ mod tests {
             assert_eq!(w.as_ref().unwrap().generation, 1);
         }
         let big = vec![b' '; 9000];
-        assert!(claim_fetch(&store, "idp", &s, t + 40).unwrap());
+        assert!(claim_fetch(&store, &s, t + 40).unwrap());
         assert_eq!(
-            complete_fetch(&store, "idp", &s, ALGS, t + 40, Ok(&big), &mut w).unwrap(),
+            complete_fetch(&store, &s, ALGS, t + 40, Ok(&big), &mut w).unwrap(),
             Err(FetchFailure::TooLarge)
         );
         // Recovery installs the rotated set.
-        assert!(claim_fetch(&store, "idp", &s, t + 50).unwrap());
-        complete_fetch(
-            &store,
-            "idp",
-            &s,
-            ALGS,
-            t + 50,
-            Ok(&jwks(&["rsa-2"])),
-            &mut w,
-        )
-        .unwrap()
-        .unwrap();
+        assert!(claim_fetch(&store, &s, t + 50).unwrap());
+        complete_fetch(&store, &s, ALGS, t + 50, Ok(&jwks(&["rsa-2"])), &mut w)
+            .unwrap()
+            .unwrap();
         let w = w.unwrap();
         assert_eq!(w.generation, 2);
         assert!(w.keys.candidates(Alg::RS256, Some("rsa-1")).is_none());
-        assert_eq!(state(&store, "idp").unwrap().unwrap().failures, 0);
+        assert_eq!(state(&store, &s).unwrap().unwrap().failures, 0);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn lease_blocks_concurrent_fetch_until_it_expires() {
         let store = MemoryStore::default();
         let s = spec();
-        assert!(claim_fetch(&store, "idp", &s, T0).unwrap());
-        assert!(!claim_fetch(&store, "idp", &s, T0 + 3).unwrap());
+        assert!(claim_fetch(&store, &s, T0).unwrap());
+        assert!(!claim_fetch(&store, &s, T0 + 3).unwrap());
         // The holder vanished: after the lease (timeout + 1 s) another worker takes over.
-        assert!(claim_fetch(&store, "idp", &s, T0 + 4).unwrap());
+        assert!(claim_fetch(&store, &s, T0 + 4).unwrap());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -553,33 +552,25 @@ mod tests {
         let store = MemoryStore::default();
         let s = spec();
         let mut w = None;
-        assert!(claim_fetch(&store, "idp", &s, T0).unwrap());
-        complete_fetch(&store, "idp", &s, ALGS, T0, Ok(&jwks(&["rsa-1"])), &mut w)
+        assert!(claim_fetch(&store, &s, T0).unwrap());
+        complete_fetch(&store, &s, ALGS, T0, Ok(&jwks(&["rsa-1"])), &mut w)
             .unwrap()
             .unwrap();
-        assert!(!claim_fetch(&store, "idp", &s, T0 + 5).unwrap());
-        assert!(request_early(&store, "idp", T0 + 5).unwrap());
+        assert!(!claim_fetch(&store, &s, T0 + 5).unwrap());
+        assert!(request_early(&store, &s, T0 + 5).unwrap());
         assert!(
-            !request_early(&store, "idp", T0 + 5).unwrap(),
+            !request_early(&store, &s, T0 + 5).unwrap(),
             "already wanted"
         );
-        assert!(claim_fetch(&store, "idp", &s, T0 + 6).unwrap());
-        complete_fetch(
-            &store,
-            "idp",
-            &s,
-            ALGS,
-            T0 + 6,
-            Ok(&jwks(&["rsa-1"])),
-            &mut w,
-        )
-        .unwrap()
-        .unwrap();
+        assert!(claim_fetch(&store, &s, T0 + 6).unwrap());
+        complete_fetch(&store, &s, ALGS, T0 + 6, Ok(&jwks(&["rsa-1"])), &mut w)
+            .unwrap()
+            .unwrap();
         // A second unknown kid within min_refresh_seconds does not cause another fetch.
-        assert!(!request_early(&store, "idp", T0 + 20).unwrap());
-        assert!(!claim_fetch(&store, "idp", &s, T0 + 20).unwrap());
-        assert!(request_early(&store, "idp", T0 + 36).unwrap());
-        assert!(claim_fetch(&store, "idp", &s, T0 + 36).unwrap());
+        assert!(!request_early(&store, &s, T0 + 20).unwrap());
+        assert!(!claim_fetch(&store, &s, T0 + 20).unwrap());
+        assert!(request_early(&store, &s, T0 + 36).unwrap());
+        assert!(claim_fetch(&store, &s, T0 + 36).unwrap());
     }
 
     /// A store whose CAS always loses: the loop gives up instead of spinning.
@@ -606,7 +597,7 @@ mod tests {
             sets: Cell::new(0),
         };
         assert_eq!(
-            claim_fetch(&store, "idp", &spec(), T0),
+            claim_fetch(&store, &spec(), T0),
             Err(StoreError::CasMismatch)
         );
         assert!(store.sets.get() <= 2 * CAS_ATTEMPTS);

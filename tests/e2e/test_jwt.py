@@ -205,3 +205,19 @@ def test_tokens_never_reach_logs_or_bodies(envoy):
         assert t not in logs
         assert t.split(".")[2] not in logs
     assert bad.encode() not in resp.body
+
+
+def test_jku_and_x5u_in_a_token_are_never_fetched(envoy):
+    from harness import JwksServer
+
+    attacker = JwksServer()
+    try:
+        attacker.publish([tokens.public_jwk("rsa-2")])
+        url = f"http://127.0.0.1:{attacker.port}/jwks.json"
+        forged = tokens.mint("RS256", kid="attacker", signing_kid="rsa-2", headers={"jku": url, "x5u": url})
+        assert envoy.get("/api/x", bearer(forged)).status == 401
+        forged = tokens.mint("RS256", kid="rsa-1", signing_kid="rsa-2", headers={"jku": url})
+        assert envoy.get("/api/x", bearer(forged)).status == 401
+        assert attacker.hits == 0
+    finally:
+        attacker.stop()
