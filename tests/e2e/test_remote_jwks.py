@@ -67,7 +67,7 @@ def test_one_fetch_per_process_and_rotation_by_early_refresh(upstream):
     jwks = JwksServer()
     jwks.publish([tokens.public_jwk("rsa-1")])
     # A long refresh period: any fetch after the first is an early refresh caused by an unknown kid.
-    envoy = Envoy(policy(refresh_seconds=3600, min_refresh_seconds=30), upstream.port, jwks.port, concurrency=4).wait_ready()
+    envoy = Envoy(policy(refresh_seconds=3600, min_refresh_seconds=600), upstream.port, jwks.port, concurrency=4).wait_ready()
     try:
         old = tokens.mint("RS256", kid="rsa-1")
         wait_until(lambda: status(envoy, old) == 200, what="keys fetched")
