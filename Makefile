@@ -23,7 +23,7 @@ SUB ?= demo-user
 SCOPE ?= orders:read
 TTL ?= 3600
 
-.PHONY: help deps build run token test lint test-unit test-wasm test-e2e validate clean debian-toolchain
+.PHONY: help deps build run token api-key test lint test-unit test-wasm test-e2e validate clean debian-toolchain
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
@@ -59,6 +59,12 @@ run: build ## Start the demo: Envoy on 127.0.0.1:10000 (admin :9901) + echo upst
 
 token: $(VENV)/.installed ## Print a JWT the demo accepts (SUB=, SCOPE=, TTL= seconds)
 	@$(PY) envoy/demo/mint_token.py --sub "$(SUB)" --scope "$(SCOPE)" --ttl "$(TTL)"
+
+ID ?= my-client
+SCOPES ?=
+DAYS ?= 90
+api-key: ## Print a new API key and its policy line (ID=, SCOPES="a b", DAYS=)
+	@$(PYTHON) envoy/tools/new_api_key.py --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
 
 test: lint test-unit test-wasm test-e2e ## Run every test tier
 	@echo "all test tiers passed"

@@ -22,6 +22,16 @@ pub enum DenialCode {
     KeysUnavailable,
     /// The host failed a call Tollgate needs (headers, clock); fail closed.
     InternalError,
+    /// The path cannot be normalised safely (`..` above the root, encoded `/` or `\`, bad escape).
+    PathInvalid,
+    /// Authenticated, but a required scope is missing.
+    InsufficientScope,
+    /// Authenticated, but a claim condition or the owner check failed.
+    Forbidden,
+    /// The route takes only API keys and none was sent.
+    ApiKeyMissing,
+    /// Unknown, expired, not yet valid or disabled API key (deliberately one code).
+    ApiKeyInvalid,
 }
 
 /// How a denial is rendered as HTTP.
@@ -42,7 +52,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 18] = [
+    pub const ALL: [DenialCode; 23] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -61,6 +71,11 @@ impl DenialCode {
         DenialCode::ClaimMissing,
         DenialCode::KeysUnavailable,
         DenialCode::InternalError,
+        DenialCode::PathInvalid,
+        DenialCode::InsufficientScope,
+        DenialCode::Forbidden,
+        DenialCode::ApiKeyMissing,
+        DenialCode::ApiKeyInvalid,
     ];
 
     pub const fn info(self) -> DenialInfo {
@@ -175,6 +190,41 @@ impl DenialCode {
                 500,
                 "Internal error",
                 "The request could not be checked.",
+                None,
+            ),
+            DenialCode::PathInvalid => (
+                "path_invalid",
+                400,
+                "Bad request",
+                "The request path is not acceptable.",
+                None,
+            ),
+            DenialCode::InsufficientScope => (
+                "insufficient_scope",
+                403,
+                "Forbidden",
+                "The credentials lack a scope this API requires.",
+                Some("insufficient_scope"),
+            ),
+            DenialCode::Forbidden => (
+                "forbidden",
+                403,
+                "Forbidden",
+                "The credentials do not allow this request.",
+                None,
+            ),
+            DenialCode::ApiKeyMissing => (
+                "api_key_missing",
+                401,
+                "Authentication required",
+                "This API requires an API key.",
+                None,
+            ),
+            DenialCode::ApiKeyInvalid => (
+                "api_key_invalid",
+                401,
+                "Invalid API key",
+                "The API key is not valid.",
                 None,
             ),
         };

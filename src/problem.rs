@@ -23,13 +23,35 @@ pub fn body(code: DenialCode) -> String {
 /// `Bearer realm="…"` plus `error="…"` when the request carried a token (RFC 6750 section 3).
 pub fn challenge(realm: &str, code: DenialCode) -> Option<String> {
     let info = code.info();
-    if info.status != 401 && info.bearer_error.is_none() {
+    // API keys are not bearer tokens: no Bearer challenge for them.
+    if matches!(code, DenialCode::ApiKeyMissing | DenialCode::ApiKeyInvalid)
+        || (info.status != 401 && info.bearer_error.is_none())
+    {
         return None;
     }
     Some(match info.bearer_error {
         Some(error) => format!("Bearer realm=\"{realm}\", error=\"{error}\""),
         None => format!("Bearer realm=\"{realm}\""),
     })
+}
+
+/// `403 insufficient_scope` with the scopes the caller lacks in the challenge (RFC 6750 3.1).
+/// Scope names come from the policy, never from the request.
+pub fn insufficient_scope(
+    realm: &str,
+    route: Option<String>,
+    scopes: &str,
+    bearer: bool,
+) -> Denial {
+    let mut d = denial(realm, DenialCode::InsufficientScope, route);
+    d.headers.retain(|(k, _)| *k != "www-authenticate");
+    if bearer {
+        d.headers.push((
+            "www-authenticate",
+            format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scopes}\""),
+        ));
+    }
+    d
 }
 
 /// The full local reply for `code`.

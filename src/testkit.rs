@@ -37,6 +37,8 @@ fn pem(kid: &str) -> &'static str {
         "ec256" => include_str!("../tests/fixtures/keys/ec256.pem"),
         "ec384" => include_str!("../tests/fixtures/keys/ec384.pem"),
         "ed25519" => include_str!("../tests/fixtures/keys/ed25519.pem"),
+        // The public demo key of policies/demo.json and policies/orders.json.
+        "demo-1" => include_str!("../envoy/demo/demo-signing-key.pem"),
         other => panic!("no pem fixture {other}"),
     }
 }
@@ -82,6 +84,13 @@ impl Mint {
         .claim("iss", json!(ISSUER))
         .claim("aud", json!(AUDIENCE))
         .claim("sub", json!("alice"))
+    }
+    /// A token from the demo issuer (`policies/demo.json`, `policies/orders.json`).
+    pub fn demo(now: u64) -> Mint {
+        Mint::new(Alg::ES256, "demo-1")
+            .claim("iss", json!("https://demo.tollgate.local"))
+            .claim("aud", json!("demo-api"))
+            .now(now)
     }
     pub fn now(self, now: u64) -> Mint {
         self.iat(now).exp(now + 3600)

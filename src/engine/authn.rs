@@ -1,53 +1,156 @@
-//! JWT authentication of one request: find exactly one token, choose the provider, consult the
-//! cache, verify, and derive the upstream header changes.
+//! Authentication of one request: find exactly one credential among the sources the route accepts
+//! (JWT sources of its providers, the API-key header or parameter), verify it (or answer from the
+//! token cache), and describe who passed as a [`Principal`].
 
-use super::{Allow, Effects, Engine, Provider, ProviderKeys, Request, VmState};
+use super::{Access, Effects};
+use super::{Engine, Provider, ProviderKeys, Request, VmState};
 use crate::codes::DenialCode;
 use crate::jwt::cache::{self, Verified};
-use crate::jwt::extract::{strip_cookie, strip_query, Source};
+use crate::jwt::extract::Source;
 use crate::jwt::verify::{self, claim_value, Claims};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::rc::Rc;
 
 /// Longest header value Tollgate forwards from a claim.
 const MAX_FORWARDED_VALUE: usize = 4096;
 
+/// Who passed authentication. Built once per verified token (then cached) or once per API key
+/// at configure time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `jwt:<provider>:<sub>` or `api_key:<id>`, forwarded in the identity header.
+    pub id: String,
+    /// Whether the credential was a bearer token (for RFC 6750 challenges).
+    pub bearer: bool,
+    /// Sorted, deduplicated.
+    pub scopes: Vec<String>,
+    /// The token's claims (registered and custom); empty for API keys.
+    pub claims: Map<String, Value>,
+    /// Upstream headers derived from the claims.
+    pub forward: Vec<(String, String)>,
+}
+
+impl Principal {
+    pub fn api_key(id: &str, scopes: Vec<String>) -> Principal {
+        Principal {
+            id: format!("api_key:{id}"),
+            bearer: false,
+            scopes,
+            claims: Map::new(),
+            forward: vec![],
+        }
+    }
+}
+
+/// The outcome of authentication: the principal, and how the credential leaves the request.
+pub struct Authenticated {
+    pub principal: Rc<Principal>,
+    pub remove_headers: Vec<String>,
+    /// Query parameter to strip from `:path`.
+    pub strip_query: Option<String>,
+    /// Cookie to strip from `cookie`.
+    pub strip_cookie: Option<String>,
+}
+
+enum Found<'a> {
+    Jwt(&'a Source),
+    ApiKey(&'a Source),
+}
+
 pub(super) fn authenticate(
     engine: &Engine,
-    ids: &[usize],
+    access: &Access,
     req: &Request<'_>,
     now: u64,
     state: &mut VmState,
     effects: &mut Effects,
-) -> Result<Allow, DenialCode> {
+) -> Result<Authenticated, DenialCode> {
+    let Access::Authenticated {
+        providers: ids,
+        api_keys,
+    } = access
+    else {
+        return Err(DenialCode::InternalError);
+    };
     let providers: Vec<(usize, &Provider)> = ids
         .iter()
         .filter_map(|i| engine.providers.get(*i).map(|p| (*i, p)))
         .collect();
-    // Every distinct source the route's providers read, and every token found there.
-    let mut sources: Vec<&Source> = Vec::new();
+    let mut jwt_sources: Vec<&Source> = Vec::new();
     for (_, p) in &providers {
         for s in &p.sources {
-            if !sources.contains(&s) {
-                sources.push(s);
+            if !jwt_sources.contains(&s) {
+                jwt_sources.push(s);
             }
         }
     }
-    let mut found: Option<(&Source, &str)> = None;
-    let mut scratch = Vec::new();
-    for s in &sources {
-        scratch.clear();
-        s.find(req, &mut scratch);
-        for t in &scratch {
-            if found.is_some() {
-                return Err(DenialCode::MultipleTokens);
-            }
-            found = Some((s, t));
-        }
-    }
-    let Some((source, token)) = found else {
-        return Err(DenialCode::TokenMissing);
+    let key_sources: &[Source] = match (&engine.api_keys, api_keys) {
+        (Some(k), true) => &k.sources,
+        _ => &[],
     };
+    let mut found: Option<(Found<'_>, &str)> = None;
+    let mut scratch = Vec::new();
+    let candidates = jwt_sources
+        .iter()
+        .map(|s| Found::Jwt(s))
+        .chain(key_sources.iter().map(Found::ApiKey));
+    for candidate in candidates {
+        scratch.clear();
+        match &candidate {
+            Found::Jwt(s) | Found::ApiKey(s) => s.find(req, &mut scratch),
+        }
+        if scratch.len() > 1 || (found.is_some() && !scratch.is_empty()) {
+            return Err(DenialCode::MultipleTokens);
+        }
+        if let Some(t) = scratch.first() {
+            found = Some((candidate, t));
+        }
+    }
+    let Some((found, credential)) = found else {
+        return Err(if providers.is_empty() {
+            DenialCode::ApiKeyMissing
+        } else {
+            DenialCode::TokenMissing
+        });
+    };
+    let (principal, source, forward_token) = match found {
+        Found::ApiKey(source) => {
+            let keys = engine.api_keys.as_ref().ok_or(DenialCode::InternalError)?;
+            let key = keys
+                .check(credential, now)
+                .ok_or(DenialCode::ApiKeyInvalid)?;
+            (Rc::clone(&key.principal), source, false)
+        }
+        Found::Jwt(source) => {
+            let (principal, provider) =
+                authenticate_jwt(&providers, source, credential, now, state, effects)?;
+            (principal, source, provider.forward_token)
+        }
+    };
+    let mut out = Authenticated {
+        principal,
+        remove_headers: vec![],
+        strip_query: None,
+        strip_cookie: None,
+    };
+    if !forward_token {
+        match source {
+            Source::Header { name, .. } => out.remove_headers.push(name.clone()),
+            Source::Query(name) => out.strip_query = Some(name.clone()),
+            Source::Cookie(name) => out.strip_cookie = Some(name.clone()),
+        }
+    }
+    Ok(out)
+}
+
+fn authenticate_jwt<'p>(
+    providers: &[(usize, &'p Provider)],
+    source: &Source,
+    token: &str,
+    now: u64,
+    state: &mut VmState,
+    effects: &mut Effects,
+) -> Result<(Rc<Principal>, &'p Provider), DenialCode> {
     let candidates: Vec<(usize, &Provider)> = providers
         .iter()
         .copied()
@@ -74,7 +177,6 @@ pub(super) fn authenticate(
     if token.len() > provider.max_token_bytes {
         return Err(DenialCode::TokenTooLarge);
     }
-
     let key = cache::hash(token);
     let remote = &state.remote;
     let hit = state
@@ -90,16 +192,15 @@ pub(super) fn authenticate(
     let verified = match hit {
         Some(v) => v,
         None => {
-            let v = verify_fresh(engine, index, provider, token, now, state, effects)?;
+            let v = verify_fresh(index, provider, token, now, state, effects)?;
             state.cache.insert(key, v.clone());
             v
         }
     };
-    Ok(allow(engine, provider, source, req, &verified))
+    Ok((verified.principal, provider))
 }
 
 fn verify_fresh(
-    _engine: &Engine,
     index: usize,
     provider: &Provider,
     token: &str,
@@ -143,20 +244,41 @@ fn verify_fresh(
         provider: index,
         generation,
         window,
-        forward: Rc::new(forward_headers(provider, &claims)),
+        principal: Rc::new(principal(provider, &claims)),
     })
 }
 
-/// `(header, value)` for each configured claim present in the token.
-fn forward_headers(provider: &Provider, claims: &Claims) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(provider.forward.len());
+fn safe_header_value(text: &str) -> bool {
+    text.len() <= MAX_FORWARDED_VALUE && !text.chars().any(char::is_control)
+}
+
+fn principal(provider: &Provider, claims: &Claims) -> Principal {
+    let mut map = claims.custom.clone();
+    for name in ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"] {
+        if let Some(v) = claim_value(claims, name) {
+            map.insert(name.to_string(), v);
+        }
+    }
+    let mut scopes = Vec::new();
+    for name in &provider.scope_claims {
+        match map.get(name) {
+            Some(Value::String(s)) => {
+                scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(String::from))
+            }
+            Some(Value::Array(items)) => {
+                scopes.extend(items.iter().filter_map(|v| v.as_str()).map(String::from))
+            }
+            _ => {}
+        }
+    }
+    scopes.sort();
+    scopes.dedup();
+    let mut forward = Vec::with_capacity(provider.forward.len());
     for (claim, header) in &provider.forward {
-        let Some(value) = claim_value(claims, claim) else {
-            continue;
-        };
-        let text = match value {
-            Value::String(s) => s,
-            Value::Array(items) => items
+        let text = match map.get(claim) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => s.clone(),
@@ -164,53 +286,23 @@ fn forward_headers(provider: &Provider, claims: &Claims) -> Vec<(String, String)
                 })
                 .collect::<Vec<_>>()
                 .join(","),
-            Value::Null => continue,
-            other => other.to_string(),
+            Some(other) => other.to_string(),
         };
         // A claim is signed, not necessarily well-behaved: never emit a control character (header
         // injection) or an unbounded value.
-        if text.len() > MAX_FORWARDED_VALUE || text.chars().any(|c| c.is_control()) {
-            continue;
-        }
-        out.push((header.clone(), text));
-    }
-    out
-}
-
-fn allow(
-    engine: &Engine,
-    provider: &Provider,
-    source: &Source,
-    req: &Request<'_>,
-    verified: &Verified,
-) -> Allow {
-    let mut remove_headers = engine.forwarded_headers.clone();
-    let mut set_headers: Vec<(String, String)> = verified.forward.as_ref().clone();
-    if !provider.forward_token {
-        match source {
-            Source::Header { name, .. } => remove_headers.push(name.clone()),
-            Source::Query(name) => set_headers.push((":path".into(), strip_query(req.path, name))),
-            Source::Cookie(name) => {
-                let joined: Vec<&str> = req.header_values("cookie").collect();
-                match strip_cookie(&joined.join("; "), name) {
-                    Some(rest) => set_headers.push(("cookie".into(), rest)),
-                    None => remove_headers.push("cookie".into()),
-                }
-            }
+        if safe_header_value(&text) {
+            forward.push((header.clone(), text));
         }
     }
-    let sub = verified
-        .forward
-        .iter()
-        .find(|(h, _)| provider.forward.iter().any(|(c, fh)| c == "sub" && fh == h))
-        .map(|(_, v)| v.clone());
-    Allow {
-        route: String::new(),
-        principal: Some(match sub {
-            Some(sub) => format!("{}:{sub}", provider.name),
-            None => provider.name.clone(),
-        }),
-        remove_headers,
-        set_headers,
+    let id = match claims.subject.as_deref().filter(|s| safe_header_value(s)) {
+        Some(sub) => format!("jwt:{}:{sub}", provider.name),
+        None => format!("jwt:{}", provider.name),
+    };
+    Principal {
+        id,
+        bearer: true,
+        scopes,
+        claims: map,
+        forward,
     }
 }

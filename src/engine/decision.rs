@@ -13,7 +13,7 @@ pub enum Decision {
 pub struct Allow {
     /// Name of the matched route.
     pub route: String,
-    /// Who passed: `<provider>:<sub>` for a JWT; `None` on public routes.
+    /// Who passed: `jwt:<provider>:<sub>` or `api_key:<id>`; `None` on public routes.
     pub principal: Option<String>,
     /// Removed before `set_headers` are applied: every header Tollgate forwards (so clients cannot
     /// forge them) and, unless forwarding is enabled, the token's own header.
@@ -21,6 +21,8 @@ pub struct Allow {
     /// Set (replacing any value): forwarded claims, and `:path` / `cookie` when a token is
     /// stripped from the query string or a cookie.
     pub set_headers: Vec<(String, String)>,
+    /// No route matched and the policy's `default.action` is `allow`.
+    pub unknown_route: bool,
 }
 
 /// Refuse with a local reply.

@@ -2,18 +2,23 @@
 //! request. Host-independent: a request view, the current time and per-VM state go in, an
 //! [`Outcome`] comes out.
 
+mod apikeys;
 mod authn;
+mod authz;
 mod decision;
+pub mod path;
 mod request;
 mod routes;
 
+pub use apikeys::{parse_rfc3339, ApiKeys};
+pub use authn::Principal;
 pub use decision::{Allow, Decision, Denial, Effects, Outcome};
 pub use request::Request;
-pub use routes::{Access, Route, RouteTable};
+pub use routes::{Access, Matched, Route, RouteTable};
 
 use crate::codes::DenialCode;
 use crate::jwt::cache::TokenCache;
-use crate::jwt::extract::{default_sources, Source};
+use crate::jwt::extract::{default_sources, strip_cookie, strip_query, Source};
 use crate::jwt::jwks::KeySet;
 use crate::jwt::remote::{Installed, RemoteSpec};
 use crate::jwt::verify::ClaimRules;
@@ -27,6 +32,11 @@ pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
 /// Bounds for `max_token_bytes`.
 pub const TOKEN_BYTES_RANGE: (usize, usize) = (256, 64 * 1024);
 pub const MAX_TOKEN_CACHE_ENTRIES: usize = 100_000;
+
+/// Default upstream header for the authenticated identity.
+pub const DEFAULT_IDENTITY_HEADER: &str = "x-tollgate-principal";
+/// Scope claims read by default: OAuth's `scope`, Azure's `scp`, Auth0's `permissions`.
+pub const DEFAULT_SCOPE_CLAIMS: [&str; 3] = ["scope", "scp", "permissions"];
 
 /// Headers a policy may not forward claims into: they carry routing, framing or credentials.
 const RESERVED_HEADERS: &[&str] = &[
@@ -61,6 +71,20 @@ pub struct Provider {
     pub forward: Vec<(String, String)>,
     pub forward_token: bool,
     pub max_token_bytes: usize,
+    pub scope_claims: Vec<String>,
+}
+
+/// The compiled `api_keys` section with its credential sources.
+pub struct ApiKeyConfig {
+    pub keys: ApiKeys,
+    pub sources: Vec<Source>,
+}
+
+impl std::ops::Deref for ApiKeyConfig {
+    type Target = ApiKeys;
+    fn deref(&self) -> &ApiKeys {
+        &self.keys
+    }
 }
 
 /// The compiled policy. Immutable; shared by every HTTP context of a VM.
@@ -69,8 +93,13 @@ pub struct Engine {
     pub providers: Vec<Provider>,
     pub routes: RouteTable,
     pub token_cache_entries: usize,
-    /// Every header any provider forwards: removed from every request so clients cannot forge them.
+    /// Every header Tollgate writes upstream (forwarded claims, the identity header): removed from
+    /// every request so clients cannot forge them.
     pub forwarded_headers: Vec<String>,
+    pub identity_header: String,
+    pub api_keys: Option<ApiKeyConfig>,
+    /// Let requests that match no route through (logged as unknown endpoints).
+    pub allow_unknown: bool,
 }
 
 /// Mutable per-VM state: the token cache and the remote key sets installed in this VM.
@@ -259,10 +288,23 @@ fn compile_provider(
             forward.push((claim.clone(), lower));
         }
     }
+    let scope_claims: Vec<String> = match &doc.scope_claims {
+        None => DEFAULT_SCOPE_CLAIMS.iter().map(|s| s.to_string()).collect(),
+        Some(list) => {
+            if list.is_empty() || list.iter().any(String::is_empty) {
+                errors.push(ConfigError::new(
+                    format!("{at}.scope_claims"),
+                    "list at least one non-empty claim name",
+                ));
+            }
+            list.clone()
+        }
+    };
     if errors.len() > start {
         return None;
     }
     Some(Provider {
+        scope_claims,
         name: name.to_string(),
         algorithms,
         keys: keys?,
@@ -312,7 +354,59 @@ impl Engine {
                 providers.push(p);
             }
         }
-        let routes = RouteTable::compile(&doc.routes, &ids, &mut errors);
+        let api_keys = doc.api_keys.as_ref().and_then(|d| {
+            let keys = ApiKeys::compile(d, &mut errors)?;
+            let mut sources = vec![Source::Header { name: keys.header.clone(), prefix: String::new() }];
+            if let Some(q) = &keys.query {
+                if q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+                    errors.push(ConfigError::new("api_keys.query", format!("`{q}` is not a valid query parameter name")));
+                }
+                sources.push(Source::Query(q.clone()));
+            }
+            for p in &providers {
+                if let Some(shared) = sources.iter().find(|s| p.sources.contains(s)) {
+                    errors.push(ConfigError::new(
+                        "api_keys",
+                        format!("provider `{}` reads tokens from the same place as API keys ({shared:?}); use distinct headers or parameters", p.name),
+                    ));
+                }
+            }
+            Some(ApiKeyConfig { keys, sources })
+        });
+        let identity_header = doc
+            .identity_header
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IDENTITY_HEADER.into())
+            .to_ascii_lowercase();
+        if !valid_header_name(&identity_header)
+            || RESERVED_HEADERS.contains(&identity_header.as_str())
+        {
+            errors.push(ConfigError::new(
+                "identity_header",
+                format!("`{identity_header}` is not a header Tollgate may write"),
+            ));
+        }
+        if providers
+            .iter()
+            .any(|p| p.forward.iter().any(|(_, h)| *h == identity_header))
+        {
+            errors.push(ConfigError::new(
+                "identity_header",
+                format!("`{identity_header}` also receives a forwarded claim"),
+            ));
+        }
+        let allow_unknown = match doc.default.as_ref().map(|d| d.action.as_str()) {
+            None | Some("deny") => false,
+            Some("allow") => true,
+            Some(other) => {
+                errors.push(ConfigError::new(
+                    "default.action",
+                    format!("`{other}` is not an action; expected one of [`deny`, `allow`]"),
+                ));
+                false
+            }
+        };
+        let routes = RouteTable::compile(&doc.routes, &ids, doc.api_keys.is_some(), &mut errors);
         let token_cache_entries = doc
             .token_cache
             .as_ref()
@@ -330,6 +424,7 @@ impl Engine {
             .iter()
             .flat_map(|p| p.forward.iter().map(|(_, h)| h.clone()))
             .collect();
+        forwarded_headers.push(identity_header.clone());
         forwarded_headers.sort();
         forwarded_headers.dedup();
         Ok(Engine {
@@ -338,6 +433,9 @@ impl Engine {
             routes,
             token_cache_entries,
             forwarded_headers,
+            identity_header,
+            api_keys,
+            allow_unknown,
         })
     }
 
@@ -362,26 +460,110 @@ impl Engine {
     /// Decides one request at `now` (seconds since the epoch, host clock).
     pub fn decide(&self, req: &Request<'_>, now: u64, state: &mut VmState) -> Outcome {
         let mut effects = Effects::default();
-        let Some(route) = self.routes.find(req.method, req.path_only()) else {
+        let Some(path) = path::normalize(req.path) else {
+            return self.deny(DenialCode::PathInvalid, None, effects);
+        };
+        let host = req.header_values(":authority").next().unwrap_or("");
+        let Some(Matched { route, params }) = self.routes.find(host, req.method, &path) else {
+            if self.allow_unknown {
+                let allow = Allow {
+                    route: String::new(),
+                    principal: None,
+                    remove_headers: self.forwarded_headers.clone(),
+                    set_headers: self
+                        .path_rewrite(req.path, &path, None)
+                        .into_iter()
+                        .collect(),
+                    unknown_route: true,
+                };
+                return Outcome {
+                    decision: Decision::Allow(allow),
+                    effects,
+                };
+            }
             return self.deny(DenialCode::RouteNotFound, None, effects);
         };
-        let decision = match &route.access {
-            Access::Public => Decision::Allow(Allow {
+        let route_name = Some(route.name.clone());
+        if route.access == Access::Public {
+            let allow = Allow {
                 route: route.name.clone(),
                 principal: None,
                 remove_headers: self.forwarded_headers.clone(),
-                set_headers: vec![],
-            }),
-            Access::Jwt(ids) => match authn::authenticate(self, ids, req, now, state, &mut effects)
-            {
-                Ok(mut allow) => {
-                    allow.route = route.name.clone();
-                    Decision::Allow(allow)
-                }
-                Err(code) => return self.deny(code, Some(route.name.clone()), effects),
-            },
+                set_headers: self
+                    .path_rewrite(req.path, &path, None)
+                    .into_iter()
+                    .collect(),
+                unknown_route: false,
+            };
+            return Outcome {
+                decision: Decision::Allow(allow),
+                effects,
+            };
+        }
+        let who = match authn::authenticate(self, &route.access, req, now, state, &mut effects) {
+            Ok(who) => who,
+            Err(code) => return self.deny(code, route_name, effects),
         };
-        Outcome { decision, effects }
+        match route.rules.check(&who.principal, req, &params) {
+            Ok(()) => {}
+            Err(authz::Refusal::MissingScopes(scopes)) => {
+                let d = crate::problem::insufficient_scope(
+                    &self.realm,
+                    route_name,
+                    &scopes,
+                    who.principal.bearer,
+                );
+                return Outcome {
+                    decision: Decision::Deny(d),
+                    effects,
+                };
+            }
+            Err(authz::Refusal::Forbidden) => {
+                return self.deny(DenialCode::Forbidden, route_name, effects)
+            }
+        }
+        let mut remove_headers = self.forwarded_headers.clone();
+        remove_headers.extend(who.remove_headers);
+        let mut set_headers = who.principal.forward.clone();
+        set_headers.push((self.identity_header.clone(), who.principal.id.clone()));
+        set_headers.extend(self.path_rewrite(req.path, &path, who.strip_query.as_deref()));
+        if let Some(name) = &who.strip_cookie {
+            let joined: Vec<&str> = req.header_values("cookie").collect();
+            match strip_cookie(&joined.join("; "), name) {
+                Some(rest) => set_headers.push(("cookie".into(), rest)),
+                None => remove_headers.push("cookie".into()),
+            }
+        }
+        let allow = Allow {
+            route: route.name.clone(),
+            principal: Some(who.principal.id.clone()),
+            remove_headers,
+            set_headers,
+            unknown_route: false,
+        };
+        Outcome {
+            decision: Decision::Allow(allow),
+            effects,
+        }
+    }
+
+    /// `:path` to send upstream when it must change: the normalised path (so the upstream serves
+    /// what was authorised) and the query without a stripped credential.
+    fn path_rewrite(
+        &self,
+        raw: &str,
+        normalized: &str,
+        strip: Option<&str>,
+    ) -> Option<(String, String)> {
+        let with_query = match raw.split_once('?') {
+            Some((_, q)) => format!("{normalized}?{q}"),
+            None => normalized.to_string(),
+        };
+        let new = match strip {
+            Some(name) => strip_query(&with_query, name),
+            None => with_query,
+        };
+        (new != raw).then(|| (":path".to_string(), new))
     }
 
     fn deny(&self, code: DenialCode, route: Option<String>, effects: Effects) -> Outcome {
@@ -394,3 +576,6 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_authz;

@@ -1,29 +1,38 @@
-//! The route table: which paths and methods exist and who may call them. Exact paths are a hash
-//! lookup; prefixes are tried longest first, so the most specific route wins. Anything else is
-//! unknown and refused by the engine.
+//! The route table: the API's inventory. Compiled once into per-host tables; each table answers
+//! with an exact-path hash lookup, then a segment trie for templates (`/orders/{id}`), then
+//! prefixes. Matching cost grows with the path's depth, not with the number of routes, for exact
+//! and template paths.
+//!
+//! Most specific wins:
+//! 1. routes for the request's host before host-less routes;
+//! 2. an exact path before a template, a template before a prefix;
+//! 3. between templates, a literal segment beats a parameter at the first position they differ;
+//! 4. between prefixes, the longest;
+//! 5. among equals, the first listed in the policy whose `methods` allow the request.
 
+use super::authz::Rules;
 use crate::policy::{ConfigError, RouteDoc};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Access {
     Public,
-    /// Indices of the providers whose tokens the route accepts.
-    Jwt(Vec<usize>),
+    /// Credentials accepted: tokens of these providers (indices), and API keys when `api_keys`.
+    Authenticated {
+        providers: Vec<usize>,
+        api_keys: bool,
+    },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum PathMatch {
-    Exact(String),
-    Prefix(String),
-}
-
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Route {
     pub name: String,
     /// Uppercase methods; empty means any.
     methods: Vec<String>,
     pub access: Access,
+    pub rules: Rules,
+    /// Names of the template's parameters, in path order.
+    params: Vec<String>,
 }
 
 impl Route {
@@ -32,23 +41,131 @@ impl Route {
     }
 }
 
+/// A matched route with its decoded path parameters.
+pub struct Matched<'a> {
+    pub route: &'a Route,
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literal: HashMap<String, Node>,
+    param: Option<Box<Node>>,
+    routes: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    exact: HashMap<String, Vec<usize>>,
+    templates: Node,
+    /// `(prefix, route)`, longest first; ties keep policy order.
+    prefixes: Vec<(String, usize)>,
+}
+
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    exact: HashMap<String, Vec<usize>>,
-    /// `(prefix, route index)`, longest prefix first; ties keep policy order.
-    prefixes: Vec<(String, usize)>,
+    hosts: HashMap<String, Table>,
+    any_host: Table,
+}
+
+enum Shape {
+    Exact(String),
+    Template(Vec<Option<String>>),
+    Prefix(String),
+}
+
+/// Splits `/a/{x}/b` into `[Some("a"), None, Some("b")]` and the parameter names.
+fn parse_template(path: &str) -> Result<(Vec<Option<String>>, Vec<String>), String> {
+    let mut segs = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for seg in path.split('/').skip(1) {
+        if seg.contains(['{', '}']) {
+            let name = seg
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                .ok_or_else(|| format!("segment `{seg}` must be a literal or a whole `{{name}}` (letters, digits, `_`)"))?;
+            if names.iter().any(|n| n == name) {
+                return Err(format!("parameter `{name}` appears twice"));
+            }
+            names.push(name.to_string());
+            segs.push(None);
+        } else {
+            segs.push(Some(seg.to_string()));
+        }
+    }
+    Ok((segs, names))
+}
+
+fn match_trie<'p>(
+    node: &Node,
+    segs: &[&'p str],
+    routes: &[Route],
+    method: &str,
+    values: &mut Vec<&'p str>,
+) -> Option<usize> {
+    let Some((first, rest)) = segs.split_first() else {
+        return node
+            .routes
+            .iter()
+            .copied()
+            .find(|i| routes.get(*i).is_some_and(|r| r.allows(method)));
+    };
+    if let Some(child) = node.literal.get(*first) {
+        if let Some(found) = match_trie(child, rest, routes, method, values) {
+            return Some(found);
+        }
+    }
+    if let Some(child) = &node.param {
+        if !first.is_empty() {
+            values.push(first);
+            if let Some(found) = match_trie(child, rest, routes, method, values) {
+                return Some(found);
+            }
+            values.pop();
+        }
+    }
+    None
+}
+
+impl Table {
+    fn find(&self, routes: &[Route], method: &str, path: &str) -> Option<(usize, Vec<String>)> {
+        let allowed = |i: &usize| routes.get(*i).is_some_and(|r| r.allows(method));
+        if let Some(i) = self
+            .exact
+            .get(path)
+            .and_then(|ids| ids.iter().copied().find(allowed))
+        {
+            return Some((i, vec![]));
+        }
+        let segs: Vec<&str> = path.split('/').skip(1).collect();
+        let mut values = Vec::new();
+        if let Some(i) = match_trie(&self.templates, &segs, routes, method, &mut values) {
+            return Some((
+                i,
+                values.into_iter().map(super::path::decode_param).collect(),
+            ));
+        }
+        self.prefixes
+            .iter()
+            .filter(|(p, _)| path.starts_with(p.as_str()))
+            .map(|(_, i)| *i)
+            .find(allowed)
+            .map(|i| (i, vec![]))
+    }
 }
 
 impl RouteTable {
     pub fn compile(
         docs: &[RouteDoc],
         providers: &BTreeMap<String, usize>,
+        api_keys_configured: bool,
         errors: &mut Vec<ConfigError>,
     ) -> RouteTable {
         let mut table = RouteTable::default();
         let mut names: HashMap<String, usize> = HashMap::new();
-        let mut seen: HashMap<(PathMatch, String), usize> = HashMap::new();
+        let mut seen: HashMap<(Option<String>, String, String), usize> = HashMap::new();
         if docs.is_empty() {
             errors.push(ConfigError::new(
                 "routes",
@@ -58,9 +175,9 @@ impl RouteTable {
         for (i, doc) in docs.iter().enumerate() {
             let at = format!("routes[{i}]");
             let start = errors.len();
-            let path = match (&doc.path, &doc.prefix) {
-                (Some(p), None) => PathMatch::Exact(p.clone()),
-                (None, Some(p)) => PathMatch::Prefix(p.clone()),
+            let (field, text) = match (&doc.path, &doc.prefix) {
+                (Some(p), None) => ("path", p.clone()),
+                (None, Some(p)) => ("prefix", p.clone()),
                 (a, b) => {
                     let found = usize::from(a.is_some()) + usize::from(b.is_some());
                     errors.push(ConfigError::new(
@@ -70,19 +187,43 @@ impl RouteTable {
                     continue;
                 }
             };
-            let (field, text) = match &path {
-                PathMatch::Exact(p) => ("path", p),
-                PathMatch::Prefix(p) => ("prefix", p),
-            };
             if !text.starts_with('/')
-                || text.contains(['?', '#'])
+                || text.contains(['?', '#', '%', '\\'])
                 || text.bytes().any(|b| b.is_ascii_control() || b == b' ')
             {
                 errors.push(ConfigError::new(
                     format!("{at}.{field}"),
-                    format!("`{text}` is not a path; expected it to start with `/` and hold no query, fragment, space or control character"),
+                    format!("`{text}` is not a path; expected it to start with `/` and hold no query, fragment, `%`, `\\`, space or control character"),
+                ));
+            } else if super::path::normalize(&text).as_deref() != Some(text.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("{at}.{field}"),
+                    format!("`{text}` is not in normal form (no `//`, `.` or `..` segments); requests are matched after normalisation, so it could never match"),
                 ));
             }
+            let mut params = Vec::new();
+            let shape = if field == "prefix" {
+                if text.contains(['{', '}']) {
+                    errors.push(ConfigError::new(
+                        format!("{at}.prefix"),
+                        "a prefix cannot hold `{parameters}`; use `path` for templates",
+                    ));
+                }
+                Shape::Prefix(text.clone())
+            } else if text.contains(['{', '}']) {
+                match parse_template(&text) {
+                    Ok((segs, names)) => {
+                        params = names;
+                        Shape::Template(segs)
+                    }
+                    Err(e) => {
+                        errors.push(ConfigError::new(format!("{at}.path"), e));
+                        continue;
+                    }
+                }
+            } else {
+                Shape::Exact(text.clone())
+            };
             for (j, m) in doc.methods.iter().enumerate() {
                 if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
                     errors.push(ConfigError::new(
@@ -91,9 +232,24 @@ impl RouteTable {
                     ));
                 }
             }
-            let access = match (doc.public, doc.providers.is_empty()) {
-                (true, true) => Access::Public,
-                (false, false) => {
+            let host = doc.host.as_ref().map(|h| h.to_ascii_lowercase());
+            if let Some(h) = &host {
+                if h.is_empty()
+                    || h.contains(':')
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                {
+                    errors.push(ConfigError::new(
+                        format!("{at}.host"),
+                        format!("`{h}` is not a host name (no port, no scheme)"),
+                    ));
+                }
+            }
+            let authenticated = !doc.providers.is_empty() || doc.api_keys;
+            let access = match (doc.public, authenticated) {
+                (true, false) => Access::Public,
+                (false, true) => {
                     let mut ids = Vec::new();
                     for (j, p) in doc.providers.iter().enumerate() {
                         match providers.get(p) {
@@ -115,23 +271,40 @@ impl RouteTable {
                             )),
                         }
                     }
-                    Access::Jwt(ids)
+                    if doc.api_keys && !api_keys_configured {
+                        errors.push(ConfigError::new(
+                            format!("{at}.api_keys"),
+                            "the policy has no top-level `api_keys` section",
+                        ));
+                    }
+                    Access::Authenticated {
+                        providers: ids,
+                        api_keys: doc.api_keys,
+                    }
                 }
-                (true, false) => {
-                    errors.push(ConfigError::new(
-                        &at,
-                        "a route is either `public: true` or lists `providers`, not both",
-                    ));
+                (true, true) => {
+                    errors.push(ConfigError::new(&at, "a route is either `public: true` or accepts credentials (`providers`, `api_keys`), not both"));
                     continue;
                 }
-                (false, true) => {
-                    errors.push(ConfigError::new(
-                        &at,
-                        "route has no authentication; list `providers` or say `public: true` explicitly",
-                    ));
+                (false, false) => {
+                    errors.push(ConfigError::new(&at, "route has no authentication; list `providers`, set `api_keys: true`, or say `public: true` explicitly"));
                     continue;
                 }
             };
+            let rules = Rules::compile(
+                doc.scopes.as_ref(),
+                doc.claims.as_ref(),
+                doc.owner.as_ref(),
+                &params,
+                &at,
+                errors,
+            );
+            if access == Access::Public && !rules.is_empty() {
+                errors.push(ConfigError::new(
+                    &at,
+                    "a public route cannot require scopes, claims or an owner",
+                ));
+            }
             let name = doc.name.clone().unwrap_or_else(|| at.clone());
             if let Some(other) = names.insert(name.clone(), i) {
                 errors.push(ConfigError::new(
@@ -139,56 +312,84 @@ impl RouteTable {
                     format!("`{name}` is already the name of routes[{other}]"),
                 ));
             }
+            let shape_key = match &shape {
+                Shape::Exact(p) => format!("path {p}"),
+                Shape::Template(segs) => format!(
+                    "path {}",
+                    segs.iter()
+                        .map(|s| s.as_deref().unwrap_or("{}"))
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ),
+                Shape::Prefix(p) => format!("prefix {p}"),
+            };
             let methods_key = if doc.methods.is_empty() {
                 vec!["*".to_string()]
             } else {
                 doc.methods.clone()
             };
             for m in &methods_key {
-                if let Some(other) = seen.insert((path.clone(), m.clone()), i) {
-                    errors.push(ConfigError::new(
-                        &at,
-                        format!("same {field} and method `{m}` as routes[{other}]; the later route could never match"),
-                    ));
+                if let Some(other) = seen.insert((host.clone(), shape_key.clone(), m.clone()), i) {
+                    errors.push(ConfigError::new(&at, format!("same host, {field} and method `{m}` as routes[{other}]; the later route could never match")));
                 }
             }
             if errors.len() > start {
                 continue;
             }
             let index = table.routes.len();
-            match &path {
-                PathMatch::Exact(p) => table.exact.entry(p.clone()).or_default().push(index),
-                PathMatch::Prefix(p) => table.prefixes.push((p.clone(), index)),
+            let t = match &host {
+                Some(h) => table.hosts.entry(h.clone()).or_default(),
+                None => &mut table.any_host,
+            };
+            match shape {
+                Shape::Exact(p) => t.exact.entry(p).or_default().push(index),
+                Shape::Prefix(p) => t.prefixes.push((p, index)),
+                Shape::Template(segs) => {
+                    let mut node = &mut t.templates;
+                    for seg in segs {
+                        node = match seg {
+                            Some(lit) => node.literal.entry(lit).or_default(),
+                            None => node.param.get_or_insert_with(Box::default),
+                        };
+                    }
+                    node.routes.push(index);
+                }
             }
             table.routes.push(Route {
                 name,
                 methods: doc.methods.clone(),
                 access,
+                rules,
+                params,
             });
         }
-        // Stable sort: equal lengths keep policy order.
-        table.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        for t in table
+            .hosts
+            .values_mut()
+            .chain(std::iter::once(&mut table.any_host))
+        {
+            t.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        }
         table
     }
 
-    /// The most specific route for `method` and `path` (query already removed): an exact path
-    /// beats any prefix, a longer prefix beats a shorter one, and among equals the first listed
-    /// that allows the method wins.
-    pub fn find(&self, method: &str, path: &str) -> Option<&Route> {
-        if let Some(ids) = self.exact.get(path) {
-            if let Some(r) = ids
-                .iter()
-                .filter_map(|i| self.routes.get(*i))
-                .find(|r| r.allows(method))
-            {
-                return Some(r);
-            }
-        }
-        self.prefixes
-            .iter()
-            .filter(|(p, _)| path.starts_with(p.as_str()))
-            .filter_map(|(_, i)| self.routes.get(*i))
-            .find(|r| r.allows(method))
+    /// The most specific route for `host` (`:authority`), `method` and a normalised `path`.
+    pub fn find(&self, host: &str, method: &str, path: &str) -> Option<Matched<'_>> {
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h);
+        let by_host = if self.hosts.is_empty() {
+            None
+        } else {
+            self.hosts.get(&host.to_ascii_lowercase())
+        };
+        let (index, values) = by_host
+            .and_then(|t| t.find(&self.routes, method, path))
+            .or_else(|| self.any_host.find(&self.routes, method, path))?;
+        let route = self.routes.get(index)?;
+        let params = route.params.iter().cloned().zip(values).collect();
+        Some(Matched { route, params })
     }
 
     pub fn len(&self) -> usize {
@@ -203,102 +404,160 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    fn route(
-        path: Option<&str>,
-        prefix: Option<&str>,
-        methods: &[&str],
-        public: bool,
-        providers: &[&str],
-    ) -> RouteDoc {
-        RouteDoc {
-            name: None,
-            path: path.map(Into::into),
-            prefix: prefix.map(Into::into),
-            methods: methods.iter().map(|m| m.to_string()).collect(),
-            public,
-            providers: providers.iter().map(|p| p.to_string()).collect(),
-        }
+    fn compile(routes: serde_json::Value) -> (RouteTable, Vec<ConfigError>) {
+        let docs: Vec<RouteDoc> = serde_json::from_value(routes).unwrap();
+        let providers: BTreeMap<String, usize> =
+            [("corp".to_string(), 0), ("partner".to_string(), 1)].into();
+        let mut errors = vec![];
+        let t = RouteTable::compile(&docs, &providers, true, &mut errors);
+        (t, errors)
     }
 
-    fn providers() -> BTreeMap<String, usize> {
-        [("corp".to_string(), 0), ("partner".to_string(), 1)].into()
+    fn name(
+        t: &RouteTable,
+        host: &str,
+        method: &str,
+        path: &str,
+    ) -> Option<(String, Vec<(String, String)>)> {
+        t.find(host, method, path)
+            .map(|m| (m.route.name.clone(), m.params))
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn most_specific_wins() {
-        let docs = vec![
-            route(None, Some("/"), &[], false, &["corp"]),
-            route(None, Some("/api/"), &[], false, &["corp"]),
-            route(None, Some("/api/admin/"), &["GET"], false, &["partner"]),
-            route(Some("/api/admin/status"), None, &["GET"], true, &[]),
-            route(Some("/health"), None, &["GET", "HEAD"], true, &[]),
-        ];
-        let mut errors = vec![];
-        let t = RouteTable::compile(&docs, &providers(), &mut errors);
+        let (t, errors) = compile(json!([
+            {"name": "root", "prefix": "/", "providers": ["corp"]},
+            {"name": "api", "prefix": "/api/", "providers": ["corp"]},
+            {"name": "admin-get", "prefix": "/api/admin/", "methods": ["GET"], "providers": ["partner"]},
+            {"name": "status", "path": "/api/admin/status", "methods": ["GET"], "public": true},
+            {"name": "health", "path": "/health", "methods": ["GET", "HEAD"], "public": true},
+            {"name": "order", "path": "/orders/{id}", "providers": ["corp"]},
+            {"name": "order-items", "path": "/orders/{id}/items/{item}", "providers": ["corp"]},
+            {"name": "order-summary", "path": "/orders/summary", "methods": ["GET"], "providers": ["corp"]},
+            {"name": "user-keys", "path": "/users/{uid}/keys/{kid}", "providers": ["corp"]},
+            {"name": "user-me", "path": "/users/me/keys/{kid}", "providers": ["corp"]},
+            {"name": "host-health", "path": "/health", "host": "internal.example", "public": true},
+        ]));
         assert!(errors.is_empty(), "{errors:?}");
-        let name = |m, p| t.find(m, p).map(|r| r.name.clone());
-        assert_eq!(name("GET", "/health").as_deref(), Some("routes[4]"));
+        let n = |m, p| name(&t, "api.example", m, p).map(|(n, _)| n);
+        assert_eq!(n("GET", "/health").as_deref(), Some("health"));
         assert_eq!(
-            name("POST", "/health").as_deref(),
-            Some("routes[0]"),
+            name(&t, "Internal.Example:8443", "POST", "/health")
+                .unwrap()
+                .0,
+            "host-health"
+        );
+        assert_eq!(
+            n("POST", "/health").as_deref(),
+            Some("root"),
             "falls back to the `/` prefix"
         );
+        assert_eq!(n("GET", "/api/admin/status").as_deref(), Some("status"));
+        assert_eq!(n("GET", "/api/admin/x").as_deref(), Some("admin-get"));
+        assert_eq!(n("POST", "/api/admin/x").as_deref(), Some("api"));
         assert_eq!(
-            name("GET", "/api/admin/status").as_deref(),
-            Some("routes[3]")
+            n("GET", "/orders/summary").as_deref(),
+            Some("order-summary")
         );
-        assert_eq!(name("GET", "/api/admin/x").as_deref(), Some("routes[2]"));
-        assert_eq!(name("POST", "/api/admin/x").as_deref(), Some("routes[1]"));
-        assert_eq!(name("GET", "/api/x").as_deref(), Some("routes[1]"));
+        assert_eq!(
+            name(&t, "h", "POST", "/orders/summary").unwrap(),
+            ("order".into(), vec![("id".into(), "summary".into())])
+        );
+        assert_eq!(
+            name(&t, "h", "GET", "/orders/42").unwrap(),
+            ("order".into(), vec![("id".into(), "42".into())])
+        );
+        assert_eq!(
+            name(&t, "h", "GET", "/orders/4%32/items/x").unwrap().1,
+            vec![("id".into(), "42".into()), ("item".into(), "x".into())]
+        );
+        assert_eq!(
+            n("GET", "/orders/42/").as_deref(),
+            Some("root"),
+            "trailing slash is significant"
+        );
+        assert_eq!(
+            n("GET", "/users/me/keys/k1").as_deref(),
+            Some("user-me"),
+            "literal beats parameter"
+        );
+        assert_eq!(
+            name(&t, "h", "GET", "/users/u1/keys/k1").unwrap().1,
+            vec![("uid".into(), "u1".into()), ("kid".into(), "k1".into())]
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn unknown_is_none() {
-        let docs = vec![route(Some("/health"), None, &["GET"], true, &[])];
-        let mut errors = vec![];
-        let t = RouteTable::compile(&docs, &providers(), &mut errors);
-        assert!(t.find("GET", "/healthz").is_none());
-        assert!(t.find("DELETE", "/health").is_none());
-        assert!(t.find("GET", "/").is_none());
+        let (t, _) = compile(
+            json!([{"path": "/health", "methods": ["GET"], "public": true}, {"path": "/o/{id}", "public": true}]),
+        );
+        assert!(name(&t, "h", "GET", "/healthz").is_none());
+        assert!(name(&t, "h", "DELETE", "/health").is_none());
+        assert!(name(&t, "h", "GET", "/").is_none());
+        assert!(name(&t, "h", "GET", "/o/").is_none(), "empty parameter");
+        assert!(name(&t, "h", "GET", "/o/1/2").is_none());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn errors_name_the_field() {
-        let docs = vec![
-            route(None, None, &[], true, &[]),
-            route(Some("health"), None, &[], true, &[]),
-            route(Some("/a"), None, &["get"], true, &[]),
-            route(Some("/b"), None, &[], false, &["auth0"]),
-            route(Some("/c"), None, &[], false, &[]),
-            route(Some("/d"), None, &[], true, &["corp"]),
-            route(Some("/e"), None, &["GET"], true, &[]),
-            RouteDoc {
-                name: Some("routes[6]".into()),
-                ..route(Some("/e"), None, &["GET"], true, &[])
-            },
-        ];
-        let mut errors = vec![];
-        RouteTable::compile(&docs, &providers(), &mut errors);
+        let (_, errors) = compile(json!([
+            {"public": true},
+            {"path": "health", "public": true},
+            {"path": "/a", "methods": ["get"], "public": true},
+            {"path": "/b", "providers": ["auth0"]},
+            {"path": "/c"},
+            {"path": "/d", "public": true, "providers": ["corp"]},
+            {"path": "/e", "methods": ["GET"], "public": true},
+            {"name": "routes[6]", "path": "/e", "methods": ["GET"], "public": true},
+            {"path": "/f/{x}/{x}", "public": true},
+            {"path": "/g/a{x}", "public": true},
+            {"path": "/h//x", "public": true},
+            {"prefix": "/i/{x}", "public": true},
+            {"path": "/j/{id}", "providers": ["corp"], "owner": {"param": "uid"}},
+            {"path": "/k", "public": true, "scopes": {"all": ["a"]}},
+            {"path": "/l/{a}", "public": true},
+            {"path": "/l/{b}", "public": true},
+            {"path": "/m", "host": "a.example:80", "public": true},
+        ]));
         let got: Vec<(String, String)> = errors
             .iter()
             .map(|e| (e.path.clone(), e.message.clone()))
             .collect();
-        assert_eq!(got.len(), 8, "{got:#?}");
-        assert_eq!(got[0].0, "routes[0]");
-        assert_eq!(got[1].0, "routes[1].path");
-        assert_eq!(got[2].0, "routes[2].methods[0]");
+        let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
-            got[3],
-            (
-                "routes[3].providers[0]".into(),
-                "unknown provider `auth0`; expected one of [`corp`, `partner`]".into()
-            )
+            paths,
+            [
+                "routes[0]",
+                "routes[1].path",
+                "routes[2].methods[0]",
+                "routes[3].providers[0]",
+                "routes[4]",
+                "routes[5]",
+                "routes[7].name",
+                "routes[7]",
+                "routes[8].path",
+                "routes[9].path",
+                "routes[10].path",
+                "routes[11].prefix",
+                "routes[12].owner.param",
+                "routes[13]",
+                "routes[15]",
+                "routes[16].host"
+            ],
+            "{got:#?}"
         );
-        assert!(got[4].1.contains("no authentication"));
-        assert!(got[5].1.contains("not both"));
-        assert_eq!(got[6].0, "routes[7].name");
-        assert!(got[7].1.contains("could never match"));
+        assert_eq!(
+            got[3].1,
+            "unknown provider `auth0`; expected one of [`corp`, `partner`]"
+        );
+        assert!(
+            got[12].1.contains("expected one of [`id`]"),
+            "{}",
+            got[12].1
+        );
     }
 }

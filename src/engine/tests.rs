@@ -324,7 +324,7 @@ fn forwarded_claims_replace_forged_copies() {
     assert!(a
         .set_headers
         .contains(&("x-user-roles".into(), "a,b".into())));
-    assert_eq!(a.principal.as_deref(), Some("main:alice"));
+    assert_eq!(a.principal.as_deref(), Some("jwt:main:alice"));
     assert_eq!(a.route, "api");
     // Public routes strip forged identity headers too.
     let out = get("/health")
@@ -416,7 +416,7 @@ fn provider_chosen_by_issuer_when_sources_overlap() {
         allowed(&get("/both/x").bearer(&main).run(&engine, &mut state))
             .principal
             .as_deref(),
-        Some("main:alice")
+        Some("jwt:main:alice")
     );
     let out = get("/both/x").bearer(&partner).run(&engine, &mut state);
     assert!(allowed(&out)

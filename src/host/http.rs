@@ -91,6 +91,17 @@ impl HttpContext for Http {
                         return self.internal_error();
                     }
                 }
+                if allow.unknown_route {
+                    // The policy is the API inventory: a request outside it is always visible.
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "tollgate: unknown endpoint allowed by `default.action`: {} {}",
+                            request.method,
+                            request.path_only()
+                        ),
+                    );
+                }
                 self.shared.metrics.allowed();
                 Action::Continue
             }

@@ -3,6 +3,7 @@
 //! re-checks the token's validity window and the key-set generation it was verified with.
 
 use super::verify::Window;
+use crate::engine::Principal;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -20,8 +21,8 @@ pub struct Verified {
     /// Key-set generation used for verification; a rotated set invalidates the entry.
     pub generation: u64,
     pub window: Window,
-    /// Upstream headers derived from the claims.
-    pub forward: Rc<Vec<(String, String)>>,
+    /// Who the token identifies, with everything authorization and forwarding need.
+    pub principal: Rc<Principal>,
 }
 
 pub struct TokenCache {
@@ -117,7 +118,7 @@ mod tests {
                 not_before,
                 not_after,
             },
-            forward: Rc::new(vec![]),
+            principal: Rc::new(Principal::api_key("t", vec![])),
         }
     }
 

@@ -30,6 +30,106 @@ pub struct PolicyDoc {
     pub routes: Vec<RouteDoc>,
     #[serde(default)]
     pub token_cache: Option<TokenCacheDoc>,
+    /// API keys, stored as SHA-256 hashes.
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysDoc>,
+    /// Upstream header that receives the authenticated identity (`jwt:<provider>:<sub>` or
+    /// `api_key:<id>`); any incoming copy is removed. Default `x-tollgate-principal`.
+    #[serde(default)]
+    pub identity_header: Option<String>,
+    /// What happens to requests that match no route.
+    #[serde(default)]
+    pub default: Option<DefaultDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultDoc {
+    /// `deny` (default: 404 `route_not_found`) or `allow` (passed through, logged as unknown).
+    pub action: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysDoc {
+    /// Header carrying the key (default `x-api-key`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Query parameter carrying the key (off unless set).
+    #[serde(default)]
+    pub query: Option<String>,
+    pub keys: Vec<ApiKeyDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyDoc {
+    pub id: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// RFC 3339 UTC time (`2026-01-31T00:00:00Z`) before which the key is refused.
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// RFC 3339 UTC time from which the key is refused.
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Requirements on scopes: every scope of `all`, and at least one of `any` when given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesDoc {
+    #[serde(default)]
+    pub all: Vec<String>,
+    #[serde(default)]
+    pub any: Vec<String>,
+}
+
+/// Claim conditions: every condition of `all`, and at least one of `any` when given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsDoc {
+    #[serde(default)]
+    pub all: Vec<ConditionDoc>,
+    #[serde(default)]
+    pub any: Vec<ConditionDoc>,
+}
+
+/// One condition on one claim; exactly one of `equals`, `one_of`, `contains`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionDoc {
+    pub claim: String,
+    #[serde(default)]
+    pub equals: Option<OperandDoc>,
+    #[serde(default)]
+    pub one_of: Option<Vec<String>>,
+    #[serde(default)]
+    pub contains: Option<OperandDoc>,
+}
+
+/// A literal string, or the value of a request header: `{"header": "x-tenant-id"}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OperandDoc {
+    Literal(String),
+    Header { header: String },
+}
+
+/// Object-level check: path parameter `param` must equal claim `claim` (default `sub`), unless
+/// the caller holds `unless_scope`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerDoc {
+    pub param: String,
+    #[serde(default)]
+    pub claim: Option<String>,
+    #[serde(default)]
+    pub unless_scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +169,10 @@ pub struct ProviderDoc {
     pub forward_token: Option<bool>,
     #[serde(default)]
     pub max_token_bytes: Option<usize>,
+    /// Claims scopes are read from (space-separated string or array); default
+    /// `["scope", "scp", "permissions"]`.
+    #[serde(default)]
+    pub scope_claims: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,7 +221,7 @@ pub struct SourceDoc {
 pub struct RouteDoc {
     #[serde(default)]
     pub name: Option<String>,
-    /// Exact path.
+    /// Exact path, or a template with named segments: `/orders/{id}`.
     #[serde(default)]
     pub path: Option<String>,
     /// Path prefix.
@@ -132,6 +236,18 @@ pub struct RouteDoc {
     /// Names of the JWT providers whose tokens this route accepts.
     #[serde(default)]
     pub providers: Vec<String>,
+    /// Accept API keys on this route.
+    #[serde(default)]
+    pub api_keys: bool,
+    /// Only requests whose `:authority` (port removed, case-insensitive) is this host.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<ScopesDoc>,
+    #[serde(default)]
+    pub claims: Option<ClaimsDoc>,
+    #[serde(default)]
+    pub owner: Option<OwnerDoc>,
 }
 
 #[derive(Debug, Deserialize)]
