@@ -32,6 +32,9 @@ pub enum DenialCode {
     ApiKeyMissing,
     /// Unknown, expired, not yet valid or disabled API key (deliberately one code).
     ApiKeyInvalid,
+    /// A rate limit refused the request (or its bucket could not be updated and the limit denies
+    /// on contention).
+    RateLimited,
 }
 
 /// How a denial is rendered as HTTP.
@@ -52,7 +55,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 23] = [
+    pub const ALL: [DenialCode; 24] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -76,6 +79,7 @@ impl DenialCode {
         DenialCode::Forbidden,
         DenialCode::ApiKeyMissing,
         DenialCode::ApiKeyInvalid,
+        DenialCode::RateLimited,
     ];
 
     pub const fn info(self) -> DenialInfo {
@@ -227,6 +231,13 @@ impl DenialCode {
                 "The API key is not valid.",
                 None,
             ),
+            DenialCode::RateLimited => (
+                "rate_limited",
+                429,
+                "Too many requests",
+                "The rate limit for this API was exceeded; retry after the time in `Retry-After`.",
+                None,
+            ),
         };
         DenialInfo {
             code,
@@ -254,6 +265,12 @@ pub mod metrics {
     pub const JWKS_FETCH_FAILED: &str = "tollgate.jwks.fetch_failed";
     /// Key sets installed in a worker from shared data (after a fetch by any worker).
     pub const JWKS_INSTALLED: &str = "tollgate.jwks.installed";
+    /// Compare-and-swap attempts lost on rate-limit buckets.
+    pub const RATELIMIT_CAS_RETRIES: &str = "tollgate.ratelimit.cas_retries";
+    /// Bucket updates that ran out of attempts.
+    pub const RATELIMIT_CAS_EXHAUSTED: &str = "tollgate.ratelimit.cas_exhausted";
+    /// Requests a shadow limit would have refused.
+    pub const RATELIMIT_SHADOW_LIMITED: &str = "tollgate.ratelimit.shadow_limited";
 }
 
 #[cfg(test)]

@@ -12,5 +12,6 @@ pub mod store;
 #[cfg(target_os = "wasi")]
 mod host;
 
+pub mod ratelimit;
 #[cfg(test)]
 pub(crate) mod testkit;

@@ -23,6 +23,8 @@ pub struct Allow {
     pub set_headers: Vec<(String, String)>,
     /// No route matched and the policy's `default.action` is `allow`.
     pub unknown_route: bool,
+    /// Added to the upstream's response (`RateLimit`, `RateLimit-Policy`).
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// Refuse with a local reply.
@@ -44,6 +46,12 @@ pub struct Effects {
     pub early_refresh: Option<usize>,
     /// Whether the token cache answered (`Some(true)`), was consulted and missed (`Some(false)`).
     pub cache_hit: Option<bool>,
+    /// Compare-and-swap attempts lost while updating rate-limit buckets.
+    pub cas_retries: u32,
+    /// A limit ran out of CAS attempts.
+    pub cas_exhausted: bool,
+    /// Shadow limits that would have refused this request.
+    pub shadow_limited: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

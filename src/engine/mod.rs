@@ -6,6 +6,7 @@ mod apikeys;
 mod authn;
 mod authz;
 mod decision;
+mod limits;
 pub mod path;
 mod request;
 mod routes;
@@ -24,6 +25,8 @@ use crate::jwt::remote::{Installed, RemoteSpec};
 use crate::jwt::verify::ClaimRules;
 use crate::jwt::Alg;
 use crate::policy::{self, ConfigError, PolicyDoc, ProviderDoc};
+use crate::ratelimit::{Limit, Options as LimitOptions};
+use crate::store::SharedStore;
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
@@ -100,6 +103,8 @@ pub struct Engine {
     pub api_keys: Option<ApiKeyConfig>,
     /// Let requests that match no route through (logged as unknown endpoints).
     pub allow_unknown: bool,
+    pub limits: Vec<Limit>,
+    pub limit_options: LimitOptions,
 }
 
 /// Mutable per-VM state: the token cache and the remote key sets installed in this VM.
@@ -107,6 +112,8 @@ pub struct VmState {
     pub cache: TokenCache,
     /// Indexed like `Engine::providers`; `None` for inline providers and remote ones not loaded yet.
     pub remote: Vec<Option<Installed>>,
+    /// Process-wide secret that rate-limit keys are hashed with (from shared data).
+    pub limit_secret: Vec<u8>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -406,7 +413,22 @@ impl Engine {
                 false
             }
         };
-        let routes = RouteTable::compile(&doc.routes, &ids, doc.api_keys.is_some(), &mut errors);
+        let mut limits = Vec::new();
+        let mut limit_ids = BTreeMap::new();
+        for (name, l) in &doc.rate_limits {
+            limit_ids.insert(name.clone(), (limit_ids.len(), l.burst));
+            if let Some(l) = Limit::compile(name, l, &mut errors) {
+                limits.push(l);
+            }
+        }
+        let limit_options = LimitOptions::compile(doc.rate_limit_options.as_ref(), &mut errors);
+        let routes = RouteTable::compile(
+            &doc.routes,
+            &ids,
+            &limit_ids,
+            doc.api_keys.is_some(),
+            &mut errors,
+        );
         let token_cache_entries = doc
             .token_cache
             .as_ref()
@@ -436,6 +458,8 @@ impl Engine {
             identity_header,
             api_keys,
             allow_unknown,
+            limits,
+            limit_options,
         })
     }
 
@@ -443,6 +467,7 @@ impl Engine {
         VmState {
             cache: TokenCache::new(self.token_cache_entries),
             remote: self.providers.iter().map(|_| None).collect(),
+            limit_secret: Vec::new(),
         }
     }
 
@@ -457,8 +482,28 @@ impl Engine {
             })
     }
 
-    /// Decides one request at `now` (seconds since the epoch, host clock).
+    /// Decides one request at `now` (seconds) with a throwaway store: for tests of routes that
+    /// have no rate limits.
+    #[cfg(test)]
     pub fn decide(&self, req: &Request<'_>, now: u64, state: &mut VmState) -> Outcome {
+        self.decide_at(
+            req,
+            now.saturating_mul(1000),
+            state,
+            &crate::store::MemoryStore::default(),
+        )
+    }
+
+    /// Decides one request at `now_ms` (milliseconds since the epoch, host clock), with `store`
+    /// holding the shared rate-limit buckets.
+    pub fn decide_at(
+        &self,
+        req: &Request<'_>,
+        now_ms: u64,
+        state: &mut VmState,
+        store: &dyn SharedStore,
+    ) -> Outcome {
+        let now = now_ms / 1000;
         let mut effects = Effects::default();
         let Some(path) = path::normalize(req.path) else {
             return self.deny(DenialCode::PathInvalid, None, effects);
@@ -467,14 +512,13 @@ impl Engine {
         let Some(Matched { route, params }) = self.routes.find(host, req.method, &path) else {
             if self.allow_unknown {
                 let allow = Allow {
-                    route: String::new(),
-                    principal: None,
                     remove_headers: self.forwarded_headers.clone(),
                     set_headers: self
                         .path_rewrite(req.path, &path, None)
                         .into_iter()
                         .collect(),
                     unknown_route: true,
+                    ..Allow::default()
                 };
                 return Outcome {
                     decision: Decision::Allow(allow),
@@ -484,62 +528,74 @@ impl Engine {
             return self.deny(DenialCode::RouteNotFound, None, effects);
         };
         let route_name = Some(route.name.clone());
-        if route.access == Access::Public {
-            let allow = Allow {
-                route: route.name.clone(),
-                principal: None,
-                remove_headers: self.forwarded_headers.clone(),
-                set_headers: self
-                    .path_rewrite(req.path, &path, None)
-                    .into_iter()
-                    .collect(),
-                unknown_route: false,
-            };
-            return Outcome {
-                decision: Decision::Allow(allow),
-                effects,
-            };
-        }
-        let who = match authn::authenticate(self, &route.access, req, now, state, &mut effects) {
-            Ok(who) => who,
-            Err(code) => return self.deny(code, route_name, effects),
-        };
-        match route.rules.check(&who.principal, req, &params) {
-            Ok(()) => {}
-            Err(authz::Refusal::MissingScopes(scopes)) => {
-                let d = crate::problem::insufficient_scope(
-                    &self.realm,
-                    route_name,
-                    &scopes,
-                    who.principal.bearer,
-                );
-                return Outcome {
-                    decision: Decision::Deny(d),
-                    effects,
-                };
-            }
-            Err(authz::Refusal::Forbidden) => {
-                return self.deny(DenialCode::Forbidden, route_name, effects)
-            }
-        }
         let mut remove_headers = self.forwarded_headers.clone();
-        remove_headers.extend(who.remove_headers);
-        let mut set_headers = who.principal.forward.clone();
-        set_headers.push((self.identity_header.clone(), who.principal.id.clone()));
-        set_headers.extend(self.path_rewrite(req.path, &path, who.strip_query.as_deref()));
-        if let Some(name) = &who.strip_cookie {
-            let joined: Vec<&str> = req.header_values("cookie").collect();
-            match strip_cookie(&joined.join("; "), name) {
-                Some(rest) => set_headers.push(("cookie".into(), rest)),
-                None => remove_headers.push("cookie".into()),
+        let mut set_headers = Vec::new();
+        let mut strip = None;
+        let principal = if route.access == Access::Public {
+            None
+        } else {
+            let who = match authn::authenticate(self, &route.access, req, now, state, &mut effects)
+            {
+                Ok(who) => who,
+                Err(code) => return self.deny(code, route_name, effects),
+            };
+            match route.rules.check(&who.principal, req, &params) {
+                Ok(()) => {}
+                Err(authz::Refusal::MissingScopes(scopes)) => {
+                    let d = crate::problem::insufficient_scope(
+                        &self.realm,
+                        route_name,
+                        &scopes,
+                        who.principal.bearer,
+                    );
+                    return Outcome {
+                        decision: Decision::Deny(d),
+                        effects,
+                    };
+                }
+                Err(authz::Refusal::Forbidden) => {
+                    return self.deny(DenialCode::Forbidden, route_name, effects)
+                }
             }
-        }
+            remove_headers.extend(who.remove_headers);
+            set_headers.extend(who.principal.forward.iter().cloned());
+            set_headers.push((self.identity_header.clone(), who.principal.id.clone()));
+            strip = who.strip_query;
+            if let Some(name) = &who.strip_cookie {
+                let joined: Vec<&str> = req.header_values("cookie").collect();
+                match strip_cookie(&joined.join("; "), name) {
+                    Some(rest) => set_headers.push(("cookie".into(), rest)),
+                    None => remove_headers.push("cookie".into()),
+                }
+            }
+            Some(who.principal)
+        };
+        let response_headers = match limits::check(
+            self,
+            route,
+            principal.as_deref(),
+            req,
+            now_ms,
+            state,
+            store,
+            &mut effects,
+        ) {
+            Ok(headers) => headers,
+            Err(denial) => {
+                return Outcome {
+                    decision: Decision::Deny(denial),
+                    effects,
+                }
+            }
+        };
+        set_headers.extend(self.path_rewrite(req.path, &path, strip.as_deref()));
         let allow = Allow {
             route: route.name.clone(),
-            principal: Some(who.principal.id.clone()),
+            principal: principal.map(|p| p.id.clone()),
             remove_headers,
             set_headers,
             unknown_route: false,
+            response_headers,
         };
         Outcome {
             decision: Decision::Allow(allow),

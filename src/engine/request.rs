@@ -6,6 +6,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub headers: &'a [(String, String)],
+    /// Downstream peer address (`ip:port`), for `client_ip` rate-limit keys.
+    pub peer: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {

@@ -11,7 +11,7 @@
 //! 5. among equals, the first listed in the policy whose `methods` allow the request.
 
 use super::authz::Rules;
-use crate::policy::{ConfigError, RouteDoc};
+use crate::policy::{ConfigError, RouteDoc, RouteLimitDoc};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct Route {
     pub rules: Rules,
     /// Names of the template's parameters, in path order.
     params: Vec<String>,
+    /// `(limit index, cost)`, checked in order.
+    pub limits: Vec<(usize, u64)>,
 }
 
 impl Route {
@@ -160,6 +162,7 @@ impl RouteTable {
     pub fn compile(
         docs: &[RouteDoc],
         providers: &BTreeMap<String, usize>,
+        limit_ids: &BTreeMap<String, (usize, u64)>,
         api_keys_configured: bool,
         errors: &mut Vec<ConfigError>,
     ) -> RouteTable {
@@ -305,6 +308,35 @@ impl RouteTable {
                     "a public route cannot require scopes, claims or an owner",
                 ));
             }
+            let mut limits = Vec::new();
+            for (j, l) in doc.limits.iter().enumerate() {
+                let (name, cost) = match l {
+                    RouteLimitDoc::Name(n) => (n, 1),
+                    RouteLimitDoc::WithCost { limit, cost } => (limit, *cost),
+                };
+                match limit_ids.get(name) {
+                    Some((id, burst)) => {
+                        if cost == 0 || cost > *burst {
+                            errors.push(ConfigError::new(
+                                format!("{at}.limits[{j}].cost"),
+                                format!("{cost} is out of range; expected 1 to the limit's burst ({burst})"),
+                            ));
+                        }
+                        limits.push((*id, cost));
+                    }
+                    None => errors.push(ConfigError::new(
+                        format!("{at}.limits[{j}]"),
+                        format!(
+                            "unknown limit `{name}`; expected one of [{}]",
+                            limit_ids
+                                .keys()
+                                .map(|k| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                }
+            }
             let name = doc.name.clone().unwrap_or_else(|| at.clone());
             if let Some(other) = names.insert(name.clone(), i) {
                 errors.push(ConfigError::new(
@@ -361,6 +393,7 @@ impl RouteTable {
                 access,
                 rules,
                 params,
+                limits,
             });
         }
         for t in table
@@ -412,7 +445,7 @@ mod tests {
         let providers: BTreeMap<String, usize> =
             [("corp".to_string(), 0), ("partner".to_string(), 1)].into();
         let mut errors = vec![];
-        let t = RouteTable::compile(&docs, &providers, true, &mut errors);
+        let t = RouteTable::compile(&docs, &providers, &BTreeMap::new(), true, &mut errors);
         (t, errors)
     }
 

@@ -48,6 +48,7 @@ impl Req {
                 method: self.method,
                 path: &self.path,
                 headers: &self.headers,
+                peer: None,
             },
             NOW,
             s,

@@ -1,6 +1,6 @@
 //! Per-request adapter: request headers in, engine decision out, applied to Envoy.
 
-use super::{log, now, store::HostStore, Shared};
+use super::{log, now_ms, store::HostStore, Shared};
 use crate::codes::DenialCode;
 use crate::engine::{Decision, Denial, ProviderKeys, Request};
 use crate::jwt::remote;
@@ -11,11 +11,16 @@ use std::rc::Rc;
 
 pub(crate) struct Http {
     shared: Rc<Shared>,
+    /// Added to the upstream's response (rate-limit headers).
+    response_headers: Vec<(String, String)>,
 }
 
 impl Http {
     pub fn new(shared: Rc<Shared>) -> Http {
-        Http { shared }
+        Http {
+            shared,
+            response_headers: vec![],
+        }
     }
 
     fn reply(&self, denial: &Denial) -> Action {
@@ -48,10 +53,16 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Ok(headers), Some(now)) = (hostcalls::get_map(MapType::HttpRequestHeaders), now())
+        let (Ok(headers), Some(now_ms)) =
+            (hostcalls::get_map(MapType::HttpRequestHeaders), now_ms())
         else {
             return self.internal_error();
         };
+        let now = now_ms / 1000;
+        let peer = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
         let pseudo = |name: &str| {
             headers
                 .iter()
@@ -63,14 +74,25 @@ impl HttpContext for Http {
             method: pseudo(":method"),
             path: pseudo(":path"),
             headers: &headers,
+            peer: peer.as_deref(),
         };
         let outcome = match self.shared.state.try_borrow_mut() {
-            Ok(mut state) => self.shared.engine.decide(&request, now, &mut state),
+            Ok(mut state) => self
+                .shared
+                .engine
+                .decide_at(&request, now_ms, &mut state, &HostStore),
             // INVARIANT: contexts of one VM run one at a time, so the state is never borrowed here.
             Err(_) => return self.internal_error(),
         };
         if let Some(hit) = outcome.effects.cache_hit {
             self.shared.metrics.cache(hit);
+        }
+        self.shared.metrics.limits(&outcome.effects);
+        for name in &outcome.effects.shadow_limited {
+            log(
+                LogLevel::Info,
+                &format!("tollgate: shadow limit `{name}` would have refused this request"),
+            );
         }
         if let Some(index) = outcome.effects.early_refresh {
             if let Some(ProviderKeys::Remote(spec)) =
@@ -103,6 +125,7 @@ impl HttpContext for Http {
                     );
                 }
                 self.shared.metrics.allowed();
+                self.response_headers = allow.response_headers.clone();
                 Action::Continue
             }
             Decision::Deny(denial) => {
@@ -117,5 +140,12 @@ impl HttpContext for Http {
                 self.reply(denial)
             }
         }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in &self.response_headers {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+        }
+        Action::Continue
     }
 }

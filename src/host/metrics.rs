@@ -12,6 +12,9 @@ pub(crate) struct Metrics {
     jwks_ok: Option<u32>,
     jwks_failed: Option<u32>,
     jwks_installed: Option<u32>,
+    cas_retries: Option<u32>,
+    cas_exhausted: Option<u32>,
+    shadow_limited: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -46,6 +49,9 @@ impl Metrics {
             jwks_ok: counter(metrics::JWKS_FETCH_OK),
             jwks_failed: counter(metrics::JWKS_FETCH_FAILED),
             jwks_installed: counter(metrics::JWKS_INSTALLED),
+            cas_retries: counter(metrics::RATELIMIT_CAS_RETRIES),
+            cas_exhausted: counter(metrics::RATELIMIT_CAS_EXHAUSTED),
+            shadow_limited: counter(metrics::RATELIMIT_SHADOW_LIMITED),
         }
     }
 
@@ -68,6 +74,20 @@ impl Metrics {
 
     pub fn jwks_fetched(&self, ok: bool) {
         bump(if ok { self.jwks_ok } else { self.jwks_failed });
+    }
+
+    pub fn limits(&self, effects: &crate::engine::Effects) {
+        if effects.cas_retries > 0 {
+            if let Some(id) = self.cas_retries {
+                let _ = hostcalls::increment_metric(id, i64::from(effects.cas_retries));
+            }
+        }
+        if effects.cas_exhausted {
+            bump(self.cas_exhausted);
+        }
+        for _ in &effects.shadow_limited {
+            bump(self.shadow_limited);
+        }
     }
 
     pub fn jwks_installed(&self) {

@@ -32,8 +32,38 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 
 /// Seconds since the epoch from Envoy's clock (not the wasm runtime's).
 pub(crate) fn now() -> Option<u64> {
+    now_ms().map(|ms| ms / 1000)
+}
+
+/// Milliseconds since the epoch from Envoy's clock.
+pub(crate) fn now_ms() -> Option<u64> {
     let t = hostcalls::get_current_time().ok()?;
-    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+}
+
+/// The process-wide secret rate-limit keys are hashed with: created once in shared data by the
+/// first VM (create-if-absent), read by every other. Randomness comes from std's `RandomState`,
+/// which the WASI target seeds from the host's `random_get`.
+fn limit_secret() -> Vec<u8> {
+    use crate::store::SharedStore;
+    use std::hash::{BuildHasher, Hasher};
+    let store = HostStore;
+    if let Ok(Some((secret, _))) = store.get(crate::ratelimit::SECRET_KEY) {
+        return secret;
+    }
+    let mut fresh = Vec::with_capacity(32);
+    for i in 0..4u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i ^ now_ms().unwrap_or(0));
+        fresh.extend_from_slice(&h.finish().to_le_bytes());
+    }
+    let _ = store.create(crate::ratelimit::SECRET_KEY, &fresh);
+    match store.get(crate::ratelimit::SECRET_KEY) {
+        Ok(Some((secret, _))) => secret,
+        _ => fresh,
+    }
 }
 
 /// Everything an HTTP context needs, shared with the root context of its VM.
@@ -212,7 +242,11 @@ impl RootContext for Root {
                 engine.routes.len()
             ),
         );
-        let state = RefCell::new(engine.new_state());
+        let mut state = engine.new_state();
+        if !engine.limits.is_empty() {
+            state.limit_secret = limit_secret();
+        }
+        let state = RefCell::new(state);
         let shared = Rc::new(Shared {
             metrics: Metrics::define(),
             engine,

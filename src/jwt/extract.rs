@@ -168,6 +168,7 @@ mod tests {
             method: "GET",
             path,
             headers,
+            peer: None,
         }
     }
 

@@ -40,6 +40,64 @@ pub struct PolicyDoc {
     /// What happens to requests that match no route.
     #[serde(default)]
     pub default: Option<DefaultDoc>,
+    /// Named token-bucket limits that routes refer to.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, LimitDoc>,
+    #[serde(default)]
+    pub rate_limit_options: Option<RateLimitOptionsDoc>,
+}
+
+/// A token bucket: `rate` tokens per `per`, holding at most `burst`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitDoc {
+    pub rate: u64,
+    /// `second`, `minute` or `hour`.
+    pub per: String,
+    pub burst: u64,
+    /// What one bucket is for; parts are joined.
+    pub key: Vec<KeyPartDoc>,
+    /// Fixed number of buckets keys hash into (the memory bound); default 16384.
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// Count and log, never refuse.
+    #[serde(default)]
+    pub shadow: bool,
+    /// When the compare-and-swap retries run out: `deny` (default) or `allow`.
+    #[serde(default)]
+    pub on_contention: Option<String>,
+}
+
+/// `"identity"`, `"client_ip"`, `"route"`, `{"claim": ..}`, `{"header": ..}` or `{"constant": ..}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum KeyPartDoc {
+    Named(String),
+    Claim { claim: String },
+    Header { header: String },
+    Constant { constant: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOptionsDoc {
+    /// Proxies in front of Envoy that append to `x-forwarded-for`; 0 uses the peer address.
+    #[serde(default)]
+    pub trusted_hops: Option<u32>,
+    /// Add `RateLimit` / `RateLimit-Policy` to allowed responses (default true).
+    #[serde(default)]
+    pub response_headers: Option<bool>,
+    /// Compare-and-swap attempts per bucket update (default 8).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+/// A route's use of a limit: its name, or `{"limit": name, "cost": n}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RouteLimitDoc {
+    Name(String),
+    WithCost { limit: String, cost: u64 },
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +306,9 @@ pub struct RouteDoc {
     pub claims: Option<ClaimsDoc>,
     #[serde(default)]
     pub owner: Option<OwnerDoc>,
+    /// Rate limits applied, in order.
+    #[serde(default)]
+    pub limits: Vec<RouteLimitDoc>,
 }
 
 #[derive(Debug, Deserialize)]

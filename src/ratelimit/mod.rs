@@ -1,0 +1,439 @@
+//! Rate limiting: named token buckets kept in shared data so every worker sees the same counts.
+//!
+//! Bounded memory: proxy-wasm shared-data keys can never be deleted, so a limit owns a *fixed*
+//! number of slots (`slots`, default 16384). A request's key (identity, claim, header, client IP,
+//! route, constant) is hashed with a process-wide random secret into one slot. Colliding keys share
+//! a bucket: they can be limited *more* than configured, never less, and without the secret an
+//! attacker cannot aim a collision at someone else's bucket. Resetting a bucket on collision would
+//! instead let two colliding keys refill each other forever.
+//!
+//! Updates are compare-and-swap with a bounded number of attempts; when they run out the limit's
+//! `on_contention` decides (deny by default).
+//!
+//! Seam for a global backend: [`Backend`] names where a limit is counted. Only `Local` exists; a
+//! global one (Envoy's rate-limit service over gRPC) would return a pending verdict instead.
+
+pub mod bucket;
+
+use crate::policy::{ConfigError, KeyPartDoc, LimitDoc, RateLimitOptionsDoc};
+use crate::store::{SharedStore, StoreError};
+use bucket::{Shape, State, Take};
+use sha2::{Digest, Sha256};
+
+pub const DEFAULT_SLOTS: u32 = 16_384;
+pub const MAX_SLOTS: u32 = 1 << 20;
+pub const DEFAULT_MAX_RETRIES: u32 = 8;
+/// Shared-data key of the slot-hashing secret.
+pub const SECRET_KEY: &str = "tollgate/v1/rl/secret";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyPart {
+    Identity,
+    ClientIp,
+    Route,
+    Claim(String),
+    Header(String),
+    Constant(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Proxy-wasm shared data of this Envoy process.
+    Local,
+}
+
+#[derive(Clone, Debug)]
+pub struct Limit {
+    pub name: String,
+    pub shape: Shape,
+    pub key: Vec<KeyPart>,
+    pub slots: u32,
+    pub shadow: bool,
+    pub deny_on_contention: bool,
+    pub backend: Backend,
+    /// `RateLimit-Policy` item: `"name";q=<burst>;w=<seconds to refill the burst>`.
+    pub policy_header: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub trusted_hops: u32,
+    pub response_headers: bool,
+    pub max_retries: u32,
+}
+
+impl Options {
+    pub fn compile(doc: Option<&RateLimitOptionsDoc>, errors: &mut Vec<ConfigError>) -> Options {
+        let o = Options {
+            trusted_hops: doc.and_then(|d| d.trusted_hops).unwrap_or(0),
+            response_headers: doc.and_then(|d| d.response_headers).unwrap_or(true),
+            max_retries: doc
+                .and_then(|d| d.max_retries)
+                .unwrap_or(DEFAULT_MAX_RETRIES),
+        };
+        if o.trusted_hops > 16 {
+            errors.push(ConfigError::new(
+                "rate_limit_options.trusted_hops",
+                format!("{} is out of range; expected 0 to 16", o.trusted_hops),
+            ));
+        }
+        if !(1..=64).contains(&o.max_retries) {
+            errors.push(ConfigError::new(
+                "rate_limit_options.max_retries",
+                format!("{} is out of range; expected 1 to 64", o.max_retries),
+            ));
+        }
+        o
+    }
+}
+
+impl Limit {
+    pub fn compile(name: &str, doc: &LimitDoc, errors: &mut Vec<ConfigError>) -> Option<Limit> {
+        let at = format!("rate_limits.{name}");
+        let start = errors.len();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            errors.push(ConfigError::new(
+                &at,
+                format!("limit name `{name}` may hold only letters, digits, `-` and `_`"),
+            ));
+        }
+        let period_ms = match doc.per.as_str() {
+            "second" => 1000,
+            "minute" => 60_000,
+            "hour" => 3_600_000,
+            other => {
+                errors.push(ConfigError::new(
+                    format!("{at}.per"),
+                    format!(
+                        "`{other}` is not a period; expected one of [`second`, `minute`, `hour`]"
+                    ),
+                ));
+                1000
+            }
+        };
+        if !(1..=1_000_000).contains(&doc.rate) {
+            errors.push(ConfigError::new(
+                format!("{at}.rate"),
+                format!("{} is out of range; expected 1 to 1000000", doc.rate),
+            ));
+        }
+        if !(1..=1_000_000).contains(&doc.burst) {
+            errors.push(ConfigError::new(
+                format!("{at}.burst"),
+                format!("{} is out of range; expected 1 to 1000000", doc.burst),
+            ));
+        }
+        let slots = doc.slots.unwrap_or(DEFAULT_SLOTS);
+        if !(1..=MAX_SLOTS).contains(&slots) {
+            errors.push(ConfigError::new(
+                format!("{at}.slots"),
+                format!("{slots} is out of range; expected 1 to {MAX_SLOTS}"),
+            ));
+        }
+        let deny_on_contention = match doc.on_contention.as_deref() {
+            None | Some("deny") => true,
+            Some("allow") => false,
+            Some(other) => {
+                errors.push(ConfigError::new(
+                    format!("{at}.on_contention"),
+                    format!("`{other}` is not a choice; expected one of [`deny`, `allow`]"),
+                ));
+                true
+            }
+        };
+        if doc.key.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{at}.key"),
+                "list at least one part, e.g. [\"identity\"] or [{\"constant\": \"all\"}]",
+            ));
+        }
+        let mut key = Vec::new();
+        for (i, part) in doc.key.iter().enumerate() {
+            let p = match part {
+                KeyPartDoc::Named(n) => match n.as_str() {
+                    "identity" => KeyPart::Identity,
+                    "client_ip" => KeyPart::ClientIp,
+                    "route" => KeyPart::Route,
+                    other => {
+                        errors.push(ConfigError::new(
+                            format!("{at}.key[{i}]"),
+                            format!("`{other}` is not a key part; expected one of [`identity`, `client_ip`, `route`] or {{\"claim\"|\"header\"|\"constant\": ...}}"),
+                        ));
+                        continue;
+                    }
+                },
+                KeyPartDoc::Claim { claim } => KeyPart::Claim(claim.clone()),
+                KeyPartDoc::Header { header } => KeyPart::Header(header.to_ascii_lowercase()),
+                KeyPartDoc::Constant { constant } => KeyPart::Constant(constant.clone()),
+            };
+            key.push(p);
+        }
+        if errors.len() > start {
+            return None;
+        }
+        let shape = Shape {
+            rate: doc.rate,
+            period_ms,
+            burst: doc.burst,
+        };
+        let window =
+            (u128::from(doc.burst) * u128::from(period_ms)).div_ceil(u128::from(doc.rate) * 1000);
+        Some(Limit {
+            name: name.to_string(),
+            policy_header: format!("\"{name}\";q={};w={window}", doc.burst),
+            shape,
+            key,
+            slots,
+            shadow: doc.shadow,
+            deny_on_contention,
+            backend: Backend::Local,
+        })
+    }
+
+    /// Shared-data key of the bucket for `key_material` (already-resolved key parts).
+    pub fn slot_key(&self, secret: &[u8], key_material: &[&str]) -> String {
+        let mut h = Sha256::new();
+        h.update(secret);
+        h.update(self.name.as_bytes());
+        for part in key_material {
+            // Unit separator: parts cannot run into each other.
+            h.update([0x1f]);
+            h.update(part.as_bytes());
+        }
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        for (dst, src) in first.iter_mut().zip(digest.iter()) {
+            *dst = *src;
+        }
+        let slot = u64::from_le_bytes(first) % u64::from(self.slots.max(1));
+        format!("tollgate/v1/rl/{}/{slot}", self.name)
+    }
+}
+
+/// Result of one limit check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Taken {
+        take: Take,
+        retries: u32,
+    },
+    /// CAS attempts ran out.
+    Contended {
+        retries: u32,
+    },
+}
+
+/// Takes `cost` tokens from the bucket at `slot_key` with a bounded compare-and-swap loop.
+pub fn acquire(
+    store: &dyn SharedStore,
+    limit: &Limit,
+    slot_key: &str,
+    cost: u64,
+    now_ms: u64,
+    max_retries: u32,
+) -> Result<Verdict, StoreError> {
+    let mut retries = 0;
+    for _ in 0..max_retries {
+        let Some((bytes, cas)) = store.get(slot_key)? else {
+            // First use of this slot: create it full (never overwriting a concurrent creation).
+            match store.create(slot_key, &limit.shape.fresh(now_ms).encode()) {
+                Ok(()) | Err(StoreError::CasMismatch) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let stored = State::decode(&bytes).unwrap_or_else(|| limit.shape.fresh(now_ms));
+        let take = limit.shape.take(stored, now_ms, cost);
+        if !take.allowed {
+            // Nothing to debit: refill is recomputed from the stored state next time.
+            return Ok(Verdict::Taken { take, retries });
+        }
+        match store.set(slot_key, &take.next.encode(), cas) {
+            Ok(()) => return Ok(Verdict::Taken { take, retries }),
+            Err(StoreError::CasMismatch) => retries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Verdict::Contended { retries })
+}
+
+/// The client address for `client_ip`: the peer address (port removed) with no trusted hops, else
+/// the `x-forwarded-for` entry written by the outermost trusted proxy.
+pub fn client_ip<'a>(
+    peer: Option<&'a str>,
+    xff: Option<&'a str>,
+    trusted_hops: u32,
+) -> Option<&'a str> {
+    if trusted_hops == 0 {
+        let peer = peer?;
+        return Some(match peer.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(rest),
+            None => match peer.rsplit_once(':') {
+                Some((host, port))
+                    if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    host
+                }
+                _ => peer,
+            },
+        });
+    }
+    let entries: Vec<&str> = xff?
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let index = entries
+        .len()
+        .checked_sub(usize::try_from(trusted_hops).ok()?)?;
+    entries.get(index).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use serde_json::json;
+    use std::cell::Cell;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn limit(v: serde_json::Value) -> Limit {
+        let doc: LimitDoc = serde_json::from_value(v).unwrap();
+        let mut errors = vec![];
+        Limit::compile("l", &doc, &mut errors).unwrap_or_else(|| panic!("{errors:?}"))
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn compile_and_headers() {
+        let l = limit(
+            json!({"rate": 10, "per": "second", "burst": 20, "key": ["identity", {"header": "X-Client"}]}),
+        );
+        assert_eq!(l.policy_header, "\"l\";q=20;w=2");
+        assert_eq!(
+            l.key,
+            vec![KeyPart::Identity, KeyPart::Header("x-client".into())]
+        );
+        let doc: LimitDoc = serde_json::from_value(json!({"rate": 0, "per": "day", "burst": 0, "key": ["who"], "slots": 0, "on_contention": "maybe"})).unwrap();
+        let mut errors = vec![];
+        assert!(Limit::compile("l", &doc, &mut errors).is_none());
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "rate_limits.l.per",
+                "rate_limits.l.rate",
+                "rate_limits.l.burst",
+                "rate_limits.l.slots",
+                "rate_limits.l.on_contention",
+                "rate_limits.l.key[0]"
+            ]
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn slots_are_bounded_and_keyed() {
+        let l = limit(
+            json!({"rate": 1, "per": "second", "burst": 1, "key": ["identity"], "slots": 64}),
+        );
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            seen.insert(l.slot_key(b"secret", &[&i.to_string()]));
+        }
+        assert!(seen.len() <= 64, "{}", seen.len());
+        assert!(seen.len() > 50, "keys spread over the slots");
+        assert_ne!(
+            l.slot_key(b"a", &["x"]),
+            l.slot_key(b"b", &["x"]).replace("zz", ""),
+            "secret changes the mapping (almost surely)"
+        );
+        assert_ne!(
+            l.slot_key(b"s", &["ab", "c"]),
+            l.slot_key(b"s", &["a", "bc"])
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn shared_bucket_across_workers() {
+        let store = MemoryStore::default();
+        let l = limit(json!({"rate": 1, "per": "minute", "burst": 3, "key": ["identity"]}));
+        let key = l.slot_key(b"s", &["alice"]);
+        let allowed = (0..10)
+            .filter(|_| matches!(acquire(&store, &l, &key, 1, 1000, 8).unwrap(), Verdict::Taken { take, .. } if take.allowed))
+            .count();
+        assert_eq!(allowed, 3);
+    }
+
+    /// Injected contention: a store whose CAS loses `losses` times before succeeding.
+    struct Contended {
+        inner: MemoryStore,
+        losses: Cell<u32>,
+    }
+
+    impl SharedStore for Contended {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+            if cas != 0 && cas != u32::MAX && self.losses.get() > 0 {
+                self.losses.set(self.losses.get() - 1);
+                // Another worker wrote meanwhile: bump the CAS by rewriting the same value.
+                let (v, _) = self.inner.get(key)?.ok_or(StoreError::Unavailable)?;
+                self.inner.set(key, &v, 0)?;
+                return Err(StoreError::CasMismatch);
+            }
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn cas_retries_are_bounded() {
+        let l = limit(json!({"rate": 1, "per": "second", "burst": 5, "key": ["route"]}));
+        let store = Contended {
+            inner: MemoryStore::default(),
+            losses: Cell::new(3),
+        };
+        match acquire(&store, &l, "k", 1, 0, 8).unwrap() {
+            Verdict::Taken { take, retries } => assert!(take.allowed && retries == 3),
+            v => panic!("{v:?}"),
+        }
+        let store = Contended {
+            inner: MemoryStore::default(),
+            losses: Cell::new(100),
+        };
+        // The first of the 8 attempts creates the slot; the other 7 lose their CAS.
+        assert_eq!(
+            acquire(&store, &l, "k", 1, 0, 8).unwrap(),
+            Verdict::Contended { retries: 7 }
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn client_ip_selection() {
+        assert_eq!(
+            client_ip(Some("10.0.0.1:5555"), Some("1.1.1.1"), 0),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            client_ip(Some("[2001:db8::1]:443"), None, 0),
+            Some("2001:db8::1")
+        );
+        assert_eq!(client_ip(Some("2001:db8::1"), None, 0), Some("2001:db8::1"));
+        assert_eq!(
+            client_ip(None, Some("1.1.1.1, 2.2.2.2, 3.3.3.3"), 1),
+            Some("3.3.3.3")
+        );
+        assert_eq!(
+            client_ip(None, Some("1.1.1.1, 2.2.2.2, 3.3.3.3"), 2),
+            Some("2.2.2.2")
+        );
+        assert_eq!(
+            client_ip(None, Some("1.1.1.1"), 2),
+            None,
+            "fewer entries than trusted hops"
+        );
+        assert_eq!(client_ip(None, None, 1), None);
+    }
+}
