@@ -295,7 +295,7 @@ fn evaluate(c: &Condition, who: &Principal, req: &Request<'_>) -> bool {
                 return false;
             };
             match value {
-                Value::Array(items) => items.iter().any(|i| i.as_str() == Some(want)),
+                Value::Array(items) => items.iter().any(|i| scalar(i).as_deref() == Some(want)),
                 // Space-separated lists such as `scope`.
                 Value::String(s) => s.split(' ').any(|part| part == want),
                 _ => false,

@@ -96,8 +96,8 @@ pub struct Engine {
     pub providers: Vec<Provider>,
     pub routes: RouteTable,
     pub token_cache_entries: usize,
-    /// Every header Tollgate writes upstream (forwarded claims, the identity header): removed from
-    /// every request so clients cannot forge them.
+    /// Removed from every request: every header Tollgate writes upstream (forwarded claims, the
+    /// identity header) so clients cannot forge them, and the API-key header, a secret.
     pub forwarded_headers: Vec<String>,
     pub identity_header: String,
     pub api_keys: Option<ApiKeyConfig>,
@@ -370,12 +370,21 @@ impl Engine {
                 }
                 sources.push(Source::Query(q.clone()));
             }
+            // A header (whatever its prefix) or parameter read both as a token and as an API key
+            // would make every request carry "two credentials".
+            let place = |s: &Source| match s {
+                Source::Header { name, .. } => format!("header `{name}`"),
+                Source::Query(q) => format!("query parameter `{q}`"),
+                Source::Cookie(c) => format!("cookie `{c}`"),
+            };
             for p in &providers {
-                if let Some(shared) = sources.iter().find(|s| p.sources.contains(s)) {
-                    errors.push(ConfigError::new(
-                        "api_keys",
-                        format!("provider `{}` reads tokens from the same place as API keys ({shared:?}); use distinct headers or parameters", p.name),
-                    ));
+                for ks in &sources {
+                    if p.sources.iter().any(|ps| place(ps) == place(ks)) {
+                        errors.push(ConfigError::new(
+                            "api_keys",
+                            format!("provider `{}` reads tokens from the same {} as API keys; use distinct places", p.name, place(ks)),
+                        ));
+                    }
                 }
             }
             Some(ApiKeyConfig { keys, sources })
@@ -447,6 +456,10 @@ impl Engine {
             .flat_map(|p| p.forward.iter().map(|(_, h)| h.clone()))
             .collect();
         forwarded_headers.push(identity_header.clone());
+        // An API key is a secret: it never reaches an upstream, whatever the route.
+        if let Some(k) = &api_keys {
+            forwarded_headers.push(k.header.clone());
+        }
         forwarded_headers.sort();
         forwarded_headers.dedup();
         Ok(Engine {
@@ -635,3 +648,6 @@ mod tests;
 
 #[cfg(test)]
 mod tests_authz;
+
+#[cfg(test)]
+mod tests_limits;

@@ -123,7 +123,7 @@ pub struct ApiKeysDoc {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyDoc {
     pub id: String,
-    /// Lowercase hex SHA-256 of the key.
+    /// Hex SHA-256 of the key (either case).
     pub sha256: String,
     #[serde(default)]
     pub scopes: Vec<String>,
