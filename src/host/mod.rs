@@ -62,7 +62,13 @@ fn limit_secret() -> Vec<u8> {
     let _ = store.create(crate::ratelimit::SECRET_KEY, &fresh);
     match store.get(crate::ratelimit::SECRET_KEY) {
         Ok(Some((secret, _))) => secret,
-        _ => fresh,
+        _ => {
+            log(
+                LogLevel::Warn,
+                "tollgate: shared data unavailable: this worker hashes rate-limit keys with its own secret, so its buckets are not shared",
+            );
+            fresh
+        }
     }
 }
 

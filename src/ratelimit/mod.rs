@@ -238,11 +238,16 @@ pub fn acquire(
 ) -> Result<Verdict, StoreError> {
     let mut retries = 0;
     for _ in 0..max_retries {
-        let Some((bytes, cas)) = store.get(slot_key)? else {
-            // First use of this slot: create it full (never overwriting a concurrent creation).
-            match store.create(slot_key, &limit.shape.fresh(now_ms).encode()) {
-                Ok(()) | Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
+        let (bytes, cas) = match store.get(slot_key)? {
+            Some(found) => found,
+            None => {
+                // First use of this slot: create it full (never overwriting a concurrent
+                // creation), then read it back; creating does not use up an attempt.
+                match store.create(slot_key, &limit.shape.fresh(now_ms).encode()) {
+                    Ok(()) | Err(StoreError::CasMismatch) => {}
+                    Err(e) => return Err(e),
+                }
+                store.get(slot_key)?.ok_or(StoreError::Unavailable)?
             }
         };
         let stored = State::decode(&bytes).unwrap_or_else(|| limit.shape.fresh(now_ms));
