@@ -408,10 +408,10 @@ mod tests {
             inner: MemoryStore::default(),
             losses: Cell::new(100),
         };
-        // The first of the 8 attempts creates the slot; the other 7 lose their CAS.
+        // Creating the slot is not an attempt: all 8 attempts lose their CAS.
         assert_eq!(
             acquire(&store, &l, "k", 1, 0, 8).unwrap(),
-            Verdict::Contended { retries: 7 }
+            Verdict::Contended { retries: 8 }
         );
     }
 
