@@ -35,6 +35,14 @@ pub enum DenialCode {
     /// A rate limit refused the request (or its bucket could not be updated and the limit denies
     /// on contention).
     RateLimited,
+    /// A route with a body schema got a body that is not JSON by its `content-type`.
+    UnsupportedMediaType,
+    /// The body is larger than the route's `max_body_bytes`.
+    PayloadTooLarge,
+    /// The body is not JSON, or nests deeper than `max_depth`.
+    BodyMalformed,
+    /// The body, a parameter, the query or a header breaks its schema (400, or 422 if configured).
+    RequestInvalid,
 }
 
 /// How a denial is rendered as HTTP.
@@ -55,7 +63,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 24] = [
+    pub const ALL: [DenialCode; 28] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -80,6 +88,10 @@ impl DenialCode {
         DenialCode::ApiKeyMissing,
         DenialCode::ApiKeyInvalid,
         DenialCode::RateLimited,
+        DenialCode::UnsupportedMediaType,
+        DenialCode::PayloadTooLarge,
+        DenialCode::BodyMalformed,
+        DenialCode::RequestInvalid,
     ];
 
     pub const fn info(self) -> DenialInfo {
@@ -236,6 +248,34 @@ impl DenialCode {
                 429,
                 "Too many requests",
                 "The rate limit for this API was exceeded; retry after the time in `Retry-After`.",
+                None,
+            ),
+            DenialCode::UnsupportedMediaType => (
+                "unsupported_media_type",
+                415,
+                "Unsupported media type",
+                "This API accepts JSON bodies only (application/json or a +json type).",
+                None,
+            ),
+            DenialCode::PayloadTooLarge => (
+                "payload_too_large",
+                413,
+                "Payload too large",
+                "The request body is larger than this API accepts.",
+                None,
+            ),
+            DenialCode::BodyMalformed => (
+                "body_malformed",
+                400,
+                "Bad request",
+                "The request body is not well-formed JSON within the accepted nesting depth.",
+                None,
+            ),
+            DenialCode::RequestInvalid => (
+                "request_invalid",
+                400,
+                "Invalid request",
+                "The request does not match this API's schema; see `violations`.",
                 None,
             ),
         };

@@ -12,6 +12,7 @@ pub mod store;
 #[cfg(target_os = "wasi")]
 mod host;
 
+pub mod payload;
 pub mod ratelimit;
 #[cfg(test)]
 pub(crate) mod testkit;

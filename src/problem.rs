@@ -54,6 +54,31 @@ pub fn insufficient_scope(
     d
 }
 
+/// `request_invalid` with the violations (JSON pointer, keyword, masked message) and `status`.
+pub fn invalid(
+    realm: &str,
+    route: Option<String>,
+    status: u16,
+    violations: &[crate::payload::Violation],
+) -> Denial {
+    let mut d = denial(realm, DenialCode::RequestInvalid, route);
+    d.status = status;
+    let info = DenialCode::RequestInvalid.info();
+    let list: Vec<serde_json::Value> = violations
+        .iter()
+        .map(|v| json!({"pointer": v.pointer, "keyword": v.keyword, "message": v.message}))
+        .collect();
+    d.body = json!({
+        "type": format!("{PROBLEM_TYPE_PREFIX}{}", info.code),
+        "title": info.title,
+        "status": status,
+        "detail": info.detail,
+        "violations": list,
+    })
+    .to_string();
+    d
+}
+
 /// The full local reply for `code`.
 pub fn denial(realm: &str, code: DenialCode, route: Option<String>) -> Denial {
     let mut headers = vec![

@@ -25,6 +25,9 @@ pub struct Allow {
     pub unknown_route: bool,
     /// Added to the upstream's response (`RateLimit`, `RateLimit-Policy`).
     pub response_headers: Vec<(String, String)>,
+    /// The body must pass these request rules (`Engine::check_body`) before the request goes on;
+    /// the host holds the headers and buffers the body.
+    pub body_check: Option<usize>,
 }
 
 /// Refuse with a local reply.

@@ -24,6 +24,7 @@ use crate::jwt::jwks::KeySet;
 use crate::jwt::remote::{Installed, RemoteSpec};
 use crate::jwt::verify::ClaimRules;
 use crate::jwt::Alg;
+use crate::payload::{Failure, Options as PayloadOptions};
 use crate::policy::{self, ConfigError, PolicyDoc, ProviderDoc};
 use crate::ratelimit::{Limit, Options as LimitOptions};
 use crate::store::SharedStore;
@@ -105,6 +106,7 @@ pub struct Engine {
     pub allow_unknown: bool,
     pub limits: Vec<Limit>,
     pub limit_options: LimitOptions,
+    pub payload_options: PayloadOptions,
 }
 
 /// Mutable per-VM state: the token cache and the remote key sets installed in this VM.
@@ -431,10 +433,28 @@ impl Engine {
             }
         }
         let limit_options = LimitOptions::compile(doc.rate_limit_options.as_ref(), &mut errors);
+        let payload_options = PayloadOptions::compile(doc.payload_options.as_ref(), &mut errors);
+        for name in doc.schemas.keys() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                errors.push(ConfigError::new(
+                    format!("schemas.{name}"),
+                    "schema names may hold only letters, digits, `-`, `_` and `.`",
+                ));
+            }
+        }
+        let compiler = crate::payload::Compiler {
+            schemas: &doc.schemas,
+            options: &payload_options,
+        };
         let routes = RouteTable::compile(
             &doc.routes,
             &ids,
             &limit_ids,
+            &compiler,
             doc.api_keys.is_some(),
             &mut errors,
         );
@@ -473,6 +493,7 @@ impl Engine {
             allow_unknown,
             limits,
             limit_options,
+            payload_options,
         })
     }
 
@@ -601,8 +622,29 @@ impl Engine {
                 }
             }
         };
+        let mut body_check = None;
+        if let Some(index) = route.request {
+            let Some(rules) = self.routes.request_rules.get(index) else {
+                return self.deny(DenialCode::InternalError, route_name, effects);
+            };
+            let header = |name: &str| {
+                req.header_values(name)
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            };
+            if let Err(f) = rules.check_head(&self.payload_options, &params, req.path, &header) {
+                return Outcome {
+                    decision: Decision::Deny(self.payload_denial(f, route_name)),
+                    effects,
+                };
+            }
+            if rules.has_body() {
+                body_check = Some(index);
+            }
+        }
         set_headers.extend(self.path_rewrite(req.path, &path, strip.as_deref()));
         let allow = Allow {
+            body_check,
             route: route.name.clone(),
             principal: principal.map(|p| p.id.clone()),
             remove_headers,
@@ -633,6 +675,44 @@ impl Engine {
             None => with_query,
         };
         (new != raw).then(|| (":path".to_string(), new))
+    }
+
+    /// Checks a complete request body for the rules named by `Allow::body_check`.
+    pub fn check_body(&self, rules: usize, route: &str, body: &[u8]) -> Result<(), Denial> {
+        let Some(r) = self.routes.request_rules.get(rules) else {
+            return Err(crate::problem::denial(
+                &self.realm,
+                DenialCode::InternalError,
+                Some(route.to_string()),
+            ));
+        };
+        r.check_body(&self.payload_options, body)
+            .map_err(|f| self.payload_denial(f, Some(route.to_string())))
+    }
+
+    /// Largest body the rules named by `Allow::body_check` accept (the host stops buffering there).
+    pub fn max_body_bytes(&self, rules: usize) -> usize {
+        self.routes
+            .request_rules
+            .get(rules)
+            .map_or(0, |r| r.max_body_bytes)
+    }
+
+    fn payload_denial(&self, failure: Failure, route: Option<String>) -> Denial {
+        match failure {
+            Failure::UnsupportedMediaType => {
+                crate::problem::denial(&self.realm, DenialCode::UnsupportedMediaType, route)
+            }
+            Failure::TooLarge => {
+                crate::problem::denial(&self.realm, DenialCode::PayloadTooLarge, route)
+            }
+            Failure::Malformed => {
+                crate::problem::denial(&self.realm, DenialCode::BodyMalformed, route)
+            }
+            Failure::Invalid(v) => {
+                crate::problem::invalid(&self.realm, route, self.payload_options.invalid_status, &v)
+            }
+        }
     }
 
     fn deny(&self, code: DenialCode, route: Option<String>, effects: Effects) -> Outcome {

@@ -35,6 +35,8 @@ pub struct Route {
     params: Vec<String>,
     /// `(limit index, cost)`, checked in order.
     pub limits: Vec<(usize, u64)>,
+    /// Index into `RouteTable::request_rules`.
+    pub request: Option<usize>,
 }
 
 impl Route {
@@ -67,6 +69,8 @@ struct Table {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Compiled request checks, referenced by `Route::request`.
+    pub request_rules: Vec<crate::payload::RequestRules>,
     hosts: HashMap<String, Table>,
     any_host: Table,
 }
@@ -163,6 +167,7 @@ impl RouteTable {
         docs: &[RouteDoc],
         providers: &BTreeMap<String, usize>,
         limit_ids: &BTreeMap<String, (usize, u64)>,
+        payload: &crate::payload::Compiler<'_>,
         api_keys_configured: bool,
         errors: &mut Vec<ConfigError>,
     ) -> RouteTable {
@@ -337,6 +342,10 @@ impl RouteTable {
                     )),
                 }
             }
+            let request_rules = doc
+                .request
+                .as_ref()
+                .map(|r| payload.compile(r, &params, &at, errors));
             let name = doc.name.clone().unwrap_or_else(|| at.clone());
             if let Some(other) = names.insert(name.clone(), i) {
                 errors.push(ConfigError::new(
@@ -387,7 +396,12 @@ impl RouteTable {
                     node.routes.push(index);
                 }
             }
+            let request = request_rules.map(|r| {
+                table.request_rules.push(r);
+                table.request_rules.len() - 1
+            });
             table.routes.push(Route {
+                request,
                 name,
                 methods: doc.methods.clone(),
                 access,
@@ -445,7 +459,20 @@ mod tests {
         let providers: BTreeMap<String, usize> =
             [("corp".to_string(), 0), ("partner".to_string(), 1)].into();
         let mut errors = vec![];
-        let t = RouteTable::compile(&docs, &providers, &BTreeMap::new(), true, &mut errors);
+        let schemas = BTreeMap::new();
+        let options = crate::payload::Options::compile(None, &mut errors);
+        let payload = crate::payload::Compiler {
+            schemas: &schemas,
+            options: &options,
+        };
+        let t = RouteTable::compile(
+            &docs,
+            &providers,
+            &BTreeMap::new(),
+            &payload,
+            true,
+            &mut errors,
+        );
         (t, errors)
     }
 

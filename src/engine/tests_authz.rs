@@ -98,7 +98,9 @@ fn decision_table() {
         ),
         (
             "write allowed",
-            req("POST", "/orders").token(user("alice", "orders:read orders:write")),
+            req("POST", "/orders")
+                .header("content-type", "application/json")
+                .token(user("alice", "orders:read orders:write")),
             None,
         ),
         (

@@ -6,13 +6,15 @@ use crate::engine::{Decision, Denial, ProviderKeys, Request};
 use crate::jwt::remote;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use std::rc::Rc;
 
 pub(crate) struct Http {
     shared: Rc<Shared>,
     /// Added to the upstream's response (rate-limit headers).
     response_headers: Vec<(String, String)>,
+    /// Request rules the body must pass, and the route name, while the body is buffered.
+    body_check: Option<(usize, String)>,
 }
 
 impl Http {
@@ -20,6 +22,7 @@ impl Http {
         Http {
             shared,
             response_headers: vec![],
+            body_check: None,
         }
     }
 
@@ -42,6 +45,17 @@ impl Http {
         Action::Pause
     }
 
+    fn finish_body(&mut self, rules: usize, route: &str, body: &[u8]) -> Action {
+        self.body_check = None;
+        match self.shared.engine.check_body(rules, route, body) {
+            Ok(()) => {
+                self.shared.metrics.allowed();
+                Action::Continue
+            }
+            Err(d) => self.reply(&d),
+        }
+    }
+
     fn internal_error(&self) -> Action {
         let denial =
             crate::problem::denial(&self.shared.engine.realm, DenialCode::InternalError, None);
@@ -52,7 +66,7 @@ impl Http {
 impl Context for Http {}
 
 impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Ok(headers), Some(now_ms)) =
             (hostcalls::get_map(MapType::HttpRequestHeaders), now_ms())
         else {
@@ -124,8 +138,17 @@ impl HttpContext for Http {
                         ),
                     );
                 }
-                self.shared.metrics.allowed();
                 self.response_headers = allow.response_headers.clone();
+                if let Some(rules) = allow.body_check {
+                    if end_of_stream {
+                        return self.finish_body(rules, &allow.route, &[]);
+                    }
+                    // Envoy holds the headers (`allow_on_headers_stop_iteration: true`) until the
+                    // body has passed, so nothing reaches the upstream before the check.
+                    self.body_check = Some((rules, allow.route.clone()));
+                    return Action::Pause;
+                }
+                self.shared.metrics.allowed();
                 Action::Continue
             }
             Decision::Deny(denial) => {
@@ -140,6 +163,30 @@ impl HttpContext for Http {
                 self.reply(denial)
             }
         }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some((rules, route)) = self.body_check.clone() else {
+            return Action::Continue;
+        };
+        if body_size > self.shared.engine.max_body_bytes(rules) {
+            // Decided as soon as the size is known: nothing more is buffered.
+            self.body_check = None;
+            let d = crate::problem::denial(
+                &self.shared.engine.realm,
+                DenialCode::PayloadTooLarge,
+                Some(route),
+            );
+            return self.reply(&d);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(_) => return self.internal_error(),
+        };
+        self.finish_body(rules, &route, &body)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -45,6 +45,55 @@ pub struct PolicyDoc {
     pub rate_limits: BTreeMap<String, LimitDoc>,
     #[serde(default)]
     pub rate_limit_options: Option<RateLimitOptionsDoc>,
+    /// Named JSON Schemas, referenced as `{"$ref": "#/$defs/<name>"}`.
+    #[serde(default)]
+    pub schemas: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub payload_options: Option<PayloadOptionsDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadOptionsDoc {
+    /// Default body limit for routes with a body check (default 1 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Deepest nesting of arrays/objects accepted in a body (default 32).
+    #[serde(default)]
+    pub max_depth: Option<usize>,
+    /// Violations listed in a response (default 10).
+    #[serde(default)]
+    pub max_violations: Option<usize>,
+    /// Status for a body that breaks its schema: 400 (default) or 422.
+    #[serde(default)]
+    pub invalid_status: Option<u16>,
+}
+
+/// Checks on a route's request before it reaches the upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestCheckDoc {
+    /// JSON Schema for the body; the body must then be JSON (`application/json`, `*/*+json`).
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Treat properties the schema does not name as errors (mass-assignment protection).
+    #[serde(default)]
+    pub reject_unknown_properties: bool,
+    /// Schemas for path template parameters, by name.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Schemas for query parameters, by name.
+    #[serde(default)]
+    pub query: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub required_query: Vec<String>,
+    /// Schemas for request headers, by (case-insensitive) name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub required_headers: Vec<String>,
 }
 
 /// A token bucket: `rate` tokens per `per`, holding at most `burst`.
@@ -309,6 +358,9 @@ pub struct RouteDoc {
     /// Rate limits applied, in order.
     #[serde(default)]
     pub limits: Vec<RouteLimitDoc>,
+    /// Request checks: body schema, parameters, query, headers.
+    #[serde(default)]
+    pub request: Option<RequestCheckDoc>,
 }
 
 #[derive(Debug, Deserialize)]

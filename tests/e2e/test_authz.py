@@ -67,7 +67,11 @@ def code(resp):
     ],
 )
 def test_scopes_and_claim_conditions(envoy, method, path, headers, want):
-    assert code(envoy.get(path, headers(), method=method)) == want
+    h, body = headers(), None
+    if method == "POST":  # create-order also checks its body (tests/e2e/test_payload.py)
+        h["content-type"] = "application/json"
+        body = b'{"item": "pen", "quantity": 2}'
+    assert code(envoy.get(path, h, method=method, body=body)) == want
 
 
 def test_bola_user_a_cannot_read_user_b(envoy):
