@@ -43,6 +43,8 @@ pub enum DenialCode {
     BodyMalformed,
     /// The body, a parameter, the query or a header breaks its schema (400, or 422 if configured).
     RequestInvalid,
+    /// The upstream's response broke its schema (`block` mode): the client gets a generic 502.
+    ResponseInvalid,
 }
 
 /// How a denial is rendered as HTTP.
@@ -63,7 +65,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 28] = [
+    pub const ALL: [DenialCode; 29] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -92,6 +94,7 @@ impl DenialCode {
         DenialCode::PayloadTooLarge,
         DenialCode::BodyMalformed,
         DenialCode::RequestInvalid,
+        DenialCode::ResponseInvalid,
     ];
 
     pub const fn info(self) -> DenialInfo {
@@ -278,6 +281,13 @@ impl DenialCode {
                 "The request does not match this API's schema; see `violations`.",
                 None,
             ),
+            DenialCode::ResponseInvalid => (
+                "response_invalid",
+                502,
+                "Bad gateway",
+                "The upstream service returned a response this API does not allow.",
+                None,
+            ),
         };
         DenialInfo {
             code,
@@ -309,6 +319,10 @@ pub mod metrics {
     pub const RATELIMIT_CAS_RETRIES: &str = "tollgate.ratelimit.cas_retries";
     /// Bucket updates that ran out of attempts.
     pub const RATELIMIT_CAS_EXHAUSTED: &str = "tollgate.ratelimit.cas_exhausted";
+    /// Upstream responses that broke their schema (any mode).
+    pub const RESPONSE_INVALID: &str = "tollgate.response.invalid";
+    /// Responses changed by `redact`.
+    pub const RESPONSE_REDACTED: &str = "tollgate.response.redacted";
     /// Requests a shadow limit would have refused.
     pub const RATELIMIT_SHADOW_LIMITED: &str = "tollgate.ratelimit.shadow_limited";
 }

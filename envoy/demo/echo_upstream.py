@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Demo upstream: answers every request with the request it received, as JSON
-({"method", "path", "headers", "body"}). Standard library only.
+({"method", "path", "headers", "body"}). With `x-echo-respond: <status>` it answers with the
+request body itself and that status instead (the tests' configurable upstream response).
+Standard library only.
 
     envoy/demo/echo_upstream.py [--port 10001]
 """
@@ -19,6 +21,16 @@ class Echo(BaseHTTPRequestHandler):
         else:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
+        respond = self.headers.get("x-echo-respond")
+        if respond:
+            # Test hook: answer with the request body itself, as JSON, with this status.
+            self.send_response(int(respond))
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.send_header("x-powered-by", "echo")
+            self.end_headers()
+            self.wfile.write(body)
+            return
         doc = {
             "method": self.command,
             "path": self.path,

@@ -28,6 +28,8 @@ pub struct Allow {
     /// The body must pass these request rules (`Engine::check_body`) before the request goes on;
     /// the host holds the headers and buffers the body.
     pub body_check: Option<usize>,
+    /// The upstream's response must be checked with these response rules.
+    pub response_check: Option<usize>,
 }
 
 /// Refuse with a local reply.

@@ -644,6 +644,7 @@ impl Engine {
         }
         set_headers.extend(self.path_rewrite(req.path, &path, strip.as_deref()));
         let allow = Allow {
+            response_check: route.response,
             body_check,
             route: route.name.clone(),
             principal: principal.map(|p| p.id.clone()),
@@ -688,6 +689,26 @@ impl Engine {
         };
         r.check_body(&self.payload_options, body)
             .map_err(|f| self.payload_denial(f, Some(route.to_string())))
+    }
+
+    /// Whether a response with `status` is checked by the rules named in `Allow::response_check`,
+    /// and the largest body that is buffered for it.
+    pub fn response_applies(&self, rules: usize, status: u16) -> Option<usize> {
+        let r = self.routes.response_rules.get(rules)?;
+        r.applies(status).then_some(r.max_body_bytes)
+    }
+
+    /// Judges a buffered upstream response.
+    pub fn check_response(
+        &self,
+        rules: usize,
+        status: u16,
+        body: &[u8],
+    ) -> crate::payload::response::Verdict {
+        match self.routes.response_rules.get(rules) {
+            Some(r) => r.check(&self.payload_options, status, body),
+            None => crate::payload::response::Verdict::Pass,
+        }
     }
 
     /// Largest body the rules named by `Allow::body_check` accept (the host stops buffering there).

@@ -37,6 +37,8 @@ pub struct Route {
     pub limits: Vec<(usize, u64)>,
     /// Index into `RouteTable::request_rules`.
     pub request: Option<usize>,
+    /// Index into `RouteTable::response_rules`.
+    pub response: Option<usize>,
 }
 
 impl Route {
@@ -71,6 +73,8 @@ pub struct RouteTable {
     routes: Vec<Route>,
     /// Compiled request checks, referenced by `Route::request`.
     pub request_rules: Vec<crate::payload::RequestRules>,
+    /// Compiled response checks, referenced by `Route::response`.
+    pub response_rules: Vec<crate::payload::response::ResponseRules>,
     hosts: HashMap<String, Table>,
     any_host: Table,
 }
@@ -346,6 +350,10 @@ impl RouteTable {
                 .request
                 .as_ref()
                 .map(|r| payload.compile(r, &params, &at, errors));
+            let response_rules = doc
+                .response
+                .as_ref()
+                .map(|r| payload.compile_response(r, &at, errors));
             let name = doc.name.clone().unwrap_or_else(|| at.clone());
             if let Some(other) = names.insert(name.clone(), i) {
                 errors.push(ConfigError::new(
@@ -400,7 +408,12 @@ impl RouteTable {
                 table.request_rules.push(r);
                 table.request_rules.len() - 1
             });
+            let response = response_rules.map(|r| {
+                table.response_rules.push(r);
+                table.response_rules.len() - 1
+            });
             table.routes.push(Route {
+                response,
                 request,
                 name,
                 methods: doc.methods.clone(),

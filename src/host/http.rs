@@ -15,6 +15,10 @@ pub(crate) struct Http {
     response_headers: Vec<(String, String)>,
     /// Request rules the body must pass, and the route name, while the body is buffered.
     body_check: Option<(usize, String)>,
+    /// Response rules of the matched route, and the route name.
+    response_check: Option<(usize, String)>,
+    /// While a response body is buffered: rules, status, largest body checked.
+    checking_response: Option<(usize, u16, usize)>,
 }
 
 impl Http {
@@ -23,6 +27,8 @@ impl Http {
             shared,
             response_headers: vec![],
             body_check: None,
+            response_check: None,
+            checking_response: None,
         }
     }
 
@@ -53,6 +59,75 @@ impl Http {
                 Action::Continue
             }
             Err(d) => self.reply(&d),
+        }
+    }
+
+    fn judge_response(
+        &mut self,
+        rules: usize,
+        status: u16,
+        route: &str,
+        body: &[u8],
+        size: usize,
+    ) -> Action {
+        use crate::payload::response::Verdict;
+        let describe = |v: &[crate::payload::Violation]| {
+            v.iter()
+                .map(|x| {
+                    format!(
+                        "{} {}",
+                        if x.pointer.is_empty() {
+                            "/"
+                        } else {
+                            &x.pointer
+                        },
+                        x.keyword
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self.shared.engine.check_response(rules, status, body) {
+            Verdict::Pass => Action::Continue,
+            Verdict::Replace(new) => {
+                self.shared.metrics.response(false, true);
+                if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &new).is_err() {
+                    return self.internal_error();
+                }
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpResponseHeaders,
+                    "content-length",
+                    Some(&new.len().to_string()),
+                );
+                Action::Continue
+            }
+            Verdict::Report(v) => {
+                self.shared.metrics.response(true, false);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "tollgate: response on route `{route}` breaks its schema (reported): {}",
+                        describe(&v)
+                    ),
+                );
+                Action::Continue
+            }
+            Verdict::Block(v) => {
+                self.shared.metrics.response(true, false);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "tollgate: response on route `{route}` breaks its schema (blocked): {}",
+                        describe(&v)
+                    ),
+                );
+                let d = crate::problem::denial(
+                    &self.shared.engine.realm,
+                    DenialCode::ResponseInvalid,
+                    Some(route.to_string()),
+                );
+                self.reply(&d)
+            }
         }
     }
 
@@ -139,6 +214,7 @@ impl HttpContext for Http {
                     );
                 }
                 self.response_headers = allow.response_headers.clone();
+                self.response_check = allow.response_check.map(|r| (r, allow.route.clone()));
                 if let Some(rules) = allow.body_check {
                     if end_of_stream {
                         return self.finish_body(rules, &allow.route, &[]);
@@ -189,10 +265,60 @@ impl HttpContext for Http {
         self.finish_body(rules, &route, &body)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         for (name, value) in &self.response_headers {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
         }
-        Action::Continue
+        let Some((rules, route)) = self.response_check.clone() else {
+            return Action::Continue;
+        };
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        let Some(max) = self.shared.engine.response_applies(rules, status) else {
+            return Action::Continue;
+        };
+        let declared = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-length")
+            .ok()
+            .flatten()
+            .and_then(|l| l.parse::<usize>().ok());
+        if declared.is_some_and(|l| l > max) {
+            log(LogLevel::Warn, &format!("tollgate: response on route `{route}` larger than its `max_body_bytes`: not checked"));
+            return Action::Continue;
+        }
+        if end_of_stream {
+            return self.judge_response(rules, status, &route, &[], 0);
+        }
+        // Hold the response headers until the body is judged, so a blocked response really
+        // changes the status and a redacted one gets a correct content-length.
+        self.checking_response = Some((rules, status, max));
+        Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some((rules, status, max)) = self.checking_response else {
+            return Action::Continue;
+        };
+        let route = self
+            .response_check
+            .as_ref()
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        if body_size > max {
+            self.checking_response = None;
+            log(LogLevel::Warn, &format!("tollgate: response on route `{route}` larger than its `max_body_bytes`: not checked"));
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.checking_response = None;
+        let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(_) => return Action::Continue,
+        };
+        self.judge_response(rules, status, &route, &body, body_size)
     }
 }

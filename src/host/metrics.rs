@@ -15,6 +15,8 @@ pub(crate) struct Metrics {
     cas_retries: Option<u32>,
     cas_exhausted: Option<u32>,
     shadow_limited: Option<u32>,
+    response_invalid: Option<u32>,
+    response_redacted: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -52,6 +54,8 @@ impl Metrics {
             cas_retries: counter(metrics::RATELIMIT_CAS_RETRIES),
             cas_exhausted: counter(metrics::RATELIMIT_CAS_EXHAUSTED),
             shadow_limited: counter(metrics::RATELIMIT_SHADOW_LIMITED),
+            response_invalid: counter(metrics::RESPONSE_INVALID),
+            response_redacted: counter(metrics::RESPONSE_REDACTED),
         }
     }
 
@@ -87,6 +91,15 @@ impl Metrics {
         }
         for _ in &effects.shadow_limited {
             bump(self.shadow_limited);
+        }
+    }
+
+    pub fn response(&self, invalid: bool, redacted: bool) {
+        if invalid {
+            bump(self.response_invalid);
+        }
+        if redacted {
+            bump(self.response_redacted);
         }
     }
 

@@ -5,6 +5,8 @@
 //! Named schemas from the policy's `schemas` section are placed under `$defs` of every compiled
 //! schema, so `{"$ref": "#/$defs/Order"}` works from a route and between named schemas.
 
+pub mod response;
+
 use crate::policy::{ConfigError, PayloadOptionsDoc, RequestCheckDoc};
 use jsonschema::Validator;
 use serde_json::{Map, Value};

@@ -361,6 +361,26 @@ pub struct RouteDoc {
     /// Request checks: body schema, parameters, query, headers.
     #[serde(default)]
     pub request: Option<RequestCheckDoc>,
+    /// Checks on the upstream's JSON response.
+    #[serde(default)]
+    pub response: Option<ResponseCheckDoc>,
+}
+
+/// Schemas for the upstream's response, by status (`"200"`) or class (`"2XX"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCheckDoc {
+    pub schemas: BTreeMap<String, serde_json::Value>,
+    /// `block` (default: 502 to the client), `redact` (remove what the schema does not allow and
+    /// `sensitive_fields`), or `report` (log and count only).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Property names removed anywhere in the body in `redact` mode.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+    /// Larger responses are not buffered or checked (default: `payload_options.max_body_bytes`).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
