@@ -23,7 +23,7 @@ SUB ?= demo-user
 SCOPE ?= orders:read
 TTL ?= 3600
 
-.PHONY: help deps build run token api-key test lint test-unit test-wasm test-e2e validate clean debian-toolchain
+.PHONY: help deps build run token api-key test test-schema-suite lint test-unit test-wasm test-e2e validate clean debian-toolchain
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
@@ -66,7 +66,19 @@ DAYS ?= 90
 api-key: ## Print a new API key and its policy line (ID=, SCOPES="a b", DAYS=)
 	@$(PYTHON) envoy/tools/new_api_key.py --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
 
-test: lint test-unit test-wasm test-e2e ## Run every test tier
+# The official JSON-Schema-Test-Suite, as shipped inside the python-jsonschema sdist (PyPI).
+SUITE_VERSION := 4.23.0
+SUITE_DIR := $(TOOLS)/jsonschema-$(SUITE_VERSION)/json/tests
+$(SUITE_DIR): $(VENV)/.installed
+	@mkdir -p $(TOOLS)
+	$(VENV)/bin/pip download -q --disable-pip-version-check --no-binary :all: --no-deps jsonschema==$(SUITE_VERSION) -d $(TOOLS)
+	tar xzf $(TOOLS)/jsonschema-$(SUITE_VERSION).tar.gz -C $(TOOLS)
+	@touch $@
+
+test-schema-suite: $(SUITE_DIR) ## The JSON-Schema-Test-Suite (2020-12, draft 7) through Tollgate's body checks
+	TOLLGATE_SCHEMA_SUITE=$(abspath $(SUITE_DIR)) cargo test --test schema_suite -- --ignored --nocapture
+
+test: lint test-unit test-schema-suite test-wasm test-e2e ## Run every test tier
 	@echo "all test tiers passed"
 
 lint: ## rustfmt and clippy (-D warnings) on the engine
