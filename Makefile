@@ -26,7 +26,7 @@ TTL ?= 3600
 .PHONY: help deps build run token api-key test test-schema-suite lint test-unit test-wasm test-e2e validate clean debian-toolchain
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
 
 deps: $(VENV)/.installed ## Install everything missing (idempotent): wasm toolchain, Envoy, test tools
 	@[ "$(HAVE_RUSTUP_WASI)" = yes ] || $(MAKE) --no-print-directory debian-toolchain

@@ -319,7 +319,8 @@ pub mod metrics {
     pub const RATELIMIT_CAS_RETRIES: &str = "tollgate.ratelimit.cas_retries";
     /// Bucket updates that ran out of attempts.
     pub const RATELIMIT_CAS_EXHAUSTED: &str = "tollgate.ratelimit.cas_exhausted";
-    /// Upstream responses that broke their schema (any mode).
+    /// Upstream responses that broke their schema (block, report, and redact when the original
+    /// broke it).
     pub const RESPONSE_INVALID: &str = "tollgate.response.invalid";
     /// Responses changed by `redact`.
     pub const RESPONSE_REDACTED: &str = "tollgate.response.redacted";

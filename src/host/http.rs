@@ -89,8 +89,11 @@ impl Http {
         };
         match self.shared.engine.check_response(rules, status, body) {
             Verdict::Pass => Action::Continue,
-            Verdict::Replace(new) => {
-                self.shared.metrics.response(false, true);
+            Verdict::Replace(new, v) => {
+                self.shared.metrics.response(!v.is_empty(), true);
+                if !v.is_empty() {
+                    log(LogLevel::Warn, &format!("tollgate: response on route `{route}` breaks its schema (redacted): {}", describe(&v)));
+                }
                 if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &new).is_err() {
                     return self.internal_error();
                 }

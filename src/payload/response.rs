@@ -34,8 +34,8 @@ impl std::fmt::Debug for ResponseRules {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
-    /// Send this body instead (redact mode).
-    Replace(Vec<u8>),
+    /// Send this body instead (redact mode), with the violations the original had.
+    Replace(Vec<u8>, Vec<Violation>),
     /// Replace the response with a 502 (block mode).
     Block(Vec<Violation>),
     /// Pass it on, but log and count (report mode, or a redact that could not parse the body).
@@ -71,6 +71,13 @@ impl Compiler<'_> {
             sensitive: doc.sensitive_fields.clone(),
             max_body_bytes: doc.max_body_bytes.unwrap_or(self.options.max_body_bytes),
         };
+        super::check_range(
+            errors,
+            &format!("{at}.max_body_bytes"),
+            rules.max_body_bytes,
+            1,
+            16 << 20,
+        );
         if doc.schemas.is_empty() {
             errors.push(ConfigError::new(
                 format!("{at}.schemas"),
@@ -229,10 +236,12 @@ impl ResponseRules {
                 let before = value.clone();
                 drop_sensitive(&mut value, &self.sensitive);
                 prune(&mut value, root, root, 0);
-                if value == before {
+                if value != before {
+                    Verdict::Replace(value.to_string().into_bytes(), found)
+                } else if found.is_empty() {
                     Verdict::Pass
                 } else {
-                    Verdict::Replace(value.to_string().into_bytes())
+                    Verdict::Report(found)
                 }
             }
         }
@@ -297,9 +306,10 @@ mod tests {
     fn redact_removes_unknown_and_sensitive() {
         let (r, o) = rules("redact");
         let body = br#"{"id": 1, "name": "a", "password": "p", "internal": {"x": 1}, "roles": [{"name": "admin", "ssn": "1", "grant": "all"}]}"#;
-        let Verdict::Replace(out) = r.check(&o, 200, body) else {
+        let Verdict::Replace(out, found) = r.check(&o, 200, body) else {
             panic!()
         };
+        assert!(found.is_empty(), "valid before redaction: {found:?}");
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v,
@@ -311,5 +321,14 @@ mod tests {
             "nothing to remove"
         );
         assert!(matches!(r.check(&o, 200, b"not json"), Verdict::Report(_)));
+        assert!(
+            matches!(r.check(&o, 200, br#"{"name": 5}"#), Verdict::Report(v) if v.len() == 2),
+            "violations still reported"
+        );
+        assert!(
+            matches!(r.check(&o, 200, br#"{"id": "x", "pw": 1}"#), Verdict::Replace(_, v) if v.len() == 1)
+        );
+        let (b, o) = rules("block");
+        assert_eq!(b.check(&o, 204, b""), Verdict::Pass, "no content");
     }
 }
