@@ -105,12 +105,8 @@ impl ApiKeys {
             .clone()
             .unwrap_or_else(|| DEFAULT_HEADER.into())
             .to_ascii_lowercase();
-        if header.is_empty()
-            || header.starts_with(':')
-            || !header
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        // Lowercased above, so an identifier is exactly a valid header name here.
+        if !crate::policy::is_identifier(&header) {
             errors.push(ConfigError::new(
                 "api_keys.header",
                 format!("`{header}` is not a valid header name"),

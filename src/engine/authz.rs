@@ -84,11 +84,7 @@ fn operand(doc: &OperandDoc, path: &str, errors: &mut Vec<ConfigError>) -> Opera
         OperandDoc::Literal(s) => Operand::Literal(s.clone()),
         OperandDoc::Header { header } => {
             let h = header.to_ascii_lowercase();
-            if h.is_empty()
-                || !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
+            if !crate::policy::is_identifier(&h) {
                 errors.push(ConfigError::new(
                     format!("{path}.header"),
                     format!("`{header}` is not a valid header name"),

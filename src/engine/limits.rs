@@ -85,23 +85,11 @@ pub(super) fn check(
                 effects.cas_retries += retries;
                 take
             }
-            Ok(Verdict::Contended { retries }) => {
-                effects.cas_retries += retries;
-                effects.cas_exhausted = true;
-                if limit.deny_on_contention && !limit.shadow {
-                    return Err(too_many(
-                        engine,
-                        route,
-                        &limit.name,
-                        &limit.policy_header,
-                        1,
-                        0,
-                    ));
+            // Out of CAS attempts, or shared data unavailable: the limit's `on_contention` decides.
+            contended => {
+                if let Ok(Verdict::Contended { retries }) = contended {
+                    effects.cas_retries += retries;
                 }
-                continue;
-            }
-            // Shared data unavailable: the same choice as contention.
-            Err(_) => {
                 effects.cas_exhausted = true;
                 if limit.deny_on_contention && !limit.shadow {
                     return Err(too_many(

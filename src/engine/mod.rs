@@ -129,10 +129,9 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A lowercase header name Tollgate may write.
 fn valid_header_name(h: &str) -> bool {
-    !h.is_empty()
-        && h.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    crate::policy::is_identifier(h) && !h.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 fn compile_provider(
@@ -142,11 +141,7 @@ fn compile_provider(
 ) -> Option<Provider> {
     let at = format!("providers.{name}");
     let start = errors.len();
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !crate::policy::is_identifier(name) {
         errors.push(ConfigError::new(
             &at,
             format!("provider name `{name}` may hold only letters, digits, `-` and `_`"),

@@ -390,6 +390,14 @@ pub struct TokenCacheDoc {
     pub max_entries: usize,
 }
 
+/// Names the policy gives things (providers, limits): letters, digits, `-` and `_`.
+pub fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Parses a policy document: JSON text (a `StringValue` configuration, a file) or a binary
 /// `google.protobuf.Struct` (a `Struct` configuration; see `pbstruct`). Structural problems
 /// (unknown field, wrong type) are reported with the JSON path of the first one; semantic

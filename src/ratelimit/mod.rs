@@ -91,11 +91,7 @@ impl Limit {
     pub fn compile(name: &str, doc: &LimitDoc, errors: &mut Vec<ConfigError>) -> Option<Limit> {
         let at = format!("rate_limits.{name}");
         let start = errors.len();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !crate::policy::is_identifier(name) {
             errors.push(ConfigError::new(
                 &at,
                 format!("limit name `{name}` may hold only letters, digits, `-` and `_`"),

@@ -216,6 +216,12 @@ class Envoy:
         self.log.close()
 
 
+def orders_policy():
+    """The example policy policies/orders.json, as a dict."""
+    with open(os.path.join(ROOT, "policies/orders.json")) as f:
+        return json.load(f)
+
+
 def wait_until(predicate, timeout=15, interval=0.2, what="condition"):
     deadline = time.time() + timeout
     last = None

@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 
-from harness import ROOT, Envoy, raw_request
+from harness import ROOT, Envoy, orders_policy, raw_request
 
 sys.path.insert(0, os.path.join(ROOT, "envoy", "demo"))
 from mint_token import AUDIENCE, ISSUER, KID  # noqa: E402
@@ -37,9 +37,7 @@ def bearer(t, **extra):
 
 @pytest.fixture(scope="module")
 def envoy(upstream):
-    with open(os.path.join(ROOT, "policies/orders.json")) as f:
-        policy = json.load(f)
-    e = Envoy(policy, upstream.port).wait_ready()
+    e = Envoy(orders_policy(), upstream.port).wait_ready()
     yield e
     e.stop()
 
@@ -150,8 +148,7 @@ def test_upstream_sees_the_normalised_path(envoy):
 
 
 def test_unknown_route_allowed_by_default_block_is_logged(upstream):
-    with open(os.path.join(ROOT, "policies/orders.json")) as f:
-        policy = json.load(f)
+    policy = orders_policy()
     policy["default"] = {"action": "allow"}
     e = Envoy(policy, upstream.port).wait_ready()
     try:

@@ -9,14 +9,12 @@ import time
 
 import pytest
 
-from harness import ROOT, Envoy, raw_request
+from harness import ROOT, Envoy, orders_policy, raw_request
 from test_authz import token
 
 @pytest.fixture(scope="module")
 def envoy(upstream):
-    with open(os.path.join(ROOT, "policies/orders.json")) as f:
-        policy = json.load(f)
-    e = Envoy(policy, upstream.port).wait_ready()
+    e = Envoy(orders_policy(), upstream.port).wait_ready()
     yield e
     e.stop()
 
