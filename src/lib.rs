@@ -1,6 +1,7 @@
 //! Tollgate: an API-security policy filter for Envoy. The crate root wires the host-independent
 //! engine (`policy`, `engine`, `jwt`, `store`) to the proxy-wasm adapter (`host`, wasi builds only).
 
+pub mod abuse;
 pub mod codes;
 pub mod engine;
 pub mod jwt;
