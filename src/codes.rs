@@ -45,6 +45,60 @@ pub enum DenialCode {
     RequestInvalid,
     /// The upstream's response broke its schema (`block` mode): the client gets a generic 502.
     ResponseInvalid,
+    /// The client address is on a deny list, or not on an allow list (global or the route's).
+    IpDenied,
+    /// Too many authentication failures from this client: blocked for a while (`brute_force`).
+    ClientBlocked,
+    /// The route is retired (or past its sunset): `410` with a link to its successor.
+    RouteRetired,
+    /// Not a denial: the body of an upstream 5xx replaced by a generic problem
+    /// (`responses.mask_upstream_errors`); the upstream's status is kept.
+    UpstreamError,
+}
+
+/// What a denial is about: the `reason` of per-route metrics and of the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Authentication,
+    Authorization,
+    RateLimit,
+    RequestSchema,
+    ResponseSchema,
+    UnknownRoute,
+    Lifecycle,
+    /// Tollgate could not evaluate the request (host failure, keys not loaded).
+    Config,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::Authentication,
+        Reason::Authorization,
+        Reason::RateLimit,
+        Reason::RequestSchema,
+        Reason::ResponseSchema,
+        Reason::UnknownRoute,
+        Reason::Lifecycle,
+        Reason::Config,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Authentication => "authentication",
+            Reason::Authorization => "authorization",
+            Reason::RateLimit => "rate_limit",
+            Reason::RequestSchema => "request_schema",
+            Reason::ResponseSchema => "response_schema",
+            Reason::UnknownRoute => "unknown_route",
+            Reason::Lifecycle => "lifecycle",
+            Reason::Config => "config",
+        }
+    }
+
+    /// Position in [`Reason::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// How a denial is rendered as HTTP.
@@ -65,7 +119,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 29] = [
+    pub const ALL: [DenialCode; 33] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -95,7 +149,56 @@ impl DenialCode {
         DenialCode::BodyMalformed,
         DenialCode::RequestInvalid,
         DenialCode::ResponseInvalid,
+        DenialCode::IpDenied,
+        DenialCode::ClientBlocked,
+        DenialCode::RouteRetired,
+        DenialCode::UpstreamError,
     ];
+
+    /// The reason category of this code.
+    pub const fn reason(self) -> Reason {
+        use DenialCode as C;
+        match self {
+            C::RouteNotFound => Reason::UnknownRoute,
+            C::TokenMissing
+            | C::MultipleTokens
+            | C::TokenMalformed
+            | C::TokenTooLarge
+            | C::AlgorithmNotAllowed
+            | C::CriticalHeaderUnsupported
+            | C::UnknownKey
+            | C::SignatureInvalid
+            | C::TokenExpired
+            | C::TokenNotYetValid
+            | C::TokenIssuedInFuture
+            | C::TokenTooOld
+            | C::IssuerMismatch
+            | C::AudienceMismatch
+            | C::ClaimMissing
+            | C::ApiKeyMissing
+            | C::ApiKeyInvalid => Reason::Authentication,
+            C::InsufficientScope | C::Forbidden | C::IpDenied => Reason::Authorization,
+            C::RateLimited | C::ClientBlocked => Reason::RateLimit,
+            C::PathInvalid
+            | C::UnsupportedMediaType
+            | C::PayloadTooLarge
+            | C::BodyMalformed
+            | C::RequestInvalid => Reason::RequestSchema,
+            C::ResponseInvalid | C::UpstreamError => Reason::ResponseSchema,
+            C::RouteRetired => Reason::Lifecycle,
+            C::KeysUnavailable | C::InternalError => Reason::Config,
+        }
+    }
+
+    /// A failed authentication attempt, as counted by brute-force protection: a credential was
+    /// presented and refused. A missing credential is not an attempt.
+    pub const fn is_failed_attempt(self) -> bool {
+        matches!(self.reason(), Reason::Authentication)
+            && !matches!(
+                self,
+                DenialCode::TokenMissing | DenialCode::ApiKeyMissing | DenialCode::MultipleTokens
+            )
+    }
 
     pub const fn info(self) -> DenialInfo {
         const INVALID: Option<&str> = Some("invalid_token");
@@ -288,6 +391,34 @@ impl DenialCode {
                 "The upstream service returned a response this API does not allow.",
                 None,
             ),
+            DenialCode::IpDenied => (
+                "ip_denied",
+                403,
+                "Forbidden",
+                "Requests from this network are not allowed.",
+                None,
+            ),
+            DenialCode::ClientBlocked => (
+                "client_blocked",
+                429,
+                "Too many requests",
+                "Too many failed authentication attempts; retry after the time in `Retry-After`.",
+                None,
+            ),
+            DenialCode::RouteRetired => (
+                "route_retired",
+                410,
+                "Gone",
+                "This API version is retired; see the `Link` header for its successor.",
+                None,
+            ),
+            DenialCode::UpstreamError => (
+                "upstream_error",
+                502,
+                "Upstream error",
+                "The service failed to handle the request.",
+                None,
+            ),
         };
         DenialInfo {
             code,
@@ -326,6 +457,23 @@ pub mod metrics {
     pub const RESPONSE_REDACTED: &str = "tollgate.response.redacted";
     /// Requests a shadow limit would have refused.
     pub const RATELIMIT_SHADOW_LIMITED: &str = "tollgate.ratelimit.shadow_limited";
+    /// Followed by `.<denial code>`: requests a `dry-run` policy or route would have refused.
+    pub const REQUESTS_DRY_RUN_PREFIX: &str = "tollgate.requests.dry_run";
+    /// Per-route counters: `tollgate.route.<route>.allowed`,
+    /// `tollgate.route.<route>.denied.<reason>`, `tollgate.route.<route>.dry_run.<reason>`.
+    /// `<route>` is the route's name with characters other than letters, digits, `-` and `_`
+    /// replaced by `_`; requests that match no route count under [`UNMATCHED_ROUTE`].
+    pub const ROUTE_PREFIX: &str = "tollgate.route";
+    pub const ROUTE_ALLOWED: &str = "allowed";
+    pub const ROUTE_DENIED: &str = "denied";
+    pub const ROUTE_DRY_RUN: &str = "dry_run";
+    pub const UNMATCHED_ROUTE: &str = "_unmatched";
+    /// Blocks started by brute-force protection.
+    pub const BRUTE_FORCE_BLOCKS: &str = "tollgate.brute_force.blocks";
+    /// Upstream 5xx bodies replaced by a generic problem.
+    pub const UPSTREAM_ERRORS_MASKED: &str = "tollgate.response.upstream_masked";
+    /// Requests served on a route marked deprecated.
+    pub const DEPRECATED_REQUESTS: &str = "tollgate.lifecycle.deprecated_requests";
 }
 
 #[cfg(test)]

@@ -79,6 +79,19 @@ pub fn invalid(
     d
 }
 
+/// The generic body that replaces an upstream 5xx body (`responses.mask_upstream_errors`); the
+/// upstream's status is kept.
+pub fn upstream_error(status: u16) -> String {
+    let info = DenialCode::UpstreamError.info();
+    json!({
+        "type": format!("{PROBLEM_TYPE_PREFIX}{}", info.code),
+        "title": info.title,
+        "status": status,
+        "detail": info.detail,
+    })
+    .to_string()
+}
+
 /// The full local reply for `code`.
 pub fn denial(realm: &str, code: DenialCode, route: Option<String>) -> Denial {
     let mut headers = vec![

@@ -1,5 +1,6 @@
 //! What the engine decides, as data. The host turns it into Envoy calls in one place.
 
+use super::audit::Mode;
 use crate::codes::DenialCode;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +31,12 @@ pub struct Allow {
     pub body_check: Option<usize>,
     /// The upstream's response must be checked with these response rules.
     pub response_check: Option<usize>,
+    /// The mode that applied: in `dry-run`, body and response refusals are reported, not sent.
+    pub mode: Mode,
+    /// Dry run: the code the request would have been refused with.
+    pub would_deny: Option<DenialCode>,
+    /// A credential was verified (responses get `Cache-Control: no-store`).
+    pub authenticated: bool,
 }
 
 /// Refuse with a local reply.
@@ -57,6 +64,10 @@ pub struct Effects {
     pub cas_exhausted: bool,
     /// Shadow limits that would have refused this request.
     pub shadow_limited: Vec<String>,
+    /// This authentication failure started a brute-force block.
+    pub block_started: bool,
+    /// The route is deprecated (counted).
+    pub deprecated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

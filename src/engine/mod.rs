@@ -3,20 +3,27 @@
 //! [`Outcome`] comes out.
 
 mod apikeys;
+pub mod audit;
 mod authn;
 mod authz;
 mod decision;
+pub mod hardening;
+pub mod lifecycle;
 mod limits;
 pub mod path;
 mod request;
 mod routes;
+pub mod timefmt;
 
 pub use apikeys::{parse_rfc3339, ApiKeys};
+pub use audit::Mode;
 pub use authn::Principal;
 pub use decision::{Allow, Decision, Denial, Effects, Outcome};
 pub use request::Request;
 pub use routes::{Access, Matched, Route, RouteTable};
 
+use crate::abuse::brute::{self, BruteForce};
+use crate::abuse::cidr::IpList;
 use crate::codes::DenialCode;
 use crate::jwt::cache::TokenCache;
 use crate::jwt::extract::{default_sources, strip_cookie, strip_query, Source};
@@ -28,6 +35,8 @@ use crate::payload::{Failure, Options as PayloadOptions};
 use crate::policy::{self, ConfigError, PolicyDoc, ProviderDoc};
 use crate::ratelimit::{Limit, Options as LimitOptions};
 use crate::store::SharedStore;
+use audit::AuditOptions;
+use hardening::ResponsePolicy;
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
@@ -107,6 +116,21 @@ pub struct Engine {
     pub limits: Vec<Limit>,
     pub limit_options: LimitOptions,
     pub payload_options: PayloadOptions,
+    /// The policy's mode; routes may override it.
+    pub mode: Mode,
+    /// Upstream header naming the code a dry run would have refused with.
+    pub dry_run_header: Option<String>,
+    pub audit: AuditOptions,
+    pub responses: ResponsePolicy,
+    /// Checked on every request, before route matching.
+    pub ip_access: Option<IpList>,
+    pub brute_force: Option<BruteForce>,
+}
+
+/// What evaluation learnt that the dry-run conversion needs.
+struct Trace {
+    mode: Mode,
+    principal: Option<String>,
 }
 
 /// Mutable per-VM state: the token cache and the remote key sets installed in this VM.
@@ -453,6 +477,41 @@ impl Engine {
             doc.api_keys.is_some(),
             &mut errors,
         );
+        let mode = match doc.mode.as_deref() {
+            None => Mode::Enforce,
+            Some(m) => Mode::parse(m).unwrap_or_else(|| {
+                errors.push(ConfigError::new(
+                    "mode",
+                    format!("`{m}` is not a mode; expected one of [`enforce`, `dry-run`]"),
+                ));
+                Mode::Enforce
+            }),
+        };
+        let dry_run_header = doc.dry_run_header.as_ref().map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &dry_run_header {
+            if !valid_header_name(h)
+                || RESERVED_HEADERS.contains(&h.as_str())
+                || *h == identity_header
+                || providers
+                    .iter()
+                    .any(|p| p.forward.iter().any(|(_, f)| f == h))
+            {
+                errors.push(ConfigError::new(
+                    "dry_run_header",
+                    format!("`{h}` is not a header Tollgate may write"),
+                ));
+            }
+        }
+        let audit = AuditOptions::compile(doc.audit.as_ref(), &mut errors);
+        let responses = ResponsePolicy::compile(doc.responses.as_ref(), &mut errors);
+        let ip_access = doc
+            .ip_access
+            .as_ref()
+            .map(|d| IpList::compile(d, "ip_access", &mut errors));
+        let brute_force = doc
+            .brute_force
+            .as_ref()
+            .and_then(|d| BruteForce::compile(d, "brute_force", &mut errors));
         let token_cache_entries = doc
             .token_cache
             .as_ref()
@@ -471,6 +530,7 @@ impl Engine {
             .flat_map(|p| p.forward.iter().map(|(_, h)| h.clone()))
             .collect();
         forwarded_headers.push(identity_header.clone());
+        forwarded_headers.extend(dry_run_header.iter().cloned());
         // An API key is a secret: it never reaches an upstream, whatever the route.
         if let Some(k) = &api_keys {
             forwarded_headers.push(k.header.clone());
@@ -489,7 +549,19 @@ impl Engine {
             limits,
             limit_options,
             payload_options,
+            mode,
+            dry_run_header,
+            audit,
+            responses,
+            ip_access,
+            brute_force,
         })
+    }
+
+    /// The client address (see `rate_limit_options.trusted_hops`).
+    pub fn client_ip<'a>(&self, req: &Request<'a>) -> Option<&'a str> {
+        let xff = req.header_values("x-forwarded-for").last();
+        crate::ratelimit::client_ip(req.peer, xff, self.limit_options.trusted_hops)
     }
 
     pub fn new_state(&self) -> VmState {
@@ -532,11 +604,57 @@ impl Engine {
         state: &mut VmState,
         store: &dyn SharedStore,
     ) -> Outcome {
+        let mut trace = Trace {
+            mode: self.mode,
+            principal: None,
+        };
+        let mut outcome = self.evaluate(req, now_ms, state, store, &mut trace);
+        match &mut outcome.decision {
+            Decision::Allow(allow) => allow.mode = trace.mode,
+            Decision::Deny(denial) if trace.mode == Mode::DryRun => {
+                // Everything was evaluated (and counted: buckets, failures); only the refusal is
+                // not carried out. Headers clients could forge are still removed.
+                let set_headers = self
+                    .dry_run_header
+                    .iter()
+                    .map(|h| (h.clone(), denial.code.as_str().to_string()))
+                    .collect();
+                outcome.decision = Decision::Allow(Allow {
+                    route: denial.route.take().unwrap_or_default(),
+                    principal: trace.principal.take(),
+                    remove_headers: self.forwarded_headers.clone(),
+                    set_headers,
+                    would_deny: Some(denial.code),
+                    mode: Mode::DryRun,
+                    ..Allow::default()
+                });
+            }
+            Decision::Deny(_) => {}
+        }
+        outcome
+    }
+
+    fn evaluate(
+        &self,
+        req: &Request<'_>,
+        now_ms: u64,
+        state: &mut VmState,
+        store: &dyn SharedStore,
+        trace: &mut Trace,
+    ) -> Outcome {
         let now = now_ms / 1000;
         let mut effects = Effects::default();
         let Some(path) = path::normalize(req.path) else {
             return self.deny(DenialCode::PathInvalid, None, effects);
         };
+        let client_ip = self.client_ip(req);
+        if self
+            .ip_access
+            .as_ref()
+            .is_some_and(|l| !l.permits(client_ip))
+        {
+            return self.deny(DenialCode::IpDenied, None, effects);
+        }
         let host = req.header_values(":authority").next().unwrap_or("");
         let Some(Matched { route, params }) = self.routes.find(host, req.method, &path) else {
             if self.allow_unknown {
@@ -557,6 +675,41 @@ impl Engine {
             return self.deny(DenialCode::RouteNotFound, None, effects);
         };
         let route_name = Some(route.name.clone());
+        trace.mode = route.mode.unwrap_or(self.mode);
+        if route
+            .ip_access
+            .as_ref()
+            .is_some_and(|l| !l.permits(client_ip))
+        {
+            return self.deny(DenialCode::IpDenied, route_name, effects);
+        }
+        if let Some(l) = route.lifecycle.as_ref().filter(|l| l.is_retired(now)) {
+            let mut d = crate::problem::denial(&self.realm, DenialCode::RouteRetired, route_name);
+            if let Some(link) = &l.link {
+                d.headers.push(("link", link.clone()));
+            }
+            return Outcome {
+                decision: Decision::Deny(d),
+                effects,
+            };
+        }
+        // Brute-force subject: the client address (none known: not tracked).
+        let subject = match (&self.brute_force, client_ip) {
+            (Some(_), Some(ip)) if route.access != Access::Public => Some(format!("ip:{ip}")),
+            _ => None,
+        };
+        if let (Some(bf), Some(subject)) = (&self.brute_force, &subject) {
+            // A store failure does not block: the limit is a brake, not the lock.
+            if let Ok(Some(retry)) = bf.blocked(store, &state.limit_secret, subject, now_ms) {
+                let mut d =
+                    crate::problem::denial(&self.realm, DenialCode::ClientBlocked, route_name);
+                d.headers.push(("retry-after", retry.to_string()));
+                return Outcome {
+                    decision: Decision::Deny(d),
+                    effects,
+                };
+            }
+        }
         let mut remove_headers = self.forwarded_headers.clone();
         let mut set_headers = Vec::new();
         let mut strip = None;
@@ -566,8 +719,22 @@ impl Engine {
             let who = match authn::authenticate(self, &route.access, req, now, state, &mut effects)
             {
                 Ok(who) => who,
-                Err(code) => return self.deny(code, route_name, effects),
+                Err(code) => {
+                    if let (Some(bf), Some(subject), true) =
+                        (&self.brute_force, &subject, code.is_failed_attempt())
+                    {
+                        if let Ok(brute::Failure::Blocked { .. }) =
+                            bf.record_failure(store, &state.limit_secret, subject, now_ms)
+                        {
+                            effects.block_started = true;
+                        }
+                    }
+                    return self.deny(code, route_name, effects);
+                }
             };
+            if trace.mode == Mode::DryRun {
+                trace.principal = Some(who.principal.id.clone());
+            }
             match route.rules.check(&who.principal, req, &params) {
                 Ok(()) => {}
                 Err(authz::Refusal::MissingScopes(scopes)) => {
@@ -617,6 +784,11 @@ impl Engine {
                 }
             }
         };
+        let mut response_headers = response_headers;
+        if let Some(l) = &route.lifecycle {
+            response_headers.extend(l.headers.iter().cloned());
+            effects.deprecated = l.deprecated;
+        }
         let mut body_check = None;
         if let Some(index) = route.request {
             let Some(rules) = self.routes.request_rules.get(index) else {
@@ -647,6 +819,8 @@ impl Engine {
             set_headers,
             unknown_route: false,
             response_headers,
+            authenticated: route.access != Access::Public,
+            ..Allow::default()
         };
         Outcome {
             decision: Decision::Allow(allow),
@@ -747,3 +921,6 @@ mod tests_authz;
 
 #[cfg(test)]
 mod tests_limits;
+
+#[cfg(test)]
+mod tests_operations;

@@ -39,6 +39,11 @@ pub struct Route {
     pub request: Option<usize>,
     /// Index into `RouteTable::response_rules`.
     pub response: Option<usize>,
+    /// The route's own `mode`; `None` follows the policy's.
+    pub mode: Option<crate::engine::audit::Mode>,
+    /// The route's own IP list, checked after the global one.
+    pub ip_access: Option<crate::abuse::cidr::IpList>,
+    pub lifecycle: Option<super::lifecycle::Lifecycle>,
 }
 
 impl Route {
@@ -354,6 +359,23 @@ impl RouteTable {
                 .response
                 .as_ref()
                 .map(|r| payload.compile_response(r, &at, errors));
+            let mode = doc.mode.as_deref().and_then(|m| {
+                let parsed = crate::engine::audit::Mode::parse(m);
+                if parsed.is_none() {
+                    errors.push(ConfigError::new(
+                        format!("{at}.mode"),
+                        format!("`{m}` is not a mode; expected one of [`enforce`, `dry-run`]"),
+                    ));
+                }
+                parsed
+            });
+            let ip_access = doc.ip_access.as_ref().map(|d| {
+                crate::abuse::cidr::IpList::compile(d, &format!("{at}.ip_access"), errors)
+            });
+            let lifecycle = doc
+                .lifecycle
+                .as_ref()
+                .and_then(|d| super::lifecycle::Lifecycle::compile(d, &at, errors));
             let name = doc.name.clone().unwrap_or_else(|| at.clone());
             if let Some(other) = names.insert(name.clone(), i) {
                 errors.push(ConfigError::new(
@@ -413,6 +435,9 @@ impl RouteTable {
                 table.response_rules.len() - 1
             });
             table.routes.push(Route {
+                mode,
+                ip_access,
+                lifecycle,
                 response,
                 request,
                 name,

@@ -2,7 +2,8 @@
 
 use super::{log, now_ms, store::HostStore, Shared};
 use crate::codes::DenialCode;
-use crate::engine::{Decision, Denial, ProviderKeys, Request};
+use crate::engine::audit::{AuditLevel, AuditRecord, Verdict as AuditVerdict};
+use crate::engine::{Decision, Denial, Mode, ProviderKeys, Request};
 use crate::jwt::remote;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -19,7 +20,21 @@ pub(crate) struct Http {
     response_check: Option<(usize, String)>,
     /// While a response body is buffered: rules, status, largest body checked.
     checking_response: Option<(usize, u16, usize)>,
+    /// Name of the matched route (empty: none), for metrics and logs of later phases.
+    route: String,
+    mode: Mode,
+    authenticated: bool,
+    /// Tollgate answered with its own reply: it is not masked.
+    replied: bool,
+    /// An upstream 5xx whose body is being replaced: its status.
+    masking: Option<u16>,
+    /// The status sent to the client, as last seen.
+    status: u16,
+    audit: Option<AuditRecord>,
 }
+
+/// Upstream error text kept for the log when a 5xx body is masked.
+const MASKED_DETAIL_BYTES: usize = 512;
 
 impl Http {
     pub fn new(shared: Rc<Shared>) -> Http {
@@ -29,36 +44,146 @@ impl Http {
             body_check: None,
             response_check: None,
             checking_response: None,
+            route: String::new(),
+            mode: Mode::Enforce,
+            authenticated: false,
+            replied: false,
+            masking: None,
+            status: 0,
+            audit: None,
         }
     }
 
-    fn reply(&self, denial: &Denial) -> Action {
-        self.shared.metrics.denied(denial.code);
+    /// Sends Tollgate's own response, with the security headers it lacks.
+    fn send(&mut self, status: u16, headers: Vec<(&str, &str)>, body: &str) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let mut all: Vec<(&str, &str)> = headers.clone();
+        for (k, v) in &shared.engine.responses.security_headers {
+            if !headers.iter().any(|(h, _)| h == k) {
+                all.push((k.as_str(), v.as_str()));
+            }
+        }
+        self.replied = true;
+        self.status = status;
+        if hostcalls::send_http_response(u32::from(status), all, Some(body.as_bytes())).is_err() {
+            log(LogLevel::Error, "tollgate: could not send a local reply");
+        }
+        Action::Pause
+    }
+
+    fn reply(&mut self, denial: &Denial) -> Action {
+        self.shared.metrics.denied(denial.code, &self.route);
+        if let Some(a) = self.audit.as_mut() {
+            a.refused(denial.code, true);
+        }
         let headers: Vec<(&str, &str)> = denial
             .headers
             .iter()
             .map(|(k, v)| (*k, v.as_str()))
             .collect();
-        if hostcalls::send_http_response(
-            u32::from(denial.status),
-            headers,
-            Some(denial.body.as_bytes()),
-        )
-        .is_err()
-        {
-            log(LogLevel::Error, "tollgate: could not send a local reply");
+        self.send(denial.status, headers, &denial.body)
+    }
+
+    /// A dry run lets through what `code` would have refused: counted, logged, audited.
+    fn would_deny(&mut self, code: DenialCode) {
+        self.shared.metrics.dry_run(code, &self.route);
+        if let Some(a) = self.audit.as_mut() {
+            a.refused(code, false);
         }
-        Action::Pause
+        log(
+            LogLevel::Info,
+            &format!(
+                "tollgate: dry run: route={} would refuse with {}",
+                if self.route.is_empty() {
+                    "-"
+                } else {
+                    &self.route
+                },
+                code.as_str()
+            ),
+        );
+    }
+
+    /// A refusal found after the request headers (body checks): carried out, or in dry-run
+    /// reported while the request goes on.
+    fn refuse_late(&mut self, denial: &Denial) -> Action {
+        if self.mode != Mode::DryRun {
+            return self.reply(denial);
+        }
+        self.would_deny(denial.code);
+        if let Some(h) = &self.shared.engine.dry_run_header {
+            // The request headers are still held (body checks pause them), so this reaches the
+            // upstream.
+            let _ = hostcalls::set_map_value(
+                MapType::HttpRequestHeaders,
+                h,
+                Some(denial.code.as_str()),
+            );
+        }
+        self.shared.metrics.allowed(&self.route);
+        Action::Continue
     }
 
     fn finish_body(&mut self, rules: usize, route: &str, body: &[u8]) -> Action {
         self.body_check = None;
         match self.shared.engine.check_body(rules, route, body) {
             Ok(()) => {
-                self.shared.metrics.allowed();
+                self.shared.metrics.allowed(&self.route);
                 Action::Continue
             }
-            Err(d) => self.reply(&d),
+            Err(d) => self.refuse_late(&d),
+        }
+    }
+
+    /// Replaces an upstream 5xx with a generic problem; the upstream's text goes to the log.
+    fn mask(&mut self, status: u16, detail: &[u8]) -> Action {
+        self.masking = None;
+        self.shared.metrics.upstream_masked();
+        let cut = detail
+            .get(..detail.len().min(MASKED_DETAIL_BYTES))
+            .unwrap_or_default();
+        log(
+            LogLevel::Warn,
+            &format!(
+                "tollgate: upstream answered {status} on route `{}`; body replaced by a generic problem. upstream body: {:?}",
+                if self.route.is_empty() { "-" } else { &self.route },
+                String::from_utf8_lossy(cut)
+            ),
+        );
+        let body = crate::problem::upstream_error(status);
+        self.send(
+            status,
+            vec![
+                ("content-type", crate::problem::CONTENT_TYPE),
+                ("cache-control", "no-store"),
+            ],
+            &body,
+        )
+    }
+
+    /// Security headers the response lacks, implementation-revealing headers removed.
+    fn harden_response(&self) {
+        let policy = &self.shared.engine.responses;
+        for name in &policy.remove_headers {
+            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
+        }
+        let absent = |name: &str| {
+            matches!(
+                hostcalls::get_map_value(MapType::HttpResponseHeaders, name),
+                Ok(None)
+            )
+        };
+        for (name, value) in &policy.security_headers {
+            if absent(name) {
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+            }
+        }
+        if self.authenticated && policy.no_store_authenticated && absent("cache-control") {
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                "cache-control",
+                Some("no-store"),
+            );
         }
     }
 
@@ -115,6 +240,18 @@ impl Http {
                 );
                 Action::Continue
             }
+            Verdict::Block(v) if self.mode == Mode::DryRun => {
+                self.shared.metrics.response(true, false);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "tollgate: response on route `{route}` breaks its schema (dry run, passed): {}",
+                        describe(&v)
+                    ),
+                );
+                self.would_deny(DenialCode::ResponseInvalid);
+                Action::Continue
+            }
             Verdict::Block(v) => {
                 self.shared.metrics.response(true, false);
                 log(
@@ -134,7 +271,7 @@ impl Http {
         }
     }
 
-    fn internal_error(&self) -> Action {
+    fn internal_error(&mut self) -> Action {
         let denial =
             crate::problem::denial(&self.shared.engine.realm, DenialCode::InternalError, None);
         self.reply(&denial)
@@ -168,18 +305,39 @@ impl HttpContext for Http {
             headers: &headers,
             peer: peer.as_deref(),
         };
-        let outcome = match self.shared.state.try_borrow_mut() {
-            Ok(mut state) => self
-                .shared
-                .engine
-                .decide_at(&request, now_ms, &mut state, &HostStore),
+        if self.shared.engine.audit.enabled {
+            self.audit = Some(AuditRecord::new(
+                now_ms,
+                request.header_values("x-request-id").next(),
+                self.shared.engine.client_ip(&request),
+                request.method,
+                request.path_only(),
+                Mode::Enforce,
+            ));
+        }
+        let decided = match self.shared.state.try_borrow_mut() {
+            Ok(mut state) => Some(
+                self.shared
+                    .engine
+                    .decide_at(&request, now_ms, &mut state, &HostStore),
+            ),
             // INVARIANT: contexts of one VM run one at a time, so the state is never borrowed here.
-            Err(_) => return self.internal_error(),
+            Err(_) => None,
+        };
+        let Some(outcome) = decided else {
+            return self.internal_error();
         };
         if let Some(hit) = outcome.effects.cache_hit {
             self.shared.metrics.cache(hit);
         }
         self.shared.metrics.limits(&outcome.effects);
+        if outcome.effects.block_started {
+            self.shared.metrics.block_started();
+            log(LogLevel::Warn, "tollgate: brute-force protection blocked a client after repeated authentication failures");
+        }
+        if outcome.effects.deprecated {
+            self.shared.metrics.deprecated();
+        }
         for name in &outcome.effects.shadow_limited {
             log(
                 LogLevel::Info,
@@ -195,6 +353,17 @@ impl HttpContext for Http {
         }
         match &outcome.decision {
             Decision::Allow(allow) => {
+                self.route.clone_from(&allow.route);
+                self.mode = allow.mode;
+                self.authenticated = allow.authenticated;
+                if let Some(a) = self.audit.as_mut() {
+                    a.mode = allow.mode;
+                    a.route = (!allow.route.is_empty()).then(|| allow.route.clone());
+                    a.principal.clone_from(&allow.principal);
+                }
+                if let Some(code) = allow.would_deny {
+                    self.would_deny(code);
+                }
                 for name in &allow.remove_headers {
                     let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
                 }
@@ -227,10 +396,14 @@ impl HttpContext for Http {
                     self.body_check = Some((rules, allow.route.clone()));
                     return Action::Pause;
                 }
-                self.shared.metrics.allowed();
+                self.shared.metrics.allowed(&self.route);
                 Action::Continue
             }
             Decision::Deny(denial) => {
+                self.route = denial.route.clone().unwrap_or_default();
+                if let Some(a) = self.audit.as_mut() {
+                    a.route.clone_from(&denial.route);
+                }
                 log(
                     LogLevel::Debug,
                     &format!(
@@ -256,7 +429,7 @@ impl HttpContext for Http {
                 DenialCode::PayloadTooLarge,
                 Some(route),
             );
-            return self.reply(&d);
+            return self.refuse_late(&d);
         }
         if !end_of_stream {
             return Action::Pause;
@@ -272,14 +445,24 @@ impl HttpContext for Http {
         for (name, value) in &self.response_headers {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
         }
-        let Some((rules, route)) = self.response_check.clone() else {
-            return Action::Continue;
-        };
+        self.harden_response();
         let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
             .ok()
             .flatten()
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
+        self.status = status;
+        if status >= 500 && !self.replied && self.shared.engine.responses.mask_upstream_errors {
+            if end_of_stream {
+                return self.mask(status, &[]);
+            }
+            // Hold the headers: the whole response is replaced once the body has been read.
+            self.masking = Some(status);
+            return Action::Pause;
+        }
+        let Some((rules, route)) = self.response_check.clone() else {
+            return Action::Continue;
+        };
         let Some(max) = self.shared.engine.response_applies(rules, status) else {
             return Action::Continue;
         };
@@ -301,6 +484,20 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(status) = self.masking {
+            if !end_of_stream && body_size < MASKED_DETAIL_BYTES {
+                return Action::Pause;
+            }
+            let detail = hostcalls::get_buffer(
+                BufferType::HttpResponseBody,
+                0,
+                body_size.min(MASKED_DETAIL_BYTES),
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            return self.mask(status, &detail);
+        }
         let Some((rules, status, max)) = self.checking_response else {
             return Action::Continue;
         };
@@ -323,5 +520,29 @@ impl HttpContext for Http {
             Err(_) => return Action::Continue,
         };
         self.judge_response(rules, status, &route, &body, body_size)
+    }
+
+    fn on_log(&mut self) {
+        let Some(mut record) = self.audit.take() else {
+            return;
+        };
+        record.status = self.status;
+        let options = &self.shared.engine.audit;
+        if record.decision == AuditVerdict::Allow {
+            let key = record
+                .request_id
+                .clone()
+                .unwrap_or_else(|| record.time.clone());
+            if !options.sampled(&key) {
+                return;
+            }
+        }
+        let level = match options.level {
+            AuditLevel::Trace => LogLevel::Trace,
+            AuditLevel::Debug => LogLevel::Debug,
+            AuditLevel::Info => LogLevel::Info,
+            AuditLevel::Warn => LogLevel::Warn,
+        };
+        log(level, &format!("tollgate.audit {}", record.to_json()));
     }
 }

@@ -1,8 +1,34 @@
 //! Envoy counters for the names in `codes::metrics`. Envoy shows them as `wasmcustom.<name>`.
 
-use crate::codes::{metrics, DenialCode};
+use crate::codes::{metrics, DenialCode, Reason};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Counters of one route, defined the first time the route is seen.
+struct RouteCounters {
+    allowed: Option<u32>,
+    denied: Vec<Option<u32>>,
+    dry_run: Vec<Option<u32>>,
+}
+
+/// `<route>` in metric names: letters, digits, `-` and `_`; anything else becomes `_`.
+fn stat_segment(route: &str) -> String {
+    if route.is_empty() {
+        return metrics::UNMATCHED_ROUTE.to_string();
+    }
+    route
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
 
 pub(crate) struct Metrics {
     allowed: Option<u32>,
@@ -17,10 +43,21 @@ pub(crate) struct Metrics {
     shadow_limited: Option<u32>,
     response_invalid: Option<u32>,
     response_redacted: Option<u32>,
+    dry_run: Vec<(DenialCode, Option<u32>)>,
+    brute_force_blocks: Option<u32>,
+    upstream_masked: Option<u32>,
+    deprecated: Option<u32>,
+    routes: RefCell<HashMap<String, RouteCounters>>,
 }
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn find(list: &[(DenialCode, Option<u32>)], code: DenialCode) -> Option<u32> {
+    list.iter()
+        .find(|(c, _)| *c == code)
+        .and_then(|(_, id)| *id)
 }
 
 fn bump(id: Option<u32>) {
@@ -31,7 +68,18 @@ fn bump(id: Option<u32>) {
 
 impl Metrics {
     pub fn define() -> Metrics {
+        let per_code = |prefix: &str| {
+            DenialCode::ALL
+                .iter()
+                .map(|c| (*c, counter(&format!("{prefix}.{}", c.as_str()))))
+                .collect()
+        };
         Metrics {
+            dry_run: per_code(metrics::REQUESTS_DRY_RUN_PREFIX),
+            brute_force_blocks: counter(metrics::BRUTE_FORCE_BLOCKS),
+            upstream_masked: counter(metrics::UPSTREAM_ERRORS_MASKED),
+            deprecated: counter(metrics::DEPRECATED_REQUESTS),
+            routes: RefCell::new(HashMap::new()),
             allowed: counter(metrics::REQUESTS_ALLOWED),
             denied: DenialCode::ALL
                 .iter()
@@ -59,17 +107,61 @@ impl Metrics {
         }
     }
 
-    pub fn allowed(&self) {
-        bump(self.allowed);
+    /// Bumps one counter of `route`, defining the route's counters on first use.
+    fn route(&self, route: &str, pick: impl Fn(&RouteCounters) -> Option<u32>) {
+        let Ok(mut routes) = self.routes.try_borrow_mut() else {
+            return;
+        };
+        if let Some(c) = routes.get(route) {
+            bump(pick(c));
+            return;
+        }
+        let seg = stat_segment(route);
+        let base = format!("{}.{seg}", metrics::ROUTE_PREFIX);
+        let per_reason = |kind: &str| {
+            Reason::ALL
+                .iter()
+                .map(|r| counter(&format!("{base}.{kind}.{}", r.as_str())))
+                .collect()
+        };
+        let c = RouteCounters {
+            allowed: counter(&format!("{base}.{}", metrics::ROUTE_ALLOWED)),
+            denied: per_reason(metrics::ROUTE_DENIED),
+            dry_run: per_reason(metrics::ROUTE_DRY_RUN),
+        };
+        bump(pick(&c));
+        routes.insert(route.to_string(), c);
     }
 
-    pub fn denied(&self, code: DenialCode) {
-        bump(
-            self.denied
-                .iter()
-                .find(|(c, _)| *c == code)
-                .and_then(|(_, id)| *id),
-        );
+    /// A request passed (`route` empty: no route matched).
+    pub fn allowed(&self, route: &str) {
+        bump(self.allowed);
+        self.route(route, |c| c.allowed);
+    }
+
+    pub fn denied(&self, code: DenialCode, route: &str) {
+        bump(find(&self.denied, code));
+        let i = code.reason().index();
+        self.route(route, |c| c.denied.get(i).copied().flatten());
+    }
+
+    /// A dry run let through what `code` would have refused.
+    pub fn dry_run(&self, code: DenialCode, route: &str) {
+        bump(find(&self.dry_run, code));
+        let i = code.reason().index();
+        self.route(route, |c| c.dry_run.get(i).copied().flatten());
+    }
+
+    pub fn block_started(&self) {
+        bump(self.brute_force_blocks);
+    }
+
+    pub fn upstream_masked(&self) {
+        bump(self.upstream_masked);
+    }
+
+    pub fn deprecated(&self) {
+        bump(self.deprecated);
     }
 
     pub fn cache(&self, hit: bool) {

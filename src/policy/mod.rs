@@ -50,6 +50,79 @@ pub struct PolicyDoc {
     pub schemas: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub payload_options: Option<PayloadOptionsDoc>,
+    /// `enforce` (default) or `dry-run`: evaluate everything, log and count what would be
+    /// refused, let it through. A route's own `mode` overrides this.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// In `dry-run`, upstream request header that receives the code a request would have been
+    /// refused with (off unless set).
+    #[serde(default)]
+    pub dry_run_header: Option<String>,
+    #[serde(default)]
+    pub audit: Option<AuditDoc>,
+    /// Security headers added to responses, upstream headers removed, 5xx masking.
+    #[serde(default)]
+    pub responses: Option<ResponsesDoc>,
+    /// Client addresses allowed or refused on every route (checked before the route's own list).
+    #[serde(default)]
+    pub ip_access: Option<crate::abuse::cidr::IpAccessDoc>,
+    /// Temporary blocks after repeated authentication failures from one client.
+    #[serde(default)]
+    pub brute_force: Option<crate::abuse::brute::BruteForceDoc>,
+}
+
+/// The audit log: one JSON line per decision through Envoy's log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditDoc {
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Log level of audit lines: `trace`, `debug`, `info` (default), `warn`.
+    #[serde(default)]
+    pub level: Option<String>,
+    /// Fraction of allowed requests logged, 0.0 to 1.0 (default 1.0). Denials, and requests a
+    /// dry run would have denied, are always logged.
+    #[serde(default)]
+    pub sample_allowed: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesDoc {
+    /// Headers added to every response that lacks them, merged over the defaults; an empty value
+    /// turns a default off.
+    #[serde(default)]
+    pub security_headers: BTreeMap<String, String>,
+    /// Upstream response headers removed (default `server`, `x-powered-by`, `x-aspnet-version`,
+    /// `x-aspnetmvc-version`); replaces the default list.
+    #[serde(default)]
+    pub remove_headers: Option<Vec<String>>,
+    /// `Cache-Control: no-store` on authenticated responses that set no `Cache-Control` (default
+    /// true).
+    #[serde(default)]
+    pub no_store_authenticated: Option<bool>,
+    /// Replace the body of upstream 5xx responses with a generic problem (default false).
+    #[serde(default)]
+    pub mask_upstream_errors: bool,
+}
+
+/// Deprecation and retirement of a route (RFC 9745 `Deprecation`, RFC 8594 `Sunset`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleDoc {
+    /// RFC 3339 UTC time the route is (or will be) deprecated from.
+    #[serde(default)]
+    pub deprecated: Option<String>,
+    /// RFC 3339 UTC time after which the route is retired (refused with 410).
+    #[serde(default)]
+    pub sunset: Option<String>,
+    /// URI of the replacement, sent as `Link: <uri>; rel="successor-version"`.
+    #[serde(default)]
+    pub successor: Option<String>,
+    /// Refuse now with 410.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,6 +437,14 @@ pub struct RouteDoc {
     /// Checks on the upstream's JSON response.
     #[serde(default)]
     pub response: Option<ResponseCheckDoc>,
+    /// `enforce` or `dry-run`; default: the policy's `mode`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Client addresses allowed or refused on this route, after the global `ip_access`.
+    #[serde(default)]
+    pub ip_access: Option<crate::abuse::cidr::IpAccessDoc>,
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleDoc>,
 }
 
 /// Schemas for the upstream's response, by status (`"200"`) or class (`"2XX"`).

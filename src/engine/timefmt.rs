@@ -1,0 +1,85 @@
+//! Formatting times for headers and logs: RFC 3339 (audit lines) and IMF-fixdate (`Sunset`).
+//! The inverse of `apikeys::parse_rfc3339`; no calendar crate for two formats.
+
+/// `(year, month, day)` of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+/// `2026-11-23T03:27:15.123Z`.
+pub fn rfc3339_millis(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX / 2);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate).
+pub fn http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2);
+    let days = secs.div_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    let s = secs.rem_euclid(86_400);
+    let weekday = usize::try_from(days.rem_euclid(7)).unwrap_or(0);
+    let month = usize::try_from(mo).unwrap_or(1).saturating_sub(1);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS.get(weekday).unwrap_or(&"Thu"),
+        MONTHS.get(month).unwrap_or(&"Jan"),
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::parse_rfc3339;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(784_111_777_042), "1994-11-06T08:49:37.042Z");
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert!(!http_date(u64::MAX).is_empty());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn round_trips_with_the_parser() {
+        for text in [
+            "2026-11-23T03:27:15Z",
+            "2024-02-29T23:59:59Z",
+            "2100-03-01T00:00:00Z",
+        ] {
+            let secs = parse_rfc3339(text).unwrap();
+            let back = rfc3339_millis(secs * 1000);
+            assert_eq!(back, text.replace('Z', ".000Z"));
+        }
+    }
+}
