@@ -129,9 +129,22 @@ class JwksServer:
 
 
 class Upstream:
+    """The echo upstream; `paths` lists the path of every request it received, in order."""
+
     def __init__(self):
         self.port = free_port()
         self.server = serve_echo(self.port)
+        self.paths = []
+        seen = self.paths
+
+        class Recording(self.server.RequestHandlerClass):
+            def parse_request(self):
+                ok = super().parse_request()
+                if ok:
+                    seen.append(self.path)
+                return ok
+
+        self.server.RequestHandlerClass = Recording
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self):
@@ -139,12 +152,15 @@ class Upstream:
 
 
 class Envoy:
-    """One Envoy process with Tollgate and `policy` (a dict, or raw text with as_type="string")."""
+    """One Envoy process with Tollgate and `policy` (a dict, or raw text with as_type="string").
 
-    def __init__(self, policy, upstream_port, jwks_port=None, as_type="string", concurrency=2, template=TEMPLATE):
-        self.dir = tempfile.mkdtemp(prefix="tollgate-e2e-")
-        self.port = free_port()
-        self.admin = free_port()
+    `template` and `wasm` choose the config in envoy/ and the module it loads; `plain_listener`
+    adds a second listener without the Wasm filter (`plain_port`, `plain_url`) that routes straight
+    to the upstream; `extra_args` go on Envoy's command line."""
+
+    def __init__(self, policy, upstream_port, jwks_port=None, as_type="string", concurrency=2, template=TEMPLATE,
+                 wasm=WASM, plain_listener=False, extra_args=()):
+        self._allocate(plain_listener, upstream_port)
         policy_text = policy if isinstance(policy, str) else json.dumps(policy)
         with open(template) as f:
             text = render.render(
@@ -156,9 +172,37 @@ class Envoy:
                     "ADMIN_PORT": self.admin,
                     "UPSTREAM_PORT": upstream_port,
                     "JWKS_PORT": jwks_port or free_port(),
-                    "WASM": WASM,
+                    "WASM": wasm,
                 },
             )
+        if plain_listener:
+            # The templates list their listeners under `static_resources`, in block style.
+            anchor = "\n  listeners:\n"
+            if anchor not in text:
+                raise ValueError(f"{template}: no `listeners:` block to add the plain listener to")
+            item = json.dumps(plain_listener_config(self.plain_port, "upstream"))
+            text = text.replace(anchor, f"{anchor}  - {item}\n", 1)
+        self._start(text, concurrency, extra_args)
+
+    @classmethod
+    def from_bootstrap(cls, build, upstream_port, concurrency=2, plain_listener=False, extra_args=()):
+        """An Envoy running the config `build(envoy)` returns (a dict or text); `build` reads the
+        ports and the scratch directory from the half-made `envoy` (port, admin, plain_port, dir)
+        and, given plain_listener, adds `plain_listener_config(envoy.plain_port, ...)` itself."""
+        self = cls.__new__(cls)
+        self._allocate(plain_listener, upstream_port)
+        config = build(self)
+        self._start(config if isinstance(config, str) else json.dumps(config, indent=1), concurrency, extra_args)
+        return self
+
+    def _allocate(self, plain_listener, upstream_port):
+        self.dir = tempfile.mkdtemp(prefix="tollgate-e2e-")
+        self.port = free_port()
+        self.admin = free_port()
+        self.plain_port = free_port() if plain_listener else None
+        self.upstream_port = upstream_port
+
+    def _start(self, text, concurrency, extra_args):
         self.config = os.path.join(self.dir, "envoy.yaml")
         with open(self.config, "w") as f:
             f.write(text)
@@ -166,7 +210,7 @@ class Envoy:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", self.config, "--concurrency", str(concurrency),
-             "--log-level", "info", "--disable-hot-restart"],
+             "--log-level", "info", "--disable-hot-restart", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
@@ -194,6 +238,9 @@ class Envoy:
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def plain_url(self, path):
+        return f"http://127.0.0.1:{self.plain_port}{path}"
+
     def get(self, path, headers=None, **kw):
         return request(self.url(path), headers=headers, **kw)
 
@@ -206,6 +253,16 @@ class Envoy:
                 out[name[len("wasmcustom."):]] = int(value)
         return out
 
+    def envoy_stats(self, prefix):
+        """Envoy's own counters and gauges whose names start with `prefix`."""
+        text = request(f"http://127.0.0.1:{self.admin}/stats?filter=^{prefix}").body.decode()
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if name.startswith(prefix) and value.isdigit():
+                out[name] = int(value)
+        return out
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -214,6 +271,30 @@ class Envoy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+
+
+def plain_listener_config(port, cluster):
+    """A listener without Tollgate that routes everything to `cluster`: the control that shows
+    the rest of an Envoy keeps serving while the Wasm filter fails."""
+    return {
+        "name": "plain",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "plain",
+                "route_config": {"virtual_hosts": [{
+                    "name": "plain", "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+                }]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+            },
+        }]}],
+    }
 
 
 def orders_policy():
