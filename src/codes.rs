@@ -191,12 +191,20 @@ impl DenialCode {
     }
 
     /// A failed authentication attempt, as counted by brute-force protection: a credential was
-    /// presented and refused. A missing credential is not an attempt.
+    /// presented and refused as forged or unknown. A missing credential is not an attempt, and
+    /// neither is a genuine token used outside its validity window (expired, not yet valid, too
+    /// old): honest clients with stale tokens must not lock themselves out.
     pub const fn is_failed_attempt(self) -> bool {
         matches!(self.reason(), Reason::Authentication)
             && !matches!(
                 self,
-                DenialCode::TokenMissing | DenialCode::ApiKeyMissing | DenialCode::MultipleTokens
+                DenialCode::TokenMissing
+                    | DenialCode::ApiKeyMissing
+                    | DenialCode::MultipleTokens
+                    | DenialCode::TokenExpired
+                    | DenialCode::TokenNotYetValid
+                    | DenialCode::TokenIssuedInFuture
+                    | DenialCode::TokenTooOld
             )
     }
 
@@ -489,6 +497,33 @@ mod tests {
             let s = code.as_str();
             assert!(seen.insert(s), "duplicate code {s}");
             assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn failed_attempts_are_forged_or_unknown_credentials() {
+        let attempts: Vec<&str> = DenialCode::ALL
+            .iter()
+            .filter(|c| c.is_failed_attempt())
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(
+            attempts,
+            [
+                "token_malformed",
+                "token_too_large",
+                "algorithm_not_allowed",
+                "critical_header_unsupported",
+                "unknown_key",
+                "signature_invalid",
+                "issuer_mismatch",
+                "audience_mismatch",
+                "claim_missing",
+                "api_key_invalid"
+            ]
+        );
+        for c in DenialCode::ALL {
+            assert!(Reason::ALL.contains(&c.reason()));
         }
     }
 

@@ -110,6 +110,7 @@ pub fn denial(realm: &str, code: DenialCode, route: Option<String>) -> Denial {
         status: code.info().status,
         headers,
         body: body(code),
+        principal: None,
     }
 }
 

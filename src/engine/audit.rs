@@ -158,7 +158,7 @@ impl AuditRecord {
         AuditRecord {
             time: rfc3339_millis(now_ms),
             request_id: request_id.map(|r| cut(r, MAX_REQUEST_ID)),
-            client_ip: client_ip.map(str::to_string),
+            client_ip: client_ip.map(|c| cut(c, 64)),
             method: cut(method, 32),
             route: None,
             path: cut(path_only, MAX_LOGGED_PATH),

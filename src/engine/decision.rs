@@ -49,6 +49,9 @@ pub struct Denial {
     pub headers: Vec<(&'static str, String)>,
     /// `application/problem+json` body.
     pub body: String,
+    /// Who was refused, when authentication had passed (scope, owner, limit refusals); for the
+    /// audit log.
+    pub principal: Option<String>,
 }
 
 /// Side effects the host carries out after the decision.

@@ -15,7 +15,9 @@ pub struct Lifecycle {
     pub retired: bool,
     /// Seconds since the epoch from which the route is retired.
     pub sunset: Option<u64>,
-    pub deprecated: bool,
+    /// Seconds since the epoch from which the route is deprecated (the header announces it
+    /// before that).
+    pub deprecated: Option<u64>,
 }
 
 impl Lifecycle {
@@ -89,7 +91,7 @@ impl Lifecycle {
             link,
             retired: doc.retired,
             sunset,
-            deprecated: deprecated.is_some(),
+            deprecated,
         })
     }
 

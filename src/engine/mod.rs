@@ -125,6 +125,8 @@ pub struct Engine {
     /// Checked on every request, before route matching.
     pub ip_access: Option<IpList>,
     pub brute_force: Option<BruteForce>,
+    /// Whether decisions read the downstream peer address (the host skips fetching it if not).
+    pub uses_peer: bool,
 }
 
 /// What evaluation learnt that the dry-run conversion needs.
@@ -537,6 +539,13 @@ impl Engine {
         }
         forwarded_headers.sort();
         forwarded_headers.dedup();
+        let uses_peer = limit_options.trusted_hops == 0
+            && (ip_access.is_some()
+                || brute_force.is_some()
+                || routes.any_ip_access()
+                || limits
+                    .iter()
+                    .any(|l| l.key.contains(&crate::ratelimit::KeyPart::ClientIp)));
         Ok(Engine {
             realm,
             providers,
@@ -553,6 +562,7 @@ impl Engine {
             dry_run_header,
             audit,
             responses,
+            uses_peer,
             ip_access,
             brute_force,
         })
@@ -629,7 +639,7 @@ impl Engine {
                     ..Allow::default()
                 });
             }
-            Decision::Deny(_) => {}
+            Decision::Deny(denial) => denial.principal = trace.principal.take(),
         }
         outcome
     }
@@ -693,9 +703,19 @@ impl Engine {
                 effects,
             };
         }
-        // Brute-force subject: the client address (none known: not tracked).
+        // Brute-force subject: the client's canonical address, IPv6 by its /64 (one host usually
+        // owns the whole prefix and could otherwise change address on every attempt). An address
+        // that cannot be parsed is not tracked.
         let subject = match (&self.brute_force, client_ip) {
-            (Some(_), Some(ip)) if route.access != Access::Public => Some(format!("ip:{ip}")),
+            (Some(_), Some(ip)) if route.access != Access::Public => {
+                crate::abuse::cidr::parse_client_ip(ip).map(|addr| match addr {
+                    std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
+                    std::net::IpAddr::V6(v6) => {
+                        let [a, b, c, d, ..] = v6.segments();
+                        format!("ip6:{a:x}:{b:x}:{c:x}:{d:x}::/64")
+                    }
+                })
+            }
             _ => None,
         };
         if let (Some(bf), Some(subject)) = (&self.brute_force, &subject) {
@@ -732,9 +752,8 @@ impl Engine {
                     return self.deny(code, route_name, effects);
                 }
             };
-            if trace.mode == Mode::DryRun {
-                trace.principal = Some(who.principal.id.clone());
-            }
+            // For the audit line of a later refusal (scope, owner, limit) and of a dry run.
+            trace.principal = Some(who.principal.id.clone());
             match route.rules.check(&who.principal, req, &params) {
                 Ok(()) => {}
                 Err(authz::Refusal::MissingScopes(scopes)) => {
@@ -787,7 +806,7 @@ impl Engine {
         let mut response_headers = response_headers;
         if let Some(l) = &route.lifecycle {
             response_headers.extend(l.headers.iter().cloned());
-            effects.deprecated = l.deprecated;
+            effects.deprecated = l.deprecated.is_some_and(|d| now >= d);
         }
         let mut body_check = None;
         if let Some(index) = route.request {
@@ -814,7 +833,7 @@ impl Engine {
             response_check: route.response,
             body_check,
             route: route.name.clone(),
-            principal: principal.map(|p| p.id.clone()),
+            principal: trace.principal.take(),
             remove_headers,
             set_headers,
             unknown_route: false,

@@ -172,6 +172,11 @@ impl Table {
 }
 
 impl RouteTable {
+    /// Whether any route has its own IP list.
+    pub fn any_ip_access(&self) -> bool {
+        self.routes.iter().any(|r| r.ip_access.is_some())
+    }
+
     pub fn compile(
         docs: &[RouteDoc],
         providers: &BTreeMap<String, usize>,

@@ -139,52 +139,76 @@ impl Http {
     fn mask(&mut self, status: u16, detail: &[u8]) -> Action {
         self.masking = None;
         self.shared.metrics.upstream_masked();
+        let route = if self.route.is_empty() {
+            "-"
+        } else {
+            self.route.as_str()
+        };
+        log(
+            LogLevel::Warn,
+            &format!("tollgate: upstream answered {status} on route `{route}`; body replaced by a generic problem"),
+        );
+        // The upstream's own text may hold internals (stack traces, connection strings): only at
+        // debug level, for whoever debugs the upstream.
         let cut = detail
             .get(..detail.len().min(MASKED_DETAIL_BYTES))
             .unwrap_or_default();
         log(
-            LogLevel::Warn,
+            LogLevel::Debug,
             &format!(
-                "tollgate: upstream answered {status} on route `{}`; body replaced by a generic problem. upstream body: {:?}",
-                if self.route.is_empty() { "-" } else { &self.route },
+                "tollgate: masked upstream {status} body on route `{route}`: {:?}",
                 String::from_utf8_lossy(cut)
             ),
         );
         let body = crate::problem::upstream_error(status);
-        self.send(
-            status,
-            vec![
-                ("content-type", crate::problem::CONTENT_TYPE),
-                ("cache-control", "no-store"),
-            ],
-            &body,
-        )
+        let extra = std::mem::take(&mut self.response_headers);
+        let mut headers = vec![
+            ("content-type", crate::problem::CONTENT_TYPE),
+            ("cache-control", "no-store"),
+        ];
+        headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.send(status, headers, &body)
     }
 
-    /// Security headers the response lacks, implementation-revealing headers removed.
-    fn harden_response(&self) {
+    /// Rate-limit and lifecycle headers set, security headers the response lacks added,
+    /// implementation-revealing headers removed. Reads the header map once (host calls are the
+    /// cost here) and returns the status and declared length.
+    fn edit_response_headers(&self) -> (u16, Option<usize>) {
+        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let map = MapType::HttpResponseHeaders;
+        for (name, v) in &self.response_headers {
+            // `Link` is a list the upstream may use too (pagination): added, not replaced.
+            let _ = if name == "link" || value(name).is_none() {
+                hostcalls::add_map_value(map, name, v)
+            } else {
+                hostcalls::set_map_value(map, name, Some(v))
+            };
+        }
         let policy = &self.shared.engine.responses;
         for name in &policy.remove_headers {
-            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
-        }
-        let absent = |name: &str| {
-            matches!(
-                hostcalls::get_map_value(MapType::HttpResponseHeaders, name),
-                Ok(None)
-            )
-        };
-        for (name, value) in &policy.security_headers {
-            if absent(name) {
-                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+            if value(name).is_some() {
+                let _ = hostcalls::remove_map_value(map, name);
             }
         }
-        if self.authenticated && policy.no_store_authenticated && absent("cache-control") {
-            let _ = hostcalls::set_map_value(
-                MapType::HttpResponseHeaders,
-                "cache-control",
-                Some("no-store"),
-            );
+        for (name, v) in &policy.security_headers {
+            if value(name).is_none() {
+                let _ = hostcalls::add_map_value(map, name, v);
+            }
         }
+        if self.authenticated && policy.no_store_authenticated && value("cache-control").is_none() {
+            let _ = hostcalls::add_map_value(map, "cache-control", "no-store");
+        }
+        let status = value(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        let length = value("content-length").and_then(|l| l.parse::<usize>().ok());
+        (status, length)
     }
 
     fn judge_response(
@@ -280,6 +304,14 @@ impl Http {
 
 impl Context for Http {}
 
+/// The downstream peer, `ip:port`.
+fn peer_address() -> Option<String> {
+    hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Ok(headers), Some(now_ms)) =
@@ -288,10 +320,13 @@ impl HttpContext for Http {
             return self.internal_error();
         };
         let now = now_ms / 1000;
-        let peer = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok());
+        // A host call per request, so only when a decision needs it; the audit line fetches it
+        // when it is written.
+        let peer = if self.shared.engine.uses_peer {
+            peer_address()
+        } else {
+            None
+        };
         let pseudo = |name: &str| {
             headers
                 .iter()
@@ -365,7 +400,9 @@ impl HttpContext for Http {
                     self.would_deny(code);
                 }
                 for name in &allow.remove_headers {
-                    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+                    if headers.iter().any(|(k, _)| k == name) {
+                        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+                    }
                 }
                 for (name, value) in &allow.set_headers {
                     if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
@@ -403,6 +440,7 @@ impl HttpContext for Http {
                 self.route = denial.route.clone().unwrap_or_default();
                 if let Some(a) = self.audit.as_mut() {
                     a.route.clone_from(&denial.route);
+                    a.principal.clone_from(&denial.principal);
                 }
                 log(
                     LogLevel::Debug,
@@ -442,15 +480,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        for (name, value) in &self.response_headers {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
-        }
-        self.harden_response();
-        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(0);
+        let (status, declared) = self.edit_response_headers();
         self.status = status;
         if status >= 500 && !self.replied && self.shared.engine.responses.mask_upstream_errors {
             if end_of_stream {
@@ -466,10 +496,6 @@ impl HttpContext for Http {
         let Some(max) = self.shared.engine.response_applies(rules, status) else {
             return Action::Continue;
         };
-        let declared = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-length")
-            .ok()
-            .flatten()
-            .and_then(|l| l.parse::<usize>().ok());
         if declared.is_some_and(|l| l > max) {
             log(LogLevel::Warn, &format!("tollgate: response on route `{route}` larger than its `max_body_bytes`: not checked"));
             return Action::Continue;
@@ -527,6 +553,13 @@ impl HttpContext for Http {
             return;
         };
         record.status = self.status;
+        if record.client_ip.is_none() && self.shared.engine.limit_options.trusted_hops == 0 {
+            record.client_ip = peer_address().map(|p| {
+                crate::ratelimit::client_ip(Some(&p), None, 0)
+                    .unwrap_or_default()
+                    .to_string()
+            });
+        }
         let options = &self.shared.engine.audit;
         if record.decision == AuditVerdict::Allow {
             let key = record

@@ -223,6 +223,7 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let started = now_ms();
         let engine = match Engine::compile(&config) {
             Ok(engine) => engine,
             Err(errors) => {
@@ -243,13 +244,18 @@ impl RootContext for Root {
         log(
             LogLevel::Info,
             &format!(
-                "tollgate: policy loaded: {} providers, {} routes",
+                "tollgate: policy loaded: {} providers, {} routes, compiled in {} ms",
                 engine.providers.len(),
-                engine.routes.len()
+                engine.routes.len(),
+                match (started, now_ms()) {
+                    (Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => 0,
+                }
             ),
         );
         let mut state = engine.new_state();
-        if !engine.limits.is_empty() {
+        // Rate-limit and brute-force slots are hashed with the secret.
+        if !engine.limits.is_empty() || engine.brute_force.is_some() {
             state.limit_secret = limit_secret();
         }
         let state = RefCell::new(state);
