@@ -1,0 +1,511 @@
+#!/usr/bin/env python3
+"""`make bench`: Tollgate against no filter and Envoy's native filter chain, in the same Envoy.
+
+Every variant is one Envoy (`--concurrency 1`) on loopback in front of the same upstream (another
+Envoy answering with `direct_response`, so the upstream is never the bottleneck), sent the same
+request: `POST /orders` with a bearer token and a small JSON body. Load comes from separate
+processes (`wrk` for throughput, a constant-rate client for latency). Variants are measured
+interleaved (A B C ... A B C ...) for several rounds, so machine noise hits all of them alike, and
+the median round is reported.
+
+Figures per variant:
+- requests per second at a fixed number of connections (wrk);
+- p50/p99 latency at a fixed request rate well below saturation (open-loop client: latency counts
+  from the moment a request was due, so a stall is not hidden);
+- Envoy CPU time per request: user+system time of the Envoy process (from /proc) divided by the
+  requests it completed - the steadiest figure on a shared machine.
+Plus the module size, VM start/configure time of a 100-route policy and memory per worker VM.
+
+    tests/bench/bench.py [--rounds 3] [--duration 10] [--out tests/bench/results.md]
+
+The test keys in tests/fixtures/keys are TEST-ONLY material.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+sys.path.insert(0, os.path.join(ROOT, "envoy"))
+import render  # noqa: E402
+import trap_module  # noqa: E402
+from harness import WASM, envoy_binary, free_port  # noqa: E402
+from tokens import AUDIENCE, ISSUER, mint, public_jwk  # noqa: E402
+
+BODY = json.dumps({"item": "book-1234", "quantity": 2}).encode()
+SCHEMA = {
+    "type": "object",
+    "required": ["item", "quantity"],
+    "additionalProperties": False,
+    "properties": {
+        "item": {"type": "string", "maxLength": 64},
+        "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
+    },
+}
+SCOPE = "orders:read orders:write"
+HIGH = 1_000_000  # rate limit that never triggers
+
+
+# --- configurations -------------------------------------------------------------------------
+
+def tollgate_policy(full: bool, audit_all: bool = False) -> dict:
+    route = {"name": "orders-create", "path": "/orders", "methods": ["POST"], "providers": ["corp"]}
+    policy = {
+        "providers": {"corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256", "ES256"],
+                               "jwks": {"keys": [public_jwk("rsa-1"), public_jwk("ec256")]}}},
+        "routes": [route],
+        # The audit log writes one line per request at `info` by default; the comparison is
+        # with filters that log nothing per request, so allowed requests are sampled at 1%.
+        "audit": {"sample_allowed": 1.0 if audit_all else 0.01},
+    }
+    if full:
+        route["scopes"] = {"all": ["orders:write"]}
+        route["limits"] = ["per-client"]
+        route["request"] = {"body": SCHEMA}
+        policy["rate_limits"] = {"per-client": {"rate": HIGH, "per": "second", "burst": HIGH, "key": ["identity"]}}
+    return policy
+
+
+def many_routes_policy(routes=100, keys=10) -> dict:
+    """For VM start/configure time: 100 routes with scopes, limits and body schemas, 10 keys."""
+    jwks = [public_jwk("rsa-1"), public_jwk("rsa-2"), public_jwk("ec256"), public_jwk("ec384"), public_jwk("ed25519")]
+    more = []
+    for i in range(keys - len(jwks)):
+        k = dict(public_jwk("rsa-1"))
+        k["kid"] = f"rsa-1-copy-{i}"
+        more.append(k)
+    return {
+        "providers": {"corp": {"issuer": ISSUER, "audiences": [AUDIENCE],
+                               "algorithms": ["RS256", "ES256", "ES384", "EdDSA"], "jwks": {"keys": jwks + more}}},
+        "rate_limits": {"per-client": {"rate": 100, "per": "second", "burst": 200, "key": ["identity"]}},
+        "routes": [{"name": f"r{i}", "path": f"/api/v1/resource{i}/{{id}}", "methods": ["GET", "POST"],
+                    "providers": ["corp"], "scopes": {"all": [f"res{i}:read"]}, "limits": ["per-client"],
+                    "request": {"body": SCHEMA}} for i in range(routes)],
+    }
+
+
+def listener(port, filters):
+    return {
+        "name": "api",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "api",
+                "normalize_path": True,
+                "merge_slashes": True,
+                "route_config": {"virtual_hosts": [{"name": "api", "domains": ["*"],
+                                                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
+                "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            },
+        }]}],
+    }
+
+
+def bootstrap(port, admin, upstream_port, filters):
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [listener(port, filters)],
+            "clusters": [{
+                "name": "upstream", "connect_timeout": "1s", "type": "STATIC",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+            }],
+        },
+    }
+
+
+def wasm_filter(path, policy):
+    config = {
+        "name": "tollgate",
+        "vm_config": {"vm_id": "tollgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": path}}},
+        "failure_policy": "FAIL_CLOSED",
+        "allow_on_headers_stop_iteration": True,
+    }
+    if policy is not None:
+        config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(policy)}
+    return {"name": "tollgate", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                                 "config": config}}
+
+
+def native_filters(cache: bool):
+    """What a user would otherwise configure: jwt_authn (same keys) + rbac on the scope + local_ratelimit."""
+    provider = {
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "local_jwks": {"inline_string": json.dumps({"keys": [public_jwk("rsa-1"), public_jwk("ec256")]})},
+        "payload_in_metadata": "jwt_payload",
+    }
+    if cache:
+        provider["jwt_cache_config"] = {"jwt_cache_size": 1024}
+    percent = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl"}
+    return [
+        {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"corp": provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "corp"}}],
+        }},
+        {"name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": {"orders-write": {
+                "permissions": [{"and_rules": {"rules": [
+                    {"header": {"name": ":method", "string_match": {"exact": "POST"}}},
+                    {"url_path": {"path": {"exact": "/orders"}}},
+                ]}}],
+                "principals": [{"metadata": {
+                    "filter": "envoy.filters.http.jwt_authn",
+                    "path": [{"key": "jwt_payload"}, {"key": "scope"}],
+                    "value": {"string_match": {"contains": "orders:write"}},
+                }}],
+            }}},
+        }},
+        {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "local_rate_limit",
+            "token_bucket": {"max_tokens": HIGH, "tokens_per_fill": HIGH, "fill_interval": "1s"},
+            "filter_enabled": percent,
+            "filter_enforced": percent,
+        }},
+    ]
+
+
+# --- processes ------------------------------------------------------------------------------
+
+class Proxy:
+    def __init__(self, name, config, workdir, concurrency=1, log_level="warn"):
+        self.name = name
+        self.admin = config["admin"]["address"]["socket_address"]["port_value"]
+        listeners = config["static_resources"]["listeners"]
+        self.port = listeners[0]["address"]["socket_address"]["port_value"] if listeners else None
+        self.config_path = os.path.join(workdir, f"{name}.json")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f)
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", self.config_path, "--concurrency", str(concurrency), "--log-level", log_level,
+             "--disable-hot-restart"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.ready_after = None
+
+    def wait_ready(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: envoy exited:\n{open(self.log_path).read()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        self.ready_after = time.monotonic() - self.started
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: not ready")
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def completed(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/stats?filter=^http.api.downstream_rq_completed$") as r:
+            text = r.read().decode()
+        m = re.search(r"downstream_rq_completed: (\d+)", text)
+        return int(m.group(1)) if m else 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def upstream_config(port, admin):
+    cfg = bootstrap(port, admin, 1, [])
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": '{"id": 1, "status": "created"}'}}}]
+    cfg["static_resources"]["clusters"] = []
+    return cfg
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '%s'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer %s"
+"""
+
+
+def run_wrk(proxy, token, duration, connections, workdir):
+    script = os.path.join(workdir, f"wrk-{proxy.name}.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT % (BODY.decode(), token))
+    cpu0, done0 = proxy.cpu_seconds(), proxy.completed()
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", script,
+                          f"http://127.0.0.1:{proxy.port}/orders"], capture_output=True, text=True, check=True).stdout
+    cpu1, done1 = proxy.cpu_seconds(), proxy.completed()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if bad or errors:
+        raise RuntimeError(f"{proxy.name}: not every request succeeded:\n{out}")
+    requests = max(done1 - done0, 1)
+    return {"rps": rps, "cpu_us": (cpu1 - cpu0) / requests * 1e6, "requests": requests}
+
+
+def latency(proxy, token, rate, duration, connections=4):
+    """Open-loop client: each connection sends on a fixed schedule; latency counts from when a
+    request was due, so queueing behind a slow response is measured, not hidden."""
+    request = (f"POST /orders HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+               f"authorization: Bearer {token}\r\ncontent-length: {len(BODY)}\r\n\r\n").encode() + BODY
+    interval = connections / rate
+    results, failures = [], []
+    start = time.perf_counter() + 0.2
+
+    def worker(offset):
+        s = socket.create_connection(("127.0.0.1", proxy.port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = s.makefile("rb")
+        due = start + offset
+        end = start + duration
+        while due < end:
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            s.sendall(request)
+            status = f.readline()
+            length = 0
+            while True:
+                line = f.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            f.read(length)
+            done = time.perf_counter()
+            if b" 200 " not in status:
+                failures.append(status)
+            results.append(done - due)
+            due += interval
+        s.close()
+
+    threads = [threading.Thread(target=worker, args=(i * interval / connections,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise RuntimeError(f"{proxy.name}: {len(failures)} requests failed: {failures[:3]}")
+    results.sort()
+    pick = lambda q: results[min(len(results) - 1, int(q * len(results)))] * 1e3  # noqa: E731
+    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99)}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--rate", type=int, default=300, help="requests/s for the latency runs")
+    ap.add_argument("--latency-duration", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma-separated variant names")
+    ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: `make bench` installs it (Debian package wrk)")
+    if not os.path.exists(WASM):
+        sys.exit(f"{WASM} is missing: run `make build`")
+
+    workdir = tempfile.mkdtemp(prefix="tollgate-bench-")
+    empty_wasm = trap_module.write(os.path.join(workdir, "minimal.wasm"))
+    rs256, es256 = mint("RS256", scope=SCOPE, exp=int(time.time()) + 86400), mint("ES256", scope=SCOPE, exp=int(time.time()) + 86400)
+    variants = [
+        # name, filters, token, description
+        ("floor", [], rs256, "no filter (router only)"),
+        ("wasm-minimal", [wasm_filter(empty_wasm, None)], rs256, "minimal proxy-wasm module: reads `:path`, continues"),
+        ("tollgate-jwt", [wasm_filter(WASM, tollgate_policy(False))], rs256, "Tollgate, JWT only (RS256)"),
+        ("tollgate-full-rs256", [wasm_filter(WASM, tollgate_policy(True))], rs256,
+         "Tollgate full pipeline: JWT RS256, scope, rate limit, body schema"),
+        ("tollgate-full-es256", [wasm_filter(WASM, tollgate_policy(True))], es256,
+         "Tollgate full pipeline: JWT ES256, scope, rate limit, body schema"),
+        ("tollgate-full-audit", [wasm_filter(WASM, tollgate_policy(True, audit_all=True))], rs256,
+         "Tollgate full pipeline (RS256), audit line for every request"),
+        ("native-rs256", native_filters(False), rs256, "jwt_authn + rbac + local_ratelimit, RS256, no JWT cache"),
+        ("native-cache-rs256", native_filters(True), rs256, "jwt_authn (jwt_cache_config) + rbac + local_ratelimit, RS256"),
+        ("native-cache-es256", native_filters(True), es256, "jwt_authn (jwt_cache_config) + rbac + local_ratelimit, ES256"),
+    ]
+    if args.only:
+        keep = set(args.only.split(","))
+        variants = [v for v in variants if v[0] in keep or v[0] == "floor"]
+
+    up_port, up_admin = free_port(), free_port()
+    upstream = Proxy("upstream", upstream_config(up_port, up_admin), workdir, concurrency=1)
+    proxies = {}
+    try:
+        upstream.wait_ready()
+        for name, filters, _, _ in variants:
+            cfg = bootstrap(free_port(), free_port(), up_port, filters)
+            # `info`: the audit lines are written (Envoy's default level).
+            proxies[name] = Proxy(name, cfg, workdir, log_level="info")
+        for p in proxies.values():
+            p.wait_ready()
+        # Warm-up: JIT, token caches, connection pools.
+        for name, _, token, _ in variants:
+            run_wrk(proxies[name], token, 2, args.connections, workdir)
+        rounds = {name: [] for name, *_ in variants}
+        for r in range(args.rounds):
+            for name, _, token, _ in variants:
+                m = run_wrk(proxies[name], token, args.duration, args.connections, workdir)
+                m.update(latency(proxies[name], token, args.rate, args.latency_duration))
+                rounds[name].append(m)
+                print(f"round {r + 1} {name:22} {m['rps']:9.0f} rps  {m['cpu_us']:7.1f} us/req  "
+                      f"p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms", flush=True)
+        extras = measure_extras(workdir, up_port)
+    finally:
+        for p in proxies.values():
+            p.stop()
+        upstream.stop()
+
+    summary = {name: {k: statistics.median(m[k] for m in ms) for k in ("rps", "cpu_us", "p50_ms", "p99_ms")}
+               for name, ms in rounds.items()}
+    write_report(args, variants, summary, rounds, extras)
+    json_path = os.path.splitext(args.out)[0] + ".json"
+    with open(json_path, "w") as f:
+        json.dump({"summary": summary, "rounds": rounds, "extras": extras}, f, indent=1)
+    print(open(args.out).read())
+
+
+def measure_extras(workdir, up_port):
+    """Module size, VM start/configure time of a 100-route policy, memory per worker VM."""
+    extras = {"module_kib": os.path.getsize(WASM) // 1024}
+    policy = many_routes_policy()
+    starts = {}
+    for name, filters in (("floor", []), ("tollgate-100-routes", [wasm_filter(WASM, policy)])):
+        times = []
+        for i in range(3):
+            p = Proxy(f"start-{name}-{i}", bootstrap(free_port(), free_port(), up_port, filters), workdir,
+                      log_level="info")
+            try:
+                p.wait_ready()
+                times.append(p.ready_after)
+                if name != "floor" and i == 0:
+                    log = open(p.log_path).read()
+                    m = re.findall(r"compiled in (\d+) ms", log)
+                    extras["policy_compile_ms"] = [int(x) for x in m]
+            finally:
+                p.stop()
+        starts[name] = statistics.median(times)
+    extras["start_s"] = starts
+    rss = {}
+    for workers in (1, 2, 4):
+        p = Proxy(f"mem-{workers}", bootstrap(free_port(), free_port(), up_port, [wasm_filter(WASM, policy)]), workdir,
+                  concurrency=workers, log_level="warn")
+        try:
+            p.wait_ready()
+            time.sleep(1)
+            rss[workers] = p.rss_kib()
+        finally:
+            p.stop()
+    extras["rss_kib"] = rss
+    extras["per_worker_vm_kib"] = (rss[4] - rss[1]) // 3
+    return extras
+
+
+def write_report(args, variants, summary, rounds, extras):
+    floor = summary["floor"]
+    lines = []
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        model = cpu
+    envoy_version = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True).stdout.strip().split("version: ")[-1]
+    lines += [
+        "# Tollgate benchmark",
+        "",
+        f"Written by `make bench` (tests/bench/bench.py) on {datetime.date.today().isoformat()}: "
+        f"{model}, {os.cpu_count()} cores, Linux {platform.release()}; Envoy {envoy_version.split('/')[1] if '/' in envoy_version else envoy_version}.",
+        f"Each variant: one Envoy with `--concurrency 1` in front of the same upstream (an Envoy with a "
+        f"`direct_response`), `POST /orders` with a bearer token and a {len(BODY)}-byte JSON body. "
+        f"{args.rounds} interleaved rounds; medians shown. Throughput: wrk, 1 thread, {args.connections} connections, "
+        f"{args.duration} s. Latency: open-loop client at {args.rate} requests/s for {args.latency_duration} s. "
+        "CPU: Envoy's user+system time divided by requests it completed (lower is better).",
+        "",
+        "| variant | requests/s | CPU µs/request | CPU vs floor | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, _, _, desc in variants:
+        s = summary[name]
+        lines.append(f"| {desc} (`{name}`) | {s['rps']:.0f} | {s['cpu_us']:.1f} | "
+                     f"{s['cpu_us'] / floor['cpu_us']:.2f}x | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |")
+    lines.append("")
+    pairs = [("tollgate-full-rs256", "native-rs256"), ("tollgate-full-rs256", "native-cache-rs256"),
+             ("tollgate-full-es256", "native-cache-es256"), ("tollgate-jwt", "native-cache-rs256")]
+    pairs = [(a, b) for a, b in pairs if a in summary and b in summary]
+    if pairs:
+        lines += ["Tollgate's CPU per request against the native chain (below 1.00: Tollgate costs less):", ""]
+        for a, b in pairs:
+            lines.append(f"- `{a}` / `{b}`: {summary[a]['cpu_us'] / summary[b]['cpu_us']:.2f}")
+        lines.append("")
+    if "tollgate-jwt" in summary:
+        added = summary["tollgate-jwt"]["cpu_us"] / floor["cpu_us"] - 1
+        lines += [f"JWT only with a repeated token costs {added * 100:.0f}% more CPU per request than the floor.", ""]
+    lines += [
+        "Other figures:",
+        "",
+        f"- module size: {extras['module_kib']} KiB",
+        f"- Envoy start to ready (`--concurrency 1`, median of 3): {extras['start_s']['floor']:.2f} s without a filter, "
+        f"{extras['start_s']['tollgate-100-routes']:.2f} s with Tollgate and a policy of 100 routes (each with scopes, "
+        f"a rate limit and a body schema) and 10 keys; the plugin reported compiling the policy in "
+        f"{', '.join(str(x) for x in extras.get('policy_compile_ms', []))} ms (one line per VM).",
+        f"- memory: Envoy RSS {extras['rss_kib'][1] // 1024} MiB with 1 worker, {extras['rss_kib'][2] // 1024} MiB with 2, "
+        f"{extras['rss_kib'][4] // 1024} MiB with 4: about {extras['per_worker_vm_kib'] // 1024} MiB per worker VM "
+        "(V8 with the compiled module, the engine and its policy).",
+        "",
+        "Every round:",
+        "",
+        "| variant | round | requests/s | CPU µs/request | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, _, _, _ in variants:
+        for i, m in enumerate(rounds[name]):
+            lines.append(f"| `{name}` | {i + 1} | {m['rps']:.0f} | {m['cpu_us']:.1f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
