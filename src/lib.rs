@@ -13,6 +13,11 @@ pub mod store;
 #[cfg(target_os = "wasi")]
 mod host;
 
+// The `tollgate` command-line tool (src/bin/tollgate.rs): native builds only, so that nothing of it
+// (nor its YAML parser) reaches the module Envoy loads.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+
 pub mod payload;
 pub mod ratelimit;
 #[cfg(test)]

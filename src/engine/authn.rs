@@ -57,7 +57,9 @@ enum Found<'a> {
     ApiKey(&'a Source),
 }
 
-pub(super) fn authenticate(
+/// Finds and verifies the one credential `access` accepts. Called by `Engine::decide_at`; public so
+/// that `tollgate explain` can show who passed (or why not) with the engine's own code.
+pub fn authenticate(
     engine: &Engine,
     access: &Access,
     req: &Request<'_>,

@@ -238,20 +238,108 @@ impl Rules {
             return Err(Refusal::Forbidden);
         }
         if let Some(o) = &self.owner {
-            let overridden = o.unless_scope.as_ref().is_some_and(has);
-            if !overridden {
-                let param = params
-                    .iter()
-                    .find(|(k, _)| *k == o.param)
-                    .map(|(_, v)| v.as_str());
-                let claim = who.claims.get(&o.claim).and_then(scalar);
-                if param.is_none() || claim.is_none() || param != claim.as_deref() {
-                    return Err(Refusal::Forbidden);
-                }
+            if !owner_holds(o, who, params) {
+                return Err(Refusal::Forbidden);
             }
         }
         Ok(())
     }
+
+    /// Every requirement of this route and whether `who` meets it, for `tollgate explain`. Judged
+    /// with the same helpers as [`Rules::check`], which alone decides.
+    pub fn explain(
+        &self,
+        who: &Principal,
+        req: &Request<'_>,
+        params: &[(String, String)],
+    ) -> Vec<Check> {
+        let has = |s: &String| who.scopes.binary_search(s).is_ok();
+        let mut out: Vec<Check> = self
+            .scopes_all
+            .iter()
+            .map(|s| Check {
+                requirement: format!("scope `{s}`"),
+                passed: has(s),
+            })
+            .collect();
+        if !self.scopes_any.is_empty() {
+            out.push(Check {
+                requirement: format!("one of the scopes {}", quoted(&self.scopes_any)),
+                passed: self.scopes_any.iter().any(has),
+            });
+        }
+        for c in &self.claims_all {
+            out.push(Check {
+                requirement: describe(c),
+                passed: evaluate(c, who, req),
+            });
+        }
+        if !self.claims_any.is_empty() {
+            let each: Vec<String> = self.claims_any.iter().map(describe).collect();
+            out.push(Check {
+                requirement: format!("one of: {}", each.join(" | ")),
+                passed: self.claims_any.iter().any(|c| evaluate(c, who, req)),
+            });
+        }
+        if let Some(o) = &self.owner {
+            let unless = o
+                .unless_scope
+                .as_ref()
+                .map(|s| format!(", unless scope `{s}`"))
+                .unwrap_or_default();
+            out.push(Check {
+                requirement: format!(
+                    "owner: path parameter `{}` equals claim `{}`{unless}",
+                    o.param, o.claim
+                ),
+                passed: owner_holds(o, who, params),
+            });
+        }
+        out
+    }
+}
+
+/// One requirement of a route, judged for one principal (`Rules::explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub requirement: String,
+    pub passed: bool,
+}
+
+fn quoted(list: &[String]) -> String {
+    let items: Vec<String> = list.iter().map(|s| format!("`{s}`")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn describe_operand(o: &Operand) -> String {
+    match o {
+        Operand::Literal(s) => format!("`{s}`"),
+        Operand::Header(h) => format!("header `{h}`"),
+    }
+}
+
+fn describe(c: &Condition) -> String {
+    match &c.op {
+        Op::Equals(o) => format!("claim `{}` equals {}", c.claim, describe_operand(o)),
+        Op::OneOf(list) => format!("claim `{}` is one of {}", c.claim, quoted(list)),
+        Op::Contains(o) => format!("claim `{}` contains {}", c.claim, describe_operand(o)),
+    }
+}
+
+/// The owner check: the path parameter equals the claim, unless the override scope is held.
+fn owner_holds(o: &Owner, who: &Principal, params: &[(String, String)]) -> bool {
+    if o.unless_scope
+        .as_ref()
+        .is_some_and(|s| who.scopes.binary_search(s).is_ok())
+    {
+        return true;
+    }
+    let param = params
+        .iter()
+        .find(|(k, _)| *k == o.param)
+        .map(|(_, v)| v.as_str());
+    let claim = who.claims.get(&o.claim).and_then(scalar);
+    !(param.is_none() || claim.is_none() || param != claim.as_deref())
 }
 
 /// A string, number or bool claim as text; `None` for other shapes.

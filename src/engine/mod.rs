@@ -17,7 +17,8 @@ pub mod timefmt;
 
 pub use apikeys::{parse_rfc3339, ApiKeys};
 pub use audit::Mode;
-pub use authn::Principal;
+pub use authn::{authenticate, Authenticated, Principal};
+pub use authz::Check;
 pub use decision::{Allow, Decision, Denial, Effects, Outcome};
 pub use request::Request;
 pub use routes::{Access, Matched, Route, RouteTable};

@@ -1,0 +1,627 @@
+//! `tollgate explain`: one request through the engine, with a trace of how it was judged. The
+//! decision is the engine's (`Session::decide`: `decide_at`, then the body check); the trace
+//! around it is read from the compiled engine and computed with the engine's own functions
+//! (`path::normalize`, `RouteTable::find`, `authenticate`, `Rules::explain`), never re-decided.
+
+use super::request::{Session, Spec, Verdict};
+use crate::engine::{authenticate, path, Access, Effects, Engine, Request};
+use crate::jwt::extract::Source;
+use crate::policy::PolicyDoc;
+use crate::ratelimit::KeyPart;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+/// Everything `explain` prints, as data (`--json` prints it as is).
+pub fn explain(
+    engine: &Engine,
+    doc: &PolicyDoc,
+    spec: &Spec,
+    now_ms: u64,
+    jwks: &[(String, Vec<u8>)],
+) -> Result<Value, String> {
+    let verdict = Session::new(engine, jwks)?.decide(spec, now_ms);
+    let mut trace_session = Session::new(engine, jwks)?;
+    let now = now_ms / 1000;
+    let headers = spec.envoy_headers();
+    let req = Request {
+        method: &spec.method,
+        path: &spec.path,
+        headers: &headers,
+        peer: Some(spec.peer.as_deref().unwrap_or(super::request::DEFAULT_PEER)),
+    };
+    let mut out = Map::new();
+    out.insert(
+        "request".into(),
+        json!({
+            "method": spec.method,
+            "path": spec.path,
+            "headers": headers,
+            "body_bytes": spec.body.as_ref().map(Vec::len),
+        }),
+    );
+    out.insert("now".into(), Value::from(super::keys::seconds_rfc3339(now)));
+    let normalized = path::normalize(&spec.path);
+    out.insert("normalized_path".into(), json!(normalized));
+    let host = headers
+        .iter()
+        .find(|(k, _)| k == ":authority")
+        .map_or("", |(_, v)| v.as_str());
+    let matched = normalized
+        .as_deref()
+        .and_then(|p| engine.routes.find(host, &spec.method, p));
+    if let Some(m) = &matched {
+        let route = m.route;
+        let rdoc =
+            doc.routes.iter().enumerate().find(|(i, r)| {
+                r.name.clone().unwrap_or_else(|| format!("routes[{i}]")) == route.name
+            });
+        let (pattern, methods) = match rdoc {
+            Some((_, r)) => (
+                match (&r.path, &r.prefix) {
+                    (Some(p), _) => format!("path {p}"),
+                    (_, Some(p)) => format!("prefix {p}"),
+                    _ => String::new(),
+                },
+                r.methods.clone(),
+            ),
+            None => (String::new(), vec![]),
+        };
+        let access = match &route.access {
+            Access::Public => json!("public"),
+            Access::Authenticated {
+                providers,
+                api_keys,
+            } => json!({
+                "providers": providers.iter().filter_map(|i| engine.providers.get(*i)).map(|p| p.name.clone()).collect::<Vec<_>>(),
+                "api_keys": api_keys,
+            }),
+        };
+        out.insert(
+            "route".into(),
+            json!({
+                "name": route.name,
+                "index": rdoc.map(|(i, _)| i),
+                "pattern": pattern,
+                "methods": methods,
+                "params": m.params.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<Map<_, _>>(),
+                "access": access,
+                "mode": route.mode,
+            }),
+        );
+        if let Some(cred) = credential(engine, &route.access, &req) {
+            out.insert("credential".into(), cred);
+        }
+        if route.access != Access::Public {
+            let mut effects = Effects::default();
+            match authenticate(
+                engine,
+                &route.access,
+                &req,
+                now,
+                &mut trace_session.state,
+                &mut effects,
+            ) {
+                Ok(who) => {
+                    let p = &who.principal;
+                    out.insert(
+                        "authentication".into(),
+                        json!({
+                            "result": "passed",
+                            "principal": p.id,
+                            "provider": p.id.strip_prefix("jwt:").and_then(|r| r.split_once(':')).map(|(n, _)| n),
+                            "scopes": p.scopes,
+                        }),
+                    );
+                    let checks = route.rules.explain(p, &req, &m.params);
+                    out.insert(
+                        "authorization".into(),
+                        Value::Array(
+                            checks
+                                .iter()
+                                .map(|c| json!({"requirement": c.requirement, "passed": c.passed}))
+                                .collect(),
+                        ),
+                    );
+                }
+                Err(code) => {
+                    let info = code.info();
+                    out.insert(
+                        "authentication".into(),
+                        json!({"result": "refused", "code": code.as_str(), "detail": info.detail}),
+                    );
+                }
+            }
+        }
+        let limits: Vec<Value> = route
+            .limits
+            .iter()
+            .filter_map(|(i, cost)| engine.limits.get(*i).map(|l| (l, cost)))
+            .map(|(l, cost)| {
+                json!({
+                    "limit": l.name,
+                    "rate": l.shape.rate,
+                    "per": period(l.shape.period_ms),
+                    "burst": l.shape.burst,
+                    "cost": cost,
+                    "key": l.key.iter().map(key_part).collect::<Vec<_>>(),
+                    "shadow": l.shadow,
+                })
+            })
+            .collect();
+        out.insert("limits".into(), Value::Array(limits));
+        if let Some(r) = rdoc.and_then(|(_, r)| r.request.as_ref()) {
+            let mut checks = Vec::new();
+            if r.body.is_some() {
+                checks.push("body schema".to_string());
+            }
+            checks.extend(r.params.keys().map(|k| format!("path parameter `{k}`")));
+            checks.extend(r.query.keys().map(|k| format!("query `{k}`")));
+            checks.extend(
+                r.required_query
+                    .iter()
+                    .map(|k| format!("query `{k}` required")),
+            );
+            checks.extend(r.headers.keys().map(|k| format!("header `{k}`")));
+            checks.extend(
+                r.required_headers
+                    .iter()
+                    .map(|k| format!("header `{k}` required")),
+            );
+            out.insert("request_checks".into(), json!(checks));
+        }
+    } else {
+        out.insert("route".into(), Value::Null);
+    }
+    out.insert("decision".into(), decision_json(&verdict));
+    Ok(Value::Object(out))
+}
+
+fn period(ms: u64) -> String {
+    match ms {
+        1000 => "second".into(),
+        60_000 => "minute".into(),
+        3_600_000 => "hour".into(),
+        other => format!("{other} ms"),
+    }
+}
+
+fn key_part(k: &KeyPart) -> String {
+    match k {
+        KeyPart::Identity => "identity".into(),
+        KeyPart::ClientIp => "client_ip".into(),
+        KeyPart::Route => "route".into(),
+        KeyPart::Claim(c) => format!("claim `{c}`"),
+        KeyPart::Header(h) => format!("header `{h}`"),
+        KeyPart::Constant(c) => format!("constant `{c}`"),
+    }
+}
+
+/// The credentials the route's sources find, as the engine looks for them; a JWT's header and
+/// claims are decoded (not verified) for display.
+fn credential(engine: &Engine, access: &Access, req: &Request<'_>) -> Option<Value> {
+    let Access::Authenticated {
+        providers,
+        api_keys,
+    } = access
+    else {
+        return None;
+    };
+    let mut sources: Vec<(&Source, &str)> = Vec::new();
+    for p in providers.iter().filter_map(|i| engine.providers.get(*i)) {
+        for s in &p.sources {
+            if !sources.iter().any(|(x, _)| *x == s) {
+                sources.push((s, "token"));
+            }
+        }
+    }
+    if let (Some(k), true) = (&engine.api_keys, api_keys) {
+        sources.extend(k.sources.iter().map(|s| (s, "api_key")));
+    }
+    let mut found = Vec::new();
+    for (source, kind) in sources {
+        let mut scratch = Vec::new();
+        source.find(req, &mut scratch);
+        for value in scratch {
+            let place = match source {
+                Source::Header { name, .. } => format!("header `{name}`"),
+                Source::Query(q) => format!("query parameter `{q}`"),
+                Source::Cookie(c) => format!("cookie `{c}`"),
+            };
+            let mut item = Map::new();
+            item.insert("kind".into(), Value::from(kind));
+            item.insert("from".into(), Value::from(place));
+            if kind == "token" {
+                item.insert("jwt".into(), decode_jwt(value).unwrap_or(Value::Null));
+            }
+            found.push(Value::Object(item));
+        }
+    }
+    Some(Value::Array(found))
+}
+
+/// A JWT's header and payload, unverified.
+pub fn decode_jwt(token: &str) -> Option<Value> {
+    let mut parts = token.split('.');
+    let mut part = || -> Option<Value> {
+        let bytes = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    Some(json!({"header": part()?, "claims": part()?}))
+}
+
+pub fn decision_json(v: &Verdict) -> Value {
+    let mut out = match v.summary() {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    if let Some(a) = v.allow() {
+        out.insert(
+            "upstream".into(),
+            json!({"set_headers": a.set_headers, "remove_headers": a.remove_headers}),
+        );
+        out.insert("response_headers".into(), json!(a.response_headers));
+        out.insert("unknown_route".into(), json!(a.unknown_route));
+        if let Some(checked) = &v.body_checked {
+            let body = match checked {
+                Ok(()) => json!("passed"),
+                Err(d) => json!({
+                    "code": d.code.as_str(),
+                    "problem": serde_json::from_str::<Value>(&d.body).ok(),
+                }),
+            };
+            out.insert("body".into(), body);
+        }
+    }
+    if let Some(d) = v.denial() {
+        out.insert("title".into(), json!(d.code.info().title));
+        out.insert("headers".into(), json!(d.headers));
+        out.insert(
+            "problem".into(),
+            serde_json::from_str::<Value>(&d.body).unwrap_or(Value::Null),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The trace for people.
+// Reading a `serde_json::Value` by index never panics (a missing member reads as `Null`); only
+// writing through it can, and this function only reads.
+#[allow(clippy::indexing_slicing)]
+pub fn render_text(t: &Value) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, text: String| {
+        out.push_str(&format!("{label:<11}{text}\n"));
+    };
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let r = &t["request"];
+    line(
+        "request",
+        format!(
+            "{} {}  (at {})",
+            s(&r["method"]),
+            s(&r["path"]),
+            s(&t["now"])
+        ),
+    );
+    match t["normalized_path"].as_str() {
+        Some(p) if p != s(&r["path"]).split('?').next().unwrap_or("") => {
+            line("path", format!("normalised to {p}"))
+        }
+        Some(_) => {}
+        None => line("path", "cannot be normalised safely".into()),
+    }
+    let route = &t["route"];
+    if route.is_null() {
+        line("route", "no route matches".into());
+    } else {
+        let params: Vec<String> = route["params"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", s(v))).collect())
+            .unwrap_or_default();
+        let methods: Vec<String> = route["methods"]
+            .as_array()
+            .map(|m| m.iter().map(s).collect())
+            .unwrap_or_default();
+        let methods = if methods.is_empty() {
+            "any method".to_string()
+        } else {
+            methods.join(",")
+        };
+        let params = if params.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", params.join(", "))
+        };
+        line(
+            "route",
+            format!(
+                "{} ({methods} {}){params}",
+                s(&route["name"]),
+                s(&route["pattern"])
+            ),
+        );
+        let access = &route["access"];
+        let accepts = if access.is_string() {
+            "public: no credential needed".to_string()
+        } else {
+            let mut parts = Vec::new();
+            if let Some(p) = access["providers"].as_array().filter(|p| !p.is_empty()) {
+                let names: Vec<String> = p.iter().map(|n| format!("`{}`", s(n))).collect();
+                parts.push(format!("tokens of {}", names.join(", ")));
+            }
+            if access["api_keys"] == true {
+                parts.push("API keys".into());
+            }
+            parts.join(" or ")
+        };
+        line("accepts", accepts);
+    }
+    for c in t["credential"].as_array().into_iter().flatten() {
+        let mut text = format!("{} from {}", s(&c["kind"]).replace('_', " "), s(&c["from"]));
+        let jwt = &c["jwt"];
+        if jwt.is_object() {
+            let h = &jwt["header"];
+            let cl = &jwt["claims"];
+            text.push_str(&format!(": {} kid={}", s(&h["alg"]), h["kid"]));
+            for k in ["iss", "sub", "aud", "scope"] {
+                if let Some(v) = cl.get(k) {
+                    text.push_str(&format!(
+                        " {k}={}",
+                        v.as_str().map_or(v.to_string(), String::from)
+                    ));
+                }
+            }
+            if let (Some(exp), Some(now)) = (
+                cl["exp"].as_i64(),
+                t["now"].as_str().and_then(crate::engine::parse_rfc3339),
+            ) {
+                let left = exp - i64::try_from(now).unwrap_or(i64::MAX);
+                text.push_str(&if left >= 0 {
+                    format!(" (expires in {left} s)")
+                } else {
+                    format!(" (expired {} s ago)", -left)
+                });
+            }
+        } else if c["kind"] == "token" {
+            text.push_str(": not a JWT");
+        }
+        line("credential", text);
+    }
+    let a = &t["authentication"];
+    if a["result"] == "passed" {
+        let scopes: Vec<String> = a["scopes"]
+            .as_array()
+            .map(|v| v.iter().map(s).collect())
+            .unwrap_or_default();
+        let by = a["provider"]
+            .as_str()
+            .map_or("API key".to_string(), |p| format!("provider `{p}`"));
+        line(
+            "authn",
+            format!(
+                "passed: {by}; principal {}; scopes [{}]",
+                s(&a["principal"]),
+                scopes.join(" ")
+            ),
+        );
+    } else if a["result"] == "refused" {
+        line(
+            "authn",
+            format!("refused: {} ({})", s(&a["code"]), s(&a["detail"])),
+        );
+    }
+    for c in t["authorization"].as_array().into_iter().flatten() {
+        let mark = if c["passed"] == true { "pass" } else { "FAIL" };
+        line("authz", format!("{mark}  {}", s(&c["requirement"])));
+    }
+    for l in t["limits"].as_array().into_iter().flatten() {
+        let keys: Vec<String> = l["key"]
+            .as_array()
+            .map(|v| v.iter().map(s).collect())
+            .unwrap_or_default();
+        line(
+            "limit",
+            format!(
+                "{}: {} per {}, burst {}, cost {}, key [{}]{}  (no shared state: the bucket starts full)",
+                s(&l["limit"]),
+                l["rate"],
+                s(&l["per"]),
+                l["burst"],
+                l["cost"],
+                keys.join(", "),
+                if l["shadow"] == true { ", shadow" } else { "" }
+            ),
+        );
+    }
+    if let Some(c) = t["request_checks"].as_array() {
+        let items: Vec<String> = c.iter().map(s).collect();
+        line("checks", items.join(", "));
+    }
+    let d = &t["decision"];
+    if d["decision"] == "allow" {
+        let mut text = "ALLOW".to_string();
+        if !d["route"].is_null() {
+            text.push_str(&format!("  route={}", s(&d["route"])));
+        }
+        if !d["principal"].is_null() {
+            text.push_str(&format!("  principal={}", s(&d["principal"])));
+        }
+        if d["unknown_route"] == true {
+            text.push_str("  (unknown route let through by `default.action: allow`)");
+        }
+        if let Some(w) = d["would_deny"].as_str() {
+            text.push_str(&format!("  (dry run: would deny with {w})"));
+        }
+        line("decision", text);
+        if d["body"] == "passed" {
+            line("body", "passed its schema".into());
+        } else if d["body"].is_object() {
+            line(
+                "body",
+                format!("refused (reported only): {}", d["body"]["problem"]),
+            );
+        }
+        for h in d["upstream"]["set_headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            line("upstream", format!("set {}: {}", s(&h[0]), s(&h[1])));
+        }
+        for h in d["response_headers"].as_array().into_iter().flatten() {
+            line("response", format!("{}: {}", s(&h[0]), s(&h[1])));
+        }
+    } else {
+        line(
+            "decision",
+            format!(
+                "DENY {} {} ({})",
+                d["status"],
+                s(&d["code"]),
+                s(&d["title"])
+            ),
+        );
+        for h in d["headers"].as_array().into_iter().flatten() {
+            line("response", format!("{}: {}", s(&h[0]), s(&h[1])));
+        }
+        line("response", d["problem"].to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::Mint;
+
+    fn orders() -> (Engine, PolicyDoc) {
+        let text = include_str!("../../policies/orders.json");
+        (
+            Engine::compile(text.as_bytes()).unwrap(),
+            crate::policy::parse(text.as_bytes()).unwrap(),
+        )
+    }
+
+    fn spec(method: &str, path: &str, headers: &[(&str, &str)]) -> Spec {
+        Spec {
+            method: method.into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: None,
+            peer: None,
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn an_allowed_token_request_is_traced() {
+        let (engine, doc) = orders();
+        let token = Mint::demo(NOW).claim("scope", "orders:read".into()).sign();
+        let auth = format!("Bearer {token}");
+        let t = explain(
+            &engine,
+            &doc,
+            &spec("GET", "/orders/42", &[("authorization", &auth)]),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t["decision"]["decision"], "allow");
+        assert_eq!(t["route"]["name"], "get-order");
+        assert_eq!(t["route"]["params"]["id"], "42");
+        assert_eq!(t["authentication"]["provider"], "corp");
+        assert_eq!(t["authorization"][0]["passed"], true);
+        assert_eq!(t["limits"][0]["limit"], "per-caller");
+        assert_eq!(t["credential"][0]["jwt"]["header"]["kid"], "demo-1");
+        let text = render_text(&t);
+        assert!(
+            text.contains("route      get-order (GET path /orders/{id})  [id=42]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("authn      passed: provider `corp`; principal jwt:corp:alice"),
+            "{text}"
+        );
+        assert!(
+            text.contains("authz      pass  one of the scopes [`orders:admin`, `orders:read`]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("decision   ALLOW  route=get-order  principal=jwt:corp:alice"),
+            "{text}"
+        );
+        assert!(text.contains("(expires in 3600 s)"), "{text}");
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let (engine, doc) = orders();
+        let token = Mint::demo(NOW).claim("scope", "orders:write".into()).sign();
+        let auth = format!("Bearer {token}");
+        let t = explain(
+            &engine,
+            &doc,
+            &spec("DELETE", "/orders/9", &[("authorization", &auth)]),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t["decision"]["code"], "forbidden");
+        let text = render_text(&t);
+        assert!(
+            text.contains("authz      FAIL  claim `roles` contains `support`"),
+            "{text}"
+        );
+        assert!(text.contains("decision   DENY 403 forbidden"), "{text}");
+
+        let expired = Mint::demo(NOW - 7200).sign();
+        let auth = format!("Bearer {expired}");
+        let t = explain(
+            &engine,
+            &doc,
+            &spec("GET", "/users/alice", &[("authorization", &auth)]),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t["authentication"]["code"], "token_expired");
+        assert!(render_text(&t).contains("(expired 3600 s ago)"));
+
+        let t = explain(
+            &engine,
+            &doc,
+            &spec("GET", "/nowhere", &[]),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        assert!(t["route"].is_null());
+        assert!(render_text(&t).contains("decision   DENY 404 route_not_found"));
+
+        let t = explain(
+            &engine,
+            &doc,
+            &spec(
+                "GET",
+                "/orders?limit=500",
+                &[("x-api-key", "demo-key-reporting-2026q1")],
+            ),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t["decision"]["code"], "request_invalid");
+        assert_eq!(t["decision"]["status"], 422);
+        assert!(
+            t["decision"]["problem"]["violations"].is_array(),
+            "{}",
+            t["decision"]
+        );
+        assert_eq!(t["authentication"]["principal"], "api_key:reporting-2026q1");
+    }
+}

@@ -1,0 +1,510 @@
+//! The `tollgate` command-line tool: the filter's engine, built natively, to check policies in a
+//! pull request instead of in production. Subcommands read files and print; every decision comes
+//! from `Engine` (see `request.rs`). Native only: the wasm module never contains this module.
+
+mod args;
+pub mod cases;
+pub mod check;
+pub mod explain;
+pub mod keys;
+pub mod render;
+pub mod request;
+pub mod source;
+mod yaml;
+
+use args::{Args, Spec as ArgSpec};
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+
+/// Exit codes.
+pub const OK: u8 = 0;
+/// The policy is invalid, a case failed, or a file could not be used.
+pub const FAILED: u8 = 1;
+/// The command line is wrong.
+pub const USAGE: u8 = 2;
+
+const USAGE_TEXT: &str = "\
+tollgate: the Tollgate policy engine on the command line
+
+usage:
+  tollgate check POLICY... [--json] [--strict]
+      load and compile policies (JSON or YAML); print every problem as FILE:LINE:COL and warn about
+      risky choices. Exit 1 when a policy is invalid (or, with --strict, has warnings).
+  tollgate explain POLICY --request 'METHOD /path?query' [-H 'name: value']... [--body FILE | --data TEXT]
+                   [--now TIME] [--peer ADDR] [--jwks PROVIDER=FILE]... [--json]
+      run one request through the engine and print the decision with its trace.
+  tollgate test POLICY CASES... [--json]
+      run files of request cases with expected decisions. Exit 1 when a case fails.
+  tollgate render envoy POLICY [--as struct|string] [--wasm PATH]
+  tollgate render istio POLICY [--url oci://...] [--name NAME] [--namespace NS] [--selector key=value]...
+      print the Envoy http_filters block, or an Istio WasmPlugin, with the policy embedded.
+  tollgate token (--key PEM | --hmac-secret TEXT) [--alg ALG] [--kid KID] [--claim name=value]... [--ttl SECONDS]
+      print a signed JWT (iat = now, exp = now + ttl; default ttl 3600).
+  tollgate api-key --id ID [--scopes 'a b'] [--days N]
+      print a new API key and the line for the policy's api_keys.keys (days 0: no expiry).
+  tollgate jwk PEM [--kid KID] [--alg ALG]
+      print the public JWK of a PEM key (private PKCS#8 or public SPKI).
+
+TIME is seconds since 1970 or YYYY-MM-DDTHH:MM:SSZ; the default is the clock.
+";
+
+type Out<'a> = &'a mut dyn Write;
+
+/// Runs the tool with `args` (without the program name); returns the exit code.
+pub fn run(args: &[String], out: Out<'_>, err: Out<'_>) -> u8 {
+    let Some((command, rest)) = args.split_first() else {
+        let _ = err.write_all(USAGE_TEXT.as_bytes());
+        return USAGE;
+    };
+    let result = match command.as_str() {
+        "check" => cmd_check(rest, out),
+        "explain" => cmd_explain(rest, out),
+        "test" => cmd_test(rest, out),
+        "render" => cmd_render(rest, out),
+        "token" => cmd_token(rest, out),
+        "api-key" => cmd_api_key(rest, out),
+        "jwk" => cmd_jwk(rest, out),
+        "help" | "--help" | "-h" => {
+            let _ = out.write_all(USAGE_TEXT.as_bytes());
+            return OK;
+        }
+        "--version" | "version" => {
+            let _ = writeln!(out, "tollgate {}", env!("CARGO_PKG_VERSION"));
+            return OK;
+        }
+        other => Err(Failure::Usage(format!("unknown command `{other}`"))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
+            let _ = writeln!(err, "tollgate {command}: {msg}\n\n{USAGE_TEXT}");
+            USAGE
+        }
+        Err(Failure::Error(msg)) => {
+            let _ = writeln!(err, "tollgate {command}: {msg}");
+            FAILED
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Error(String),
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn usage<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Failure::Usage(msg.into()))
+}
+
+fn error(msg: impl Into<String>) -> Failure {
+    Failure::Error(msg.into())
+}
+
+fn parse(args: &[String], spec: &ArgSpec<'_>) -> Result<Args> {
+    Args::parse(args, spec).map_err(Failure::Usage)
+}
+
+fn print(out: Out<'_>, text: &str) -> Result<u8> {
+    out.write_all(text.as_bytes())
+        .map_err(|e| error(format!("cannot write: {e}")))?;
+    Ok(OK)
+}
+
+fn print_json(out: Out<'_>, value: &Value) -> Result<u8> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| error(e.to_string()))?;
+    print(out, &format!("{text}\n"))
+}
+
+/// A valid policy, or the `check` report of why not (as an error for commands that need one).
+fn load_policy(path: &str) -> Result<check::Report> {
+    let report = check::check_file(path);
+    if report.valid() {
+        Ok(report)
+    } else {
+        Err(error(format!(
+            "the policy is invalid:\n{}",
+            check::report_text(&report)
+        )))
+    }
+}
+
+fn cmd_check(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &[],
+            flags: &["json", "strict"],
+            short: &[],
+        },
+    )?;
+    if a.positional.is_empty() {
+        return usage("name at least one policy file");
+    }
+    let reports: Vec<check::Report> = a.positional.iter().map(|p| check::check_file(p)).collect();
+    let failed = reports
+        .iter()
+        .any(|r| !r.valid() || (a.flag("strict") && !r.warnings.is_empty()));
+    if a.flag("json") {
+        let all: Vec<Value> = reports.iter().map(check::report_json).collect();
+        print_json(
+            out,
+            &if all.len() == 1 {
+                all.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                Value::Array(all)
+            },
+        )?;
+    } else {
+        let text: String = reports.iter().map(check::report_text).collect();
+        print(out, &text)?;
+    }
+    Ok(if failed { FAILED } else { OK })
+}
+
+fn jwks_args(a: &Args) -> Result<Vec<(String, Vec<u8>)>> {
+    a.values("jwks")
+        .iter()
+        .map(|v| {
+            let (name, file) = v
+                .split_once('=')
+                .ok_or_else(|| Failure::Usage(format!("`--jwks {v}`: expected PROVIDER=FILE")))?;
+            let body = std::fs::read(file).map_err(|e| error(format!("{file}: {e}")))?;
+            Ok((name.to_string(), body))
+        })
+        .collect()
+}
+
+fn now_arg(a: &Args) -> Result<u64> {
+    match a.value("now") {
+        Some(t) => request::parse_time(t)
+            .map(|s| s.saturating_mul(1000))
+            .map_err(Failure::Usage),
+        None => Ok(request::now_ms()),
+    }
+}
+
+fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &["request", "header", "body", "data", "now", "peer", "jwks"],
+            flags: &["json"],
+            short: &[("-H", "--header"), ("-X", "--request")],
+        },
+    )?;
+    let [policy] = a.positional.as_slice() else {
+        return usage("name one policy file");
+    };
+    let Some(line) = a.value("request") else {
+        return usage("`--request 'METHOD /path'` is required");
+    };
+    let (method, path) = request::Spec::parse_line(line).map_err(Failure::Usage)?;
+    let headers = a
+        .values("header")
+        .iter()
+        .map(|h| request::parse_header(h))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    let body = match (a.value("body"), a.value("data")) {
+        (Some(_), Some(_)) => return usage("give `--body` or `--data`, not both"),
+        (Some(file), None) => Some(std::fs::read(file).map_err(|e| error(format!("{file}: {e}")))?),
+        (None, Some(text)) => Some(text.as_bytes().to_vec()),
+        (None, None) => None,
+    };
+    let spec = request::Spec {
+        method,
+        path,
+        headers,
+        body,
+        peer: a.value("peer").map(String::from),
+    };
+    let now_ms = now_arg(&a)?;
+    let jwks = jwks_args(&a)?;
+    let report = load_policy(policy)?;
+    let (Some(engine), Some(doc)) = (&report.engine, &report.doc) else {
+        return Err(error("the policy did not compile"));
+    };
+    let trace = explain::explain(engine, doc, &spec, now_ms, &jwks).map_err(error)?;
+    if a.flag("json") {
+        print_json(out, &trace)
+    } else {
+        print(out, &explain::render_text(&trace))
+    }
+}
+
+fn cmd_test(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &[],
+            flags: &["json"],
+            short: &[],
+        },
+    )?;
+    let Some((policy, files)) = a.positional.split_first().filter(|(_, f)| !f.is_empty()) else {
+        return usage("name a policy file and at least one case file");
+    };
+    let report = load_policy(policy)?;
+    let Some(engine) = &report.engine else {
+        return Err(error("the policy did not compile"));
+    };
+    let clock = request::now_ms();
+    let (mut passed, mut failed) = (0, 0);
+    let mut text = String::new();
+    let mut json_files = Vec::new();
+    for file in files {
+        let (doc, cases) = cases::load(file).map_err(|e| error(e.0))?;
+        let base = Path::new(file).parent().unwrap_or(Path::new("."));
+        let results = cases::run(engine, &doc, &cases, base, clock).map_err(|e| error(e.0))?;
+        let ok = results.iter().filter(|r| r.passed()).count();
+        passed += ok;
+        failed += results.len() - ok;
+        text.push_str(&format!("{file} ({policy})\n"));
+        text.push_str(&cases::render_text(file, &results));
+        json_files.push(cases::render_json(policy, file, &results));
+    }
+    if a.flag("json") {
+        print_json(
+            out,
+            &serde_json::json!({"policy": policy, "passed": passed, "failed": failed, "files": json_files}),
+        )?;
+    } else {
+        text.push_str(&format!("{passed} passed, {failed} failed\n"));
+        print(out, &text)?;
+    }
+    Ok(if failed == 0 { OK } else { FAILED })
+}
+
+fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &["as", "wasm", "url", "name", "namespace", "selector"],
+            flags: &[],
+            short: &[],
+        },
+    )?;
+    let [target, policy] = a.positional.as_slice() else {
+        return usage("expected `render envoy POLICY` or `render istio POLICY`");
+    };
+    let report = load_policy(policy)?;
+    let Some(source) = &report.source else {
+        return Err(error("the policy could not be read"));
+    };
+    let json_text = match source.format {
+        source::Format::Json => source.text.clone(),
+        source::Format::Yaml => {
+            serde_json::to_string_pretty(&source.value).map_err(|e| error(e.to_string()))?
+        }
+    };
+    let text = match target.as_str() {
+        "envoy" => {
+            let as_type = match a.value("as").unwrap_or("struct") {
+                "struct" => render::As::Struct,
+                "string" => render::As::String,
+                other => return usage(format!("`--as {other}`: expected `struct` or `string`")),
+            };
+            let wasm = a.value("wasm").unwrap_or(render::DEFAULT_WASM);
+            render::envoy(&source.value, &json_text, as_type, wasm).map_err(error)?
+        }
+        "istio" => {
+            let selector = a
+                .values("selector")
+                .iter()
+                .map(|s| {
+                    s.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| {
+                            Failure::Usage(format!("`--selector {s}`: expected key=value"))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            render::istio(
+                &source.value,
+                a.value("name").unwrap_or("tollgate"),
+                a.value("namespace"),
+                a.value("url").unwrap_or(render::DEFAULT_OCI),
+                &selector,
+            )
+        }
+        other => {
+            return usage(format!(
+                "cannot render `{other}`; expected `envoy` or `istio`"
+            ))
+        }
+    };
+    print(out, &text)
+}
+
+fn cmd_token(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &["key", "hmac-secret", "alg", "kid", "claim", "ttl", "now"],
+            flags: &[],
+            short: &[],
+        },
+    )?;
+    if !a.positional.is_empty() {
+        return usage("token takes no file names; use `--key PEM`");
+    }
+    let key = match (a.value("key"), a.value("hmac-secret")) {
+        (Some(file), None) => keys::SigningKey::Pem(
+            std::fs::read_to_string(file).map_err(|e| error(format!("{file}: {e}")))?,
+        ),
+        (None, Some(secret)) => keys::SigningKey::Hmac(secret.as_bytes().to_vec()),
+        _ => return usage("give exactly one of `--key PEM`, `--hmac-secret TEXT`"),
+    };
+    let alg = match a.value("alg") {
+        Some(s) => crate::jwt::Alg::parse(s)
+            .ok_or_else(|| Failure::Usage(format!("`{s}` is not an algorithm")))?,
+        None => keys::default_alg(&key).map_err(error)?,
+    };
+    let ttl: i64 = match a.value("ttl") {
+        Some(t) => t
+            .parse()
+            .map_err(|_| Failure::Usage(format!("`--ttl {t}`: expected seconds")))?,
+        None => 3600,
+    };
+    let mut claims = serde_json::Map::new();
+    for c in a.values("claim") {
+        let (k, v) = keys::parse_claim(c).map_err(Failure::Usage)?;
+        claims.insert(k, v);
+    }
+    let now = now_arg(&a)? / 1000;
+    let token = keys::sign(
+        &key,
+        alg,
+        a.value("kid"),
+        &keys::with_times(&claims, now, ttl),
+    )
+    .map_err(error)?;
+    print(out, &format!("{token}\n"))
+}
+
+fn cmd_api_key(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &["id", "scopes", "days"],
+            flags: &[],
+            short: &[],
+        },
+    )?;
+    let Some(id) = a.value("id") else {
+        return usage("`--id ID` is required");
+    };
+    let scopes: Vec<String> = a
+        .value("scopes")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let days: u64 = match a.value("days") {
+        Some(d) => d
+            .parse()
+            .map_err(|_| Failure::Usage(format!("`--days {d}`: expected a number")))?,
+        None => 90,
+    };
+    let key = keys::new_api_key().map_err(error)?;
+    let expires = (days > 0).then(|| request::now_ms() / 1000 + days.saturating_mul(86_400));
+    print(
+        out,
+        &format!(
+            "key:         {key}\npolicy line: {}\n",
+            keys::api_key_line(id, &key, &scopes, expires)
+        ),
+    )
+}
+
+fn cmd_jwk(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &["kid", "alg"],
+            flags: &[],
+            short: &[],
+        },
+    )?;
+    let [file] = a.positional.as_slice() else {
+        return usage("name one PEM file");
+    };
+    let pem = std::fs::read_to_string(file).map_err(|e| error(format!("{file}: {e}")))?;
+    let alg = match a.value("alg") {
+        Some(s) => Some(
+            crate::jwt::Alg::parse(s)
+                .ok_or_else(|| Failure::Usage(format!("`{s}` is not an algorithm")))?,
+        ),
+        None => None,
+    };
+    let jwk = keys::jwk(&pem, a.value("kid"), alg).map_err(error)?;
+    print(out, &format!("{jwk}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> (u8, String, String) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(&args, &mut out, &mut err);
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        assert_eq!(run_args(&[]).0, USAGE);
+        let (code, _, err) = run_args(&["frobnicate"]);
+        assert_eq!(code, USAGE);
+        assert!(err.contains("unknown command `frobnicate`"), "{err}");
+        assert_eq!(run_args(&["check"]).0, USAGE);
+        assert_eq!(run_args(&["explain", "p.json"]).0, USAGE);
+        assert_eq!(run_args(&["help"]).0, OK);
+    }
+
+    #[test]
+    fn token_then_explain() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let key = format!("{root}/envoy/demo/demo-signing-key.pem");
+        let (code, token, err) = run_args(&[
+            "token",
+            "--key",
+            &key,
+            "--kid",
+            "demo-1",
+            "--claim",
+            "iss=https://demo.tollgate.local",
+            "--claim",
+            "aud=demo-api",
+            "--claim",
+            "sub=bob",
+            "--ttl",
+            "60",
+        ]);
+        assert_eq!(code, OK, "{err}");
+        let auth = format!("authorization: Bearer {}", token.trim());
+        let policy = format!("{root}/policies/demo.json");
+        let (code, out, err) = run_args(&[
+            "explain",
+            &policy,
+            "--request",
+            "GET /api/orders",
+            "-H",
+            &auth,
+        ]);
+        assert_eq!(code, OK, "{err}");
+        assert!(
+            out.contains("ALLOW  route=api  principal=jwt:demo:bob"),
+            "{out}"
+        );
+        assert!(out.contains("upstream   set x-user-id: bob"), "{out}");
+    }
+}

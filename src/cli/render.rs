@@ -1,0 +1,261 @@
+//! `tollgate render`: the policy embedded in the configuration that loads the filter. `envoy`
+//! prints the `http_filters` entries of envoy/tollgate.yaml (the one template, read at build
+//! time); `istio` prints an Istio `WasmPlugin` with the policy as its `pluginConfig`.
+
+use serde_json::Value;
+
+const TEMPLATE: &str = include_str!("../../envoy/tollgate.yaml");
+/// Where the module is in a container image built for Envoy.
+pub const DEFAULT_WASM: &str = "/etc/envoy/tollgate.wasm";
+pub const DEFAULT_OCI: &str = "oci://registry.example.com/tollgate:0.1.0";
+
+/// How the policy is embedded in Envoy's `configuration`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum As {
+    /// `google.protobuf.Struct`: the policy as YAML.
+    Struct,
+    /// `google.protobuf.StringValue`: the policy's JSON text.
+    String,
+}
+
+/// Text that reads back as the same string in YAML 1.1 and 1.2 readers (Envoy's and Istio's)
+/// without quotes: no number, boolean or null look-alike, no indicator characters.
+fn plain(k: &str) -> bool {
+    k.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'/')
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'))
+        && !matches!(
+            k.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
+        )
+}
+
+/// A mapping key: plain when safe, else JSON-quoted (a JSON string is a YAML double-quoted
+/// scalar).
+fn key(k: &str) -> String {
+    if plain(k) {
+        k.to_string()
+    } else {
+        Value::from(k).to_string()
+    }
+}
+
+/// A scalar: strings as keys are; numbers, booleans and null as JSON writes them.
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => key(s),
+        other => other.to_string(),
+    }
+}
+
+/// Block-style YAML for `value`, every line indented by `indent` spaces.
+pub fn yaml(value: &Value, indent: usize) -> String {
+    let mut out = String::new();
+    block(value, indent, &mut out);
+    out
+}
+
+fn block(value: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                match v {
+                    Value::Object(c) if !c.is_empty() => {
+                        out.push_str(&format!("{pad}{}:\n", key(k)));
+                        block(v, indent + 2, out);
+                    }
+                    Value::Array(c) if !c.is_empty() => {
+                        out.push_str(&format!("{pad}{}:\n", key(k)));
+                        block(v, indent, out);
+                    }
+                    _ => out.push_str(&format!("{pad}{}: {}\n", key(k), inline(v))),
+                }
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for item in items {
+                let mut inner = String::new();
+                block(item, indent + 2, &mut inner);
+                // `- ` takes the place of the first line's indentation.
+                let rest = inner.get(indent + 2..).unwrap_or("");
+                out.push_str(&format!("{pad}- {rest}"));
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", inline(other))),
+    }
+}
+
+fn inline(v: &Value) -> String {
+    match v {
+        Value::Object(m) if m.is_empty() => "{}".into(),
+        Value::Array(a) if a.is_empty() => "[]".into(),
+        other => scalar(other),
+    }
+}
+
+/// The `http_filters:` block of the template with the policy and module path filled in,
+/// unindented: paste it into an `http_connection_manager`.
+pub fn envoy(policy: &Value, policy_json: &str, as_type: As, wasm: &str) -> Result<String, String> {
+    let lines: Vec<&str> = TEMPLATE.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start() == "http_filters:")
+        .ok_or("envoy/tollgate.yaml has no `http_filters:`")?;
+    let base = lines
+        .get(start)
+        .map_or(0, |l| l.len() - l.trim_start().len());
+    let mut out = String::new();
+    for line in lines.iter().skip(start) {
+        let indent = line.len() - line.trim_start().len();
+        // The block ends at the next line that is not inside it (`clusters:`).
+        let outside = indent < base || (indent == base && !line.trim_start().starts_with("- "));
+        if !line.trim().is_empty() && outside && out.contains('\n') {
+            break;
+        }
+        let line = line.get(base.min(indent)..).unwrap_or("");
+        if let Some(at) = line.find("@@POLICY@@") {
+            let pad = line.len() - line.trim_start().len();
+            let head = line.get(..at).unwrap_or("").trim_end();
+            out.push_str(head);
+            out.push('\n');
+            out.push_str(&configuration(policy, policy_json, as_type, pad + 2));
+            continue;
+        }
+        out.push_str(&line.replace("@@WASM@@", &Value::from(wasm).to_string()));
+        out.push('\n');
+    }
+    if out.contains("@@") {
+        return Err("envoy/tollgate.yaml has placeholders this command does not fill".into());
+    }
+    Ok(out)
+}
+
+fn configuration(policy: &Value, policy_json: &str, as_type: As, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    match as_type {
+        As::Struct => format!(
+            "{pad}\"@type\": type.googleapis.com/google.protobuf.Struct\n{pad}value:\n{}",
+            yaml(policy, indent + 2)
+        ),
+        As::String => {
+            let body: String = policy_json
+                .trim_end()
+                .lines()
+                .map(|l| format!("{pad}  {l}\n"))
+                .collect();
+            format!("{pad}\"@type\": type.googleapis.com/google.protobuf.StringValue\n{pad}value: |\n{body}")
+        }
+    }
+}
+
+/// An Istio `WasmPlugin` that loads the module from `url` with the policy as `pluginConfig`.
+pub fn istio(
+    policy: &Value,
+    name: &str,
+    namespace: Option<&str>,
+    url: &str,
+    selector: &[(String, String)],
+) -> String {
+    let mut out = String::from(
+        "# Istio delivers `pluginConfig` to the module as JSON text; the policy is the same document.\n",
+    );
+    out.push_str("apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n");
+    out.push_str(&format!("  name: {}\n", key(name)));
+    if let Some(ns) = namespace {
+        out.push_str(&format!("  namespace: {}\n", key(ns)));
+    }
+    out.push_str("spec:\n");
+    if !selector.is_empty() {
+        out.push_str("  selector:\n    matchLabels:\n");
+        for (k, v) in selector {
+            out.push_str(&format!("      {}: {}\n", key(k), Value::from(v.as_str())));
+        }
+    }
+    out.push_str(&format!("  url: {}\n", Value::from(url)));
+    // Before Istio's own authorization; a module that cannot start refuses requests.
+    out.push_str("  phase: AUTHN\n  failStrategy: FAIL_CLOSE\n  pluginConfig:\n");
+    out.push_str(&yaml(policy, 4));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::source::Document;
+    use serde_json::json;
+
+    fn orders() -> (Value, String) {
+        let text = include_str!("../../policies/orders.json").to_string();
+        (serde_json::from_str(&text).unwrap(), text)
+    }
+
+    #[test]
+    fn yaml_round_trips_through_the_yaml_reader() {
+        let v = json!({"a": [1, {"b": [], "c": {}}, [2, 3]], "200": "x", "true": "y", "s p": null,
+            "n": {"deep": [{"x": "multi\nline \"q\""}]}, "e": "", "t": "true"});
+        let text = yaml(&v, 0);
+        let back = Document::parse("x.yaml", text.clone()).unwrap().value;
+        assert_eq!(back, v, "{text}");
+        let (policy, _) = orders();
+        let back = Document::parse("x.yaml", yaml(&policy, 0)).unwrap().value;
+        assert_eq!(back, policy);
+    }
+
+    #[test]
+    fn envoy_block_embeds_the_policy() {
+        let (policy, text) = orders();
+        let out = envoy(&policy, &text, As::Struct, DEFAULT_WASM).unwrap();
+        assert!(
+            out.starts_with("http_filters:\n- name: tollgate\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("local: { filename: \"/etc/envoy/tollgate.wasm\" }"),
+            "{out}"
+        );
+        assert!(out.contains("allow_on_headers_stop_iteration: true"));
+        assert!(
+            out.trim_end().ends_with(
+                "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+            ),
+            "{out}"
+        );
+        // The block parses, and the policy in it is the policy.
+        let doc = Document::parse("x.yaml", out).unwrap().value;
+        let config = &doc["http_filters"][0]["typed_config"]["config"]["configuration"];
+        assert_eq!(
+            config["@type"],
+            "type.googleapis.com/google.protobuf.Struct"
+        );
+        assert_eq!(config["value"], policy);
+        let out = envoy(&policy, &text, As::String, "/x.wasm").unwrap();
+        let doc = Document::parse("x.yaml", out).unwrap().value;
+        let config = &doc["http_filters"][0]["typed_config"]["config"]["configuration"];
+        let embedded: Value = serde_json::from_str(config["value"].as_str().unwrap()).unwrap();
+        assert_eq!(embedded, policy);
+    }
+
+    #[test]
+    fn istio_plugin() {
+        let (policy, _) = orders();
+        let out = istio(
+            &policy,
+            "tollgate",
+            Some("orders"),
+            DEFAULT_OCI,
+            &[("app".into(), "orders".into())],
+        );
+        let doc = Document::parse("x.yaml", out.clone()).unwrap().value;
+        assert_eq!(doc["kind"], "WasmPlugin");
+        assert_eq!(doc["apiVersion"], "extensions.istio.io/v1alpha1");
+        assert_eq!(doc["metadata"]["namespace"], "orders");
+        assert_eq!(doc["spec"]["phase"], "AUTHN");
+        assert_eq!(doc["spec"]["failStrategy"], "FAIL_CLOSE");
+        assert_eq!(doc["spec"]["url"], DEFAULT_OCI);
+        assert_eq!(doc["spec"]["selector"]["matchLabels"]["app"], "orders");
+        assert_eq!(doc["spec"]["pluginConfig"], policy);
+    }
+}

@@ -1,0 +1,326 @@
+//! One request through the engine, as the filter runs it: `Engine::decide_at` on the headers,
+//! then, when the decision asks for it, the body size limit and `Engine::check_body`, in the order
+//! and with the dry-run handling of `src/host/http.rs`. Shared by `explain` and `test`.
+
+use crate::codes::DenialCode;
+use crate::engine::{Allow, Decision, Denial, Engine, Mode, Request, VmState};
+use crate::jwt::jwks::KeySet;
+use crate::jwt::remote::Installed;
+use crate::store::MemoryStore;
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+/// The peer address Envoy reports when none is given (loopback, as in the end-to-end tests).
+pub const DEFAULT_PEER: &str = "127.0.0.1:40000";
+/// `:authority` when no `host` header is given.
+pub const DEFAULT_AUTHORITY: &str = "localhost";
+
+/// A request as the user describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Spec {
+    pub method: String,
+    /// `:path`, query included, exactly as sent.
+    pub path: String,
+    /// Names as given; lowercased when the request is built, as Envoy's header maps are.
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub peer: Option<String>,
+}
+
+impl Spec {
+    /// `GET /orders/42` (a method and a path).
+    pub fn parse_line(line: &str) -> Result<(String, String), String> {
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(m), Some(p), None) => Ok((m.to_string(), p.to_string())),
+            (Some(p), None, None) if p.starts_with('/') => Ok(("GET".into(), p.to_string())),
+            _ => Err(format!(
+                "`{line}` is not a request; expected a method and a path, e.g. `GET /orders/42`"
+            )),
+        }
+    }
+
+    /// The header list the filter sees: pseudo-headers first, names lowercase, `host` as
+    /// `:authority`, and `content-length` for a body, as an HTTP/1.1 client and Envoy produce.
+    pub fn envoy_headers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let authority = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host") || k == ":authority")
+            .map_or(DEFAULT_AUTHORITY.to_string(), |(_, v)| v.clone());
+        out.push((":authority".to_string(), authority));
+        out.push((":path".to_string(), self.path.clone()));
+        out.push((":method".to_string(), self.method.clone()));
+        out.push((":scheme".to_string(), "http".to_string()));
+        for (k, v) in &self.headers {
+            let k = k.to_ascii_lowercase();
+            if k == "host" || k.starts_with(':') {
+                continue;
+            }
+            out.push((k, v.clone()));
+        }
+        if let Some(body) = &self.body {
+            if !out.iter().any(|(k, _)| k == "content-length") {
+                out.push(("content-length".into(), body.len().to_string()));
+            }
+        }
+        out
+    }
+}
+
+/// The final decision for a request, with the engine's own values.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// In dry-run, the body check's refusal that was reported instead of sent.
+    pub body_would_deny: Option<DenialCode>,
+    /// Whether a body check ran, and what it found.
+    pub body_checked: Option<Result<(), Denial>>,
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        matches!(self.decision, Decision::Allow(_))
+    }
+
+    pub fn denial(&self) -> Option<&Denial> {
+        match &self.decision {
+            Decision::Deny(d) => Some(d),
+            Decision::Allow(_) => None,
+        }
+    }
+
+    pub fn allow(&self) -> Option<&Allow> {
+        match &self.decision {
+            Decision::Allow(a) => Some(a),
+            Decision::Deny(_) => None,
+        }
+    }
+
+    pub fn would_deny(&self) -> Option<DenialCode> {
+        self.allow()
+            .and_then(|a| a.would_deny)
+            .or(self.body_would_deny)
+    }
+
+    /// `{decision, code, status, route, principal, would_deny}`: what `test` compares.
+    pub fn summary(&self) -> Value {
+        match &self.decision {
+            Decision::Allow(a) => json!({
+                "decision": "allow",
+                "code": null,
+                "status": null,
+                "route": (!a.route.is_empty()).then(|| a.route.clone()),
+                "principal": a.principal,
+                "would_deny": self.would_deny().map(|c| c.as_str()),
+            }),
+            Decision::Deny(d) => json!({
+                "decision": "deny",
+                "code": d.code.as_str(),
+                "status": d.status,
+                "route": d.route,
+                "principal": null,
+                "would_deny": null,
+            }),
+        }
+    }
+}
+
+/// Per-VM state and shared data for a run of requests: a fresh engine state, remote key sets
+/// given on the command line installed, and an empty store (every bucket starts full).
+pub struct Session<'e> {
+    pub engine: &'e Engine,
+    pub state: VmState,
+    pub store: MemoryStore,
+}
+
+impl<'e> Session<'e> {
+    pub fn new(engine: &'e Engine, jwks: &[(String, Vec<u8>)]) -> Result<Session<'e>, String> {
+        let mut state = engine.new_state();
+        for (name, body) in jwks {
+            let index = engine
+                .providers
+                .iter()
+                .position(|p| p.name == *name)
+                .ok_or_else(|| format!("the policy has no provider `{name}`"))?;
+            let provider = engine
+                .providers
+                .get(index)
+                .ok_or_else(|| format!("the policy has no provider `{name}`"))?;
+            let keys = KeySet::from_fetched(body, &provider.algorithms)
+                .map_err(|e| format!("key set for `{name}`: {e}"))?;
+            if let Some(slot) = state.remote.get_mut(index) {
+                *slot = Some(Installed {
+                    generation: 1,
+                    keys: Rc::new(keys),
+                });
+            }
+        }
+        Ok(Session {
+            engine,
+            state,
+            store: MemoryStore::default(),
+        })
+    }
+
+    /// Decides `spec` at `now_ms`.
+    pub fn decide(&mut self, spec: &Spec, now_ms: u64) -> Verdict {
+        let headers = spec.envoy_headers();
+        let req = Request {
+            method: &spec.method,
+            path: &spec.path,
+            headers: &headers,
+            peer: Some(spec.peer.as_deref().unwrap_or(DEFAULT_PEER)),
+        };
+        let outcome = self
+            .engine
+            .decide_at(&req, now_ms, &mut self.state, &self.store);
+        let mut verdict = Verdict {
+            decision: outcome.decision,
+            body_would_deny: None,
+            body_checked: None,
+        };
+        let Decision::Allow(allow) = &verdict.decision else {
+            return verdict;
+        };
+        let Some(rules) = allow.body_check else {
+            return verdict;
+        };
+        let body = spec.body.as_deref().unwrap_or(&[]);
+        // As the host: a body over the limit is refused as soon as its size is known.
+        let checked = if body.len() > self.engine.max_body_bytes(rules) {
+            Err(crate::problem::denial(
+                &self.engine.realm,
+                DenialCode::PayloadTooLarge,
+                Some(allow.route.clone()),
+            ))
+        } else {
+            self.engine.check_body(rules, &allow.route, body)
+        };
+        if let Err(denial) = &checked {
+            if allow.mode == Mode::DryRun {
+                verdict.body_would_deny = Some(denial.code);
+            } else {
+                verdict.decision = Decision::Deny(denial.clone());
+            }
+        }
+        verdict.body_checked = Some(checked);
+        verdict
+    }
+}
+
+/// `--now`: seconds since the epoch, or `YYYY-MM-DDTHH:MM:SSZ` / `YYYY-MM-DD`.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .ok()
+        .or_else(|| crate::engine::parse_rfc3339(text))
+        .ok_or_else(|| {
+            format!("`{text}` is not a time; expected seconds since 1970 or `YYYY-MM-DDTHH:MM:SSZ`")
+        })
+}
+
+/// The clock, in milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `name: value` (`-H`).
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .filter(|(n, _)| !n.trim().is_empty())
+        .ok_or_else(|| format!("`{text}` is not a header; expected `name: value`"))?;
+    Ok((name.trim().to_string(), value.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"{"routes": [
+        {"name": "health", "path": "/health", "methods": ["GET"], "public": true},
+        {"name": "echo", "path": "/echo", "methods": ["POST"], "public": true,
+         "request": {"body": {"type": "object", "required": ["a"]}, "max_body_bytes": 16}},
+        {"name": "shadow", "path": "/shadow", "methods": ["POST"], "public": true, "mode": "dry-run",
+         "request": {"body": {"type": "object", "required": ["a"]}}}
+    ]}"#;
+
+    fn spec(method: &str, path: &str, body: Option<&str>) -> Spec {
+        Spec {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.map(|b| b.as_bytes().to_vec()),
+            peer: None,
+        }
+    }
+
+    #[test]
+    fn headers_then_body_as_the_host_does() {
+        let engine = Engine::compile(POLICY.as_bytes()).unwrap();
+        let mut s = Session::new(&engine, &[]).unwrap();
+        let now = 1_800_000_000_000;
+        assert!(s.decide(&spec("GET", "/health", None), now).allowed());
+        assert_eq!(
+            s.decide(&spec("GET", "/nope", None), now).summary()["code"],
+            "route_not_found"
+        );
+        let ok = s.decide(&spec("POST", "/echo", Some(r#"{"a": 1}"#)), now);
+        assert!(ok.allowed() && ok.body_checked == Some(Ok(())));
+        let bad = s.decide(&spec("POST", "/echo", Some(r#"{"b": 1}"#)), now);
+        assert_eq!(bad.summary()["code"], "request_invalid");
+        let big = s.decide(
+            &spec("POST", "/echo", Some(r#"{"a": "0123456789abcdef"}"#)),
+            now,
+        );
+        assert_eq!(big.summary()["code"], "payload_too_large");
+        // Dry run: the body's refusal is reported, the request goes on.
+        let dry = s.decide(&spec("POST", "/shadow", Some("{}")), now);
+        assert!(dry.allowed());
+        assert_eq!(dry.summary()["would_deny"], "request_invalid");
+    }
+
+    #[test]
+    fn envoy_headers_are_lowercase_with_pseudo_headers() {
+        let mut s = spec("POST", "/x?y=1", Some("{}"));
+        s.headers.push(("Host".into(), "api.example:8443".into()));
+        let h = s.envoy_headers();
+        assert_eq!(h[0], (":authority".into(), "api.example:8443".into()));
+        assert!(h.contains(&("content-type".into(), "application/json".into())));
+        assert!(h.contains(&("content-length".into(), "2".into())));
+        assert!(!h.iter().any(|(k, _)| k == "host"));
+    }
+
+    #[test]
+    fn parsing_helpers() {
+        assert_eq!(
+            Spec::parse_line("DELETE /orders/9").unwrap(),
+            ("DELETE".into(), "/orders/9".into())
+        );
+        assert_eq!(Spec::parse_line("/x").unwrap().0, "GET");
+        assert!(Spec::parse_line("GET /a b").is_err());
+        assert_eq!(parse_time("2026-01-01T00:00:00Z").unwrap(), 1_767_225_600);
+        assert_eq!(parse_time("12").unwrap(), 12);
+        assert!(parse_time("tomorrow").is_err());
+        assert_eq!(
+            parse_header("Authorization: Bearer a:b").unwrap(),
+            ("Authorization".into(), "Bearer a:b".into())
+        );
+        assert!(parse_header("nocolon").is_err());
+    }
+
+    #[test]
+    fn remote_key_sets_can_be_installed() {
+        let policy = r#"{"providers": {"idp": {"issuer": "i", "audiences": ["a"], "algorithms": ["ES256"],
+            "remote_jwks": {"cluster": "c", "uri": "https://idp/jwks"}}},
+            "routes": [{"path": "/x", "providers": ["idp"]}]}"#;
+        let engine = Engine::compile(policy.as_bytes()).unwrap();
+        let jwks = format!(r#"{{"keys": [{}]}}"#, crate::testkit::public_jwk("ec256"));
+        let s = Session::new(&engine, &[("idp".into(), jwks.into_bytes())]).unwrap();
+        assert!(s.state.remote[0].is_some());
+        assert!(Session::new(&engine, &[("nope".into(), b"{}".to_vec())]).is_err());
+    }
+}
