@@ -19,6 +19,10 @@ DEFAULTS = {
     "ADMIN_PORT": "9901",
     "UPSTREAM_PORT": "10001",
     "JWKS_PORT": "10002",
+    # Loopback: the demo and the tests are reachable from this machine only. In a container the
+    # listener must bind every interface to be reachable through a published port
+    # (envoy/docker-compose.yaml sets 0.0.0.0 and publishes on the host's loopback).
+    "BIND_ADDRESS": "127.0.0.1",
     "WASM": os.path.join(ROOT, "target/wasm32-wasip1/release/tollgate.wasm"),
 }
 

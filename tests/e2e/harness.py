@@ -214,7 +214,9 @@ class Envoy:
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout=30):
+    # Generous: compiling the module (several MB) for each worker takes tens of seconds on a busy
+    # machine, with any Envoy version; a ready Envoy returns at once.
+    def wait_ready(self, timeout=90):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -225,7 +227,9 @@ class Envoy:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"envoy not ready:\n{self.logs()[-4000:]}")
+        logs = self.logs()
+        self.stop()  # `Envoy(...).wait_ready()` leaves the caller no handle to stop it with
+        raise RuntimeError(f"envoy not ready:\n{logs[-4000:]}")
 
     def wait_exit(self, timeout=30):
         return self.proc.wait(timeout=timeout)
