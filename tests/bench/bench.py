@@ -239,6 +239,17 @@ class Proxy:
         m = re.search(r"downstream_rq_completed: (\d+)", text)
         return int(m.group(1)) if m else 0
 
+    def _stat(self, name):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/stats?filter=^{name}$") as r:
+            m = re.search(r": (\d+)", r.read().decode())
+        return int(m.group(1)) if m else 0
+
+    def upstream_connections(self):
+        return self._stat("cluster.upstream.upstream_cx_total")
+
+    def upstream_requests(self):
+        return self._stat("cluster.upstream.upstream_rq_total")
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -250,7 +261,11 @@ class Proxy:
 
 
 def upstream_config(port, admin):
-    cfg = bootstrap(port, admin, 1, [])
+    # The buffer filter reads the whole request before the direct response: an Envoy that answers
+    # before the body has arrived closes the connection, and every variant would then pay for a
+    # new upstream connection per request.
+    cfg = bootstrap(port, admin, 1, [{"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 65536}}])
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["route_config"]["virtual_hosts"][0]["routes"] = [
         {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": '{"id": 1, "status": "created"}'}}}]
@@ -274,6 +289,8 @@ def run_wrk(proxy, token, duration, connections, workdir):
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", script,
                           f"http://127.0.0.1:{proxy.port}/orders"], capture_output=True, text=True, check=True).stdout
     cpu1, done1 = proxy.cpu_seconds(), proxy.completed()
+    if proxy.upstream_connections() > proxy.upstream_requests() // 10:
+        raise RuntimeError(f"{proxy.name}: upstream connections are not reused; the figures would measure connects")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
