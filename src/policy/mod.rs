@@ -507,10 +507,24 @@ pub fn parse(bytes: &[u8]) -> Result<PolicyDoc, ConfigError> {
             })?;
             Ok(doc)
         }
-        Err(err) if err.inner().is_syntax() || err.inner().is_eof() => Err(ConfigError::new(
-            "",
-            format!("not a JSON object or protobuf Struct: {}", err.inner()),
-        )),
+        Err(err) if err.inner().is_syntax() || err.inner().is_eof() => {
+            // A `Struct` can look like JSON: its first bytes are the tag `0x0a` (`\n`) and the
+            // length of its first entry, which is `{` when that entry is 123 bytes long (found by
+            // fuzzing). Text that is not JSON gets a second chance as a `Struct`.
+            if looks_like_json {
+                if let Some(value) =
+                    pbstruct::decode(bytes).filter(|v| v.as_object().is_some_and(|m| !m.is_empty()))
+                {
+                    if let Ok(doc) = from_value(value) {
+                        return Ok(doc);
+                    }
+                }
+            }
+            Err(ConfigError::new(
+                "",
+                format!("not a JSON object or protobuf Struct: {}", err.inner()),
+            ))
+        }
         Err(err) => Err(path_error(err)),
     }
 }

@@ -8,8 +8,11 @@
 
 use serde_json::{Map, Number, Value};
 
-/// Nesting bound: a policy is a few levels deep; hostile input must not exhaust the stack.
-const MAX_DEPTH: usize = 64;
+/// Nesting bound, in JSON objects and arrays: the same as serde_json's recursion limit for JSON
+/// text (127 levels; it refuses the 128th), so that a policy loads in either encoding or in
+/// neither. Each level costs three small stack frames here, so hostile input cannot exhaust the
+/// stack.
+const MAX_DEPTH: usize = 127;
 
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -65,9 +68,10 @@ impl<'a> Reader<'a> {
 
 /// Decodes a `Struct`; `None` when the bytes are not one.
 pub fn decode(bytes: &[u8]) -> Option<Value> {
-    decode_struct(bytes, 0)
+    decode_struct(bytes, 1)
 }
 
+/// `depth` counts the objects and arrays open around this one, itself included.
 fn decode_struct(bytes: &[u8], depth: usize) -> Option<Value> {
     if depth > MAX_DEPTH {
         return None;
@@ -94,17 +98,15 @@ fn decode_entry(bytes: &[u8], depth: usize) -> Option<(String, Value)> {
     while !r.done() {
         match r.tag()? {
             (1, 2) => key = String::from_utf8(r.len_delimited()?.to_vec()).ok()?,
-            (2, 2) => value = decode_value(r.len_delimited()?, depth + 1)?,
+            (2, 2) => value = decode_value(r.len_delimited()?, depth)?,
             (_, wire) => r.skip(wire)?,
         }
     }
     Some((key, value))
 }
 
+/// `depth` counts the objects and arrays around this value.
 fn decode_value(bytes: &[u8], depth: usize) -> Option<Value> {
-    if depth > MAX_DEPTH {
-        return None;
-    }
     let mut r = Reader { bytes, pos: 0 };
     let mut value = Value::Null;
     while !r.done() {
@@ -131,11 +133,14 @@ fn decode_value(bytes: &[u8], depth: usize) -> Option<Value> {
 }
 
 fn decode_list(bytes: &[u8], depth: usize) -> Option<Value> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
     let mut r = Reader { bytes, pos: 0 };
     let mut items = Vec::new();
     while !r.done() {
         match r.tag()? {
-            (1, 2) => items.push(decode_value(r.len_delimited()?, depth + 1)?),
+            (1, 2) => items.push(decode_value(r.len_delimited()?, depth)?),
             (_, wire) => r.skip(wire)?,
         }
     }
@@ -243,5 +248,23 @@ pub(crate) mod tests {
             deep = json!({ "x": deep });
         }
         assert!(decode(&encode(&deep)).is_none());
+    }
+
+    /// Found by the `policy` fuzz target (tests/fuzz/regressions/policy/): a policy nested 34 to
+    /// 127 levels deep loaded as JSON text but not as a Struct.
+    #[wasm_bindgen_test(unsupported = test)]
+    fn nesting_limit_matches_json_text() {
+        let nested = |levels: usize| {
+            let mut v = json!([]);
+            for _ in 1..levels - 1 {
+                v = json!([v]);
+            }
+            json!({ "x": v })
+        };
+        for (levels, ok) in [(127, true), (128, false)] {
+            let v = nested(levels);
+            assert_eq!(serde_json::from_str::<Value>(&v.to_string()).is_ok(), ok);
+            assert_eq!(decode(&encode(&v)), ok.then_some(v), "{levels}");
+        }
     }
 }
