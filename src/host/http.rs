@@ -84,6 +84,15 @@ impl Http {
         self.send(denial.status, headers, &denial.body)
     }
 
+    /// The matched route's name for log lines, `-` when none matched.
+    fn route_label(&self) -> &str {
+        if self.route.is_empty() {
+            "-"
+        } else {
+            &self.route
+        }
+    }
+
     /// A dry run lets through what `code` would have refused: counted, logged, audited.
     fn would_deny(&mut self, code: DenialCode) {
         self.shared.metrics.dry_run(code, &self.route);
@@ -94,11 +103,7 @@ impl Http {
             LogLevel::Info,
             &format!(
                 "tollgate: dry run: route={} would refuse with {}",
-                if self.route.is_empty() {
-                    "-"
-                } else {
-                    &self.route
-                },
+                self.route_label(),
                 code.as_str()
             ),
         );
@@ -139,11 +144,7 @@ impl Http {
     fn mask(&mut self, status: u16, detail: &[u8]) -> Action {
         self.masking = None;
         self.shared.metrics.upstream_masked();
-        let route = if self.route.is_empty() {
-            "-"
-        } else {
-            self.route.as_str()
-        };
+        let route = self.route_label();
         log(
             LogLevel::Warn,
             &format!("tollgate: upstream answered {status} on route `{route}`; body replaced by a generic problem"),

@@ -301,6 +301,17 @@ def plain_listener_config(port, cluster):
     }
 
 
+def validate(tmp_path, text):
+    """`envoy --mode validate` on `text`; returns Envoy's output, failing the test unless it exits 0."""
+    cfg = tmp_path / "envoy.yaml"
+    cfg.write_text(text)
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(cfg)], capture_output=True, text=True,
+                         timeout=120)
+    logs = out.stdout + out.stderr
+    assert out.returncode == 0, logs[-3000:]
+    return logs
+
+
 def orders_policy():
     """The example policy policies/orders.json, as a dict."""
     with open(os.path.join(ROOT, "policies/orders.json")) as f:

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from harness import ROOT, TEMPLATE, WASM, Envoy, envoy_binary, free_port, render
+from harness import ROOT, TEMPLATE, WASM, Envoy, free_port, render, validate
 
 CASE_FILES = sorted(glob.glob(os.path.join(ROOT, "policies", "*.cases.yaml")))
 
@@ -63,11 +63,7 @@ def config_with_rendered_block(cli, policy, as_type, ports):
 def test_rendered_envoy_block_validates(cli, tmp_path, as_type):
     policy = os.path.join(ROOT, "policies/orders.json")
     text = config_with_rendered_block(cli, policy, as_type, {})
-    cfg = tmp_path / "envoy.yaml"
-    cfg.write_text(text)
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(cfg)], capture_output=True, text=True, timeout=120)
-    logs = out.stdout + out.stderr
-    assert out.returncode == 0, logs[-3000:]
+    logs = validate(tmp_path, text)
     assert "tollgate: policy loaded" in logs, logs[-3000:]
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from harness import ROOT, WASM, Envoy, envoy_binary, render
+from harness import ROOT, WASM, Envoy, render, validate
 
 # envoy/docker-compose.yaml is no Envoy config: tests/e2e/test_packaging.py checks it and the config it renders.
 TEMPLATES = sorted(t for t in glob.glob(os.path.join(ROOT, "envoy", "*.yaml")) if os.path.basename(t) != "docker-compose.yaml")
@@ -26,11 +26,7 @@ def test_there_is_something_to_validate():
 def test_envoy_validates(tmp_path, template, policy, as_type):
     with open(template) as f, open(policy) as p:
         text = render.render(f.read(), p.read(), as_type, {"WASM": WASM})
-    cfg = tmp_path / "envoy.yaml"
-    cfg.write_text(text)
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(cfg)], capture_output=True, text=True, timeout=120)
-    logs = out.stdout + out.stderr
-    assert out.returncode == 0, logs[-3000:]
+    logs = validate(tmp_path, text)
     assert "tollgate: policy loaded" in logs, logs[-3000:]
 
 

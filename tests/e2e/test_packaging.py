@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from harness import ROOT, WASM, Envoy, envoy_binary, free_port, render
+from harness import ROOT, WASM, Envoy, free_port, render, validate
 
 COMPOSE = os.path.join(ROOT, "envoy/docker-compose.yaml")
 COMPOSE_DIR = os.path.dirname(COMPOSE)
@@ -35,17 +35,6 @@ def read(path):
 def load_yaml(path):
     with open(path) as f:
         return yaml.safe_load(f)
-
-
-def validate(tmp_path, text):
-    """`envoy --mode validate` on `text`; returns Envoy's output, failing the test unless it exits 0."""
-    cfg = tmp_path / "envoy.yaml"
-    cfg.write_text(text)
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(cfg)], capture_output=True, text=True,
-                         timeout=120)
-    logs = out.stdout + out.stderr
-    assert out.returncode == 0, logs[-3000:]
-    return logs
 
 
 def tollgate_filter(config):
