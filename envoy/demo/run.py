@@ -39,7 +39,7 @@ def main() -> int:
     config = sys.argv[1] if len(sys.argv) > 1 else "target/demo/envoy.yaml"
     upstream = serve(10001)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    proc = subprocess.Popen([envoy_binary(), "-c", config, "--log-level", "warn", "--disable-hot-restart"])
+    proc = subprocess.Popen([envoy_binary(), "-c", config, "--log-level", "warn", "--component-log-level", "wasm:info", "--disable-hot-restart"])
     print(HELP, flush=True)
     try:
         return proc.wait()
