@@ -553,23 +553,20 @@ impl HttpContext for Http {
         let Some(mut record) = self.audit.take() else {
             return;
         };
+        let options = &self.shared.engine.audit;
+        if record.decision == AuditVerdict::Allow
+            && !options.sampled(record.request_id.as_deref().unwrap_or(&record.time))
+        {
+            return;
+        }
         record.status = self.status;
+        // Only for a line that is written: the property is a host call Envoy answers slowly.
         if record.client_ip.is_none() && self.shared.engine.limit_options.trusted_hops == 0 {
             record.client_ip = peer_address().map(|p| {
                 crate::ratelimit::client_ip(Some(&p), None, 0)
                     .unwrap_or_default()
                     .to_string()
             });
-        }
-        let options = &self.shared.engine.audit;
-        if record.decision == AuditVerdict::Allow {
-            let key = record
-                .request_id
-                .clone()
-                .unwrap_or_else(|| record.time.clone());
-            if !options.sampled(&key) {
-                return;
-            }
         }
         let level = match options.level {
             AuditLevel::Trace => LogLevel::Trace,

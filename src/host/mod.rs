@@ -18,7 +18,8 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 use store::HostStore;
 
-/// Remote JWKS state is checked (and fetched when due) on this period, on every worker.
+/// On this period, on every worker: counters are handed to Envoy, and remote JWKS state is
+/// checked (and fetched when due).
 const TICK: Duration = Duration::from_secs(1);
 
 proxy_wasm::main! {{
@@ -176,6 +177,14 @@ impl Root {
 }
 
 impl Context for Root {
+    /// The VM is going away (Envoy stops or replaces the plugin): counts not flushed yet.
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared {
+            shared.metrics.flush();
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -240,7 +249,6 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let has_remote = engine.remote_providers().next().is_some();
         log(
             LogLevel::Info,
             &format!(
@@ -265,14 +273,13 @@ impl RootContext for Root {
             state,
         });
         self.shared = Some(shared);
-        if has_remote {
-            let _ = hostcalls::set_tick_period(TICK);
-        }
+        let _ = hostcalls::set_tick_period(TICK);
         true
     }
 
     fn on_tick(&mut self) {
         if let Some(shared) = self.shared.clone() {
+            shared.metrics.flush();
             self.tick(&shared);
         }
     }

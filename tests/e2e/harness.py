@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.join(ROOT, "envoy", "demo"))
 import render  # noqa: E402
 from echo_upstream import serve as serve_echo  # noqa: E402
 
+# Longest wait for Tollgate's counters to reach Envoy: one tick (1 s) plus scheduling slack.
+METRICS_FLUSH_S = 1.2
 WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/tollgate.wasm")
 TEMPLATE = os.path.join(ROOT, "envoy/tollgate.yaml")
 
@@ -249,6 +251,9 @@ class Envoy:
         return request(self.url(path), headers=headers, **kw)
 
     def stats(self):
+        """Tollgate's counters, once the increments of requests already answered have reached
+        Envoy: the module hands them over on its one-second tick (src/host/metrics.rs)."""
+        time.sleep(METRICS_FLUSH_S)
         text = request(f"http://127.0.0.1:{self.admin}/stats").body.decode()
         out = {}
         for line in text.splitlines():
