@@ -367,11 +367,14 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="tollgate-bench-")
     empty_wasm = trap_module.write(os.path.join(workdir, "minimal.wasm"))
+    callbacks_wasm = trap_module.write(os.path.join(workdir, "callbacks.wasm"), all_callbacks=True)
     rs256, es256 = mint("RS256", scope=SCOPE, exp=int(time.time()) + 86400), mint("ES256", scope=SCOPE, exp=int(time.time()) + 86400)
     variants = [
         # name, filters, token, description
         ("floor", [], rs256, "no filter (router only)"),
         ("wasm-minimal", [wasm_filter(empty_wasm, None)], rs256, "minimal proxy-wasm module: reads `:path`, continues"),
+        ("wasm-sdk-callbacks", [wasm_filter(callbacks_wasm, None)], rs256,
+         "the minimal module, also exporting (empty) every other stream callback the Rust SDK exports"),
         ("tollgate-jwt", [wasm_filter(WASM, tollgate_policy(False))], rs256, "Tollgate, JWT only (RS256)"),
         ("tollgate-full-rs256", [wasm_filter(WASM, tollgate_policy(True))], rs256,
          "Tollgate full pipeline: JWT RS256, scope, rate limit, body schema"),
@@ -500,6 +503,11 @@ def write_report(args, variants, summary, rounds, extras):
     if "tollgate-jwt" in summary:
         added = summary["tollgate-jwt"]["cpu_us"] / floor["cpu_us"] - 1
         lines += [f"JWT only with a repeated token costs {added * 100:.0f}% more CPU per request than the floor.", ""]
+    for name, what in (("wasm-minimal", "A proxy-wasm module that only reads `:path`"),
+                       ("wasm-sdk-callbacks", "An empty module with the callbacks a Rust SDK module exports")):
+        if name in summary:
+            added = summary[name]["cpu_us"] / floor["cpu_us"] - 1
+            lines += [f"{what} costs {added * 100:.0f}% more than the floor by itself.", ""]
     lines += [
         "Other figures:",
         "",

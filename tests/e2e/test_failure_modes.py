@@ -255,6 +255,23 @@ def test_trap_module_is_a_minimal_proxy_wasm_module():
         assert export in wasm
 
 
+def test_module_exporting_every_sdk_callback_passes_requests(echo, tmp_path):
+    """The `wasm-sdk-callbacks` variant of `make bench`: Envoy enters the VM for each exported
+    callback (bodies, response headers, log, done, delete); each is a no-op and the request and
+    the upstream's answer pass unchanged."""
+    wasm = trap_module.write(str(tmp_path / "callbacks.wasm"), all_callbacks=True)
+    for export in (b"proxy_on_request_body", b"proxy_on_response_headers", b"proxy_on_log", b"proxy_on_delete"):
+        assert export in open(wasm, "rb").read()
+    envoy = Envoy("{}", echo.port, wasm=wasm, concurrency=1)
+    envoy.wait_ready()
+    try:
+        r = envoy.get("/ok", method="POST", body=b'{"a": 1}', headers={"content-type": "application/json"})
+        assert r.status == 200 and r.json()["body"] == '{"a": 1}'
+        assert echo.paths == ["/ok"]
+    finally:
+        envoy.stop()
+
+
 def test_trap_with_fail_closed_refuses_every_later_request(echo, trap_wasm):
     """envoy/tollgate.yaml (FAIL_CLOSED): the trapping request is answered 503 with an empty body
     within milliseconds - also when its body is still on the way - and so is every later request

@@ -15,6 +15,11 @@ The exports are exactly what Envoy 1.40's proxy-wasm host looks up (proxy-wasm-c
 `proxy_on_context_create`, `proxy_on_vm_start`, `proxy_on_configure`, `proxy_on_request_headers`.
 Signatures must match the host's exactly (V8 checks them), all i32 on wasm32.
 
+`build(all_callbacks=True)` also exports empty versions of the other per-stream callbacks the
+proxy-wasm Rust SDK exports (request/response body and trailers, response headers, log, done,
+delete): Envoy calls every callback a module exports, so `make bench` uses it to show what
+entering the VM that often costs before any work is done.
+
     tests/e2e/trap_module.py OUT.wasm
 """
 import sys
@@ -86,7 +91,7 @@ def body(code: bytes, locals_=()) -> bytes:
     return uleb(len(b)) + b
 
 
-def build() -> bytes:
+def build(all_callbacks: bool = False) -> bytes:
     types = [
         functype([I32], [I32]),                     # 0 proxy_on_memory_allocate
         functype([I32, I32], []),                   # 1 proxy_on_context_create
@@ -94,6 +99,7 @@ def build() -> bytes:
         functype([I32, I32, I32], [I32]),           # 3 proxy_on_request_headers
         functype([], []),                           # 4 proxy_abi_version_0_2_1
         functype([I32, I32, I32, I32, I32], [I32]), # 5 import proxy_get_header_map_value
+        functype([I32], []),                        # 6 proxy_on_log / proxy_on_delete
     ]
     imports = [name("env") + name("proxy_get_header_map_value") + bytes([0x00]) + uleb(5)]
     # Function indices: 0 is the import; ours start at 1.
@@ -135,6 +141,20 @@ def build() -> bytes:
         body(on_request_headers),
         body(b""),
     ]
+    if all_callbacks:
+        # name, type, body: continue (0) or, for proxy_on_done, "done" (1).
+        for n, t, code in [
+            ("proxy_on_request_body", 3, const(0)),
+            ("proxy_on_request_trailers", 2, const(0)),
+            ("proxy_on_response_headers", 3, const(0)),
+            ("proxy_on_response_body", 3, const(0)),
+            ("proxy_on_response_trailers", 2, const(0)),
+            ("proxy_on_log", 6, b""),
+            ("proxy_on_done", 0, const(1)),
+            ("proxy_on_delete", 6, b""),
+        ]:
+            funcs.append((n, t))
+            codes.append(body(code))
     exports = [name("memory") + bytes([0x02]) + uleb(0)]
     exports += [name(n) + bytes([0x00]) + uleb(i + 1) for i, (n, _) in enumerate(funcs)]
     heap_global = bytes([I32, 0x01]) + const(HEAP) + bytes([END])  # mutable i32
@@ -153,9 +173,9 @@ def build() -> bytes:
     )
 
 
-def write(path: str) -> str:
+def write(path: str, all_callbacks: bool = False) -> str:
     with open(path, "wb") as f:
-        f.write(build())
+        f.write(build(all_callbacks))
     return path
 
 
