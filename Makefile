@@ -44,13 +44,15 @@ $(VENV)/.installed: tests/requirements.txt
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt >&2
 	@touch $@
 
+# FEATURES="--features stage-probe" with CARGO_TARGET_DIR elsewhere: the benchmark's probe build.
+FEATURES ?=
 build: deps ## Build the filter: target/wasm32-wasip1/release/tollgate.wasm
 ifeq ($(HAVE_RUSTUP_WASI),yes)
-	RUSTFLAGS="-D warnings" cargo build --release --lib --target wasm32-wasip1
+	RUSTFLAGS="-D warnings" cargo build --release --lib --target wasm32-wasip1 $(FEATURES)
 else
-	RUSTFLAGS="$(WASI_FLAGS)" $(DEBIAN_CARGO) build --release --lib --target wasm32-wasip1 -Zbuild-std=std,panic_abort
+	RUSTFLAGS="$(WASI_FLAGS)" $(DEBIAN_CARGO) build --release --lib --target wasm32-wasip1 $(FEATURES) -Zbuild-std=std,panic_abort
 endif
-	@echo "built $(WASM) ($$(( $$(stat -c %s $(WASM)) / 1024 )) KiB)"
+	@out=$${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release/tollgate.wasm; echo "built $$out ($$(( $$(stat -c %s $$out) / 1024 )) KiB)"
 
 run: build ## Start the demo: Envoy on 127.0.0.1:10000 (admin :9901) + echo upstream, in the foreground
 	@mkdir -p target/demo
@@ -190,6 +192,7 @@ test-e2e-compat: build $(COMPAT_VENV)/.installed ## The end-to-end suite against
 BENCH_ARGS ?=
 bench: build ## Benchmark against no filter and Envoy's native chain (BENCH_ARGS="--rounds 3"); writes tests/bench/results.md
 	@command -v wrk >/dev/null || { echo "installing wrk" >&2; $(SUDO) apt-get update -qq >&2; $(SUDO) apt-get install -y -qq wrk >&2; }
+	CARGO_TARGET_DIR=$(abspath target/stage-probe) $(MAKE) --no-print-directory build FEATURES="--features stage-probe"
 	cargo test --release --test engine_bench -- --ignored --nocapture
 	$(PY) tests/bench/bench.py $(BENCH_ARGS)
 

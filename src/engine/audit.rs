@@ -119,7 +119,10 @@ impl Mode {
 /// One audit line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
-    pub time: String,
+    /// When the request's headers arrived (ms since the epoch); written as RFC 3339 UTC, formatted
+    /// only when the line is written.
+    #[serde(rename = "time", serialize_with = "rfc3339")]
+    pub time_ms: u64,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
     pub method: String,
@@ -135,6 +138,10 @@ pub struct AuditRecord {
     /// The status sent to the client; 0 if the stream ended before a response.
     pub status: u16,
     pub mode: Mode,
+}
+
+fn rfc3339<S: serde::Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339_millis(*ms))
 }
 
 fn cut(s: &str, max: usize) -> String {
@@ -156,7 +163,7 @@ impl AuditRecord {
         mode: Mode,
     ) -> AuditRecord {
         AuditRecord {
-            time: rfc3339_millis(now_ms),
+            time_ms: now_ms,
             request_id: request_id.map(|r| cut(r, MAX_REQUEST_ID)),
             client_ip: client_ip.map(|c| cut(c, 64)),
             method: cut(method, 32),
@@ -180,6 +187,14 @@ impl AuditRecord {
         };
         self.reason = Some(code.as_str());
         self.reason_category = Some(code.reason().as_str());
+    }
+
+    /// What sampling hashes: the request id, or the time when there is none.
+    pub fn sampling_key(&self) -> std::borrow::Cow<'_, str> {
+        match &self.request_id {
+            Some(id) => std::borrow::Cow::Borrowed(id),
+            None => std::borrow::Cow::Owned(rfc3339_millis(self.time_ms)),
+        }
     }
 
     pub fn to_json(&self) -> String {

@@ -685,17 +685,18 @@ impl Engine {
             }
             return self.deny(DenialCode::RouteNotFound, None, effects);
         };
-        let route_name = Some(route.name.clone());
+        // Only a refusal needs its own copy of the name.
+        let route_name = || Some(route.name.clone());
         trace.mode = route.mode.unwrap_or(self.mode);
         if route
             .ip_access
             .as_ref()
             .is_some_and(|l| !l.permits(client_ip))
         {
-            return self.deny(DenialCode::IpDenied, route_name, effects);
+            return self.deny(DenialCode::IpDenied, route_name(), effects);
         }
         if let Some(l) = route.lifecycle.as_ref().filter(|l| l.is_retired(now)) {
-            let mut d = crate::problem::denial(&self.realm, DenialCode::RouteRetired, route_name);
+            let mut d = crate::problem::denial(&self.realm, DenialCode::RouteRetired, route_name());
             if let Some(link) = &l.link {
                 d.headers.push(("link", link.clone()));
             }
@@ -723,7 +724,7 @@ impl Engine {
             // A store failure does not block: the limit is a brake, not the lock.
             if let Ok(Some(retry)) = bf.blocked(store, &state.limit_secret, subject, now_ms) {
                 let mut d =
-                    crate::problem::denial(&self.realm, DenialCode::ClientBlocked, route_name);
+                    crate::problem::denial(&self.realm, DenialCode::ClientBlocked, route_name());
                 d.headers.push(("retry-after", retry.to_string()));
                 return Outcome {
                     decision: Decision::Deny(d),
@@ -750,7 +751,7 @@ impl Engine {
                             effects.block_started = true;
                         }
                     }
-                    return self.deny(code, route_name, effects);
+                    return self.deny(code, route_name(), effects);
                 }
             };
             // For the audit line of a later refusal (scope, owner, limit) and of a dry run.
@@ -760,7 +761,7 @@ impl Engine {
                 Err(authz::Refusal::MissingScopes(scopes)) => {
                     let d = crate::problem::insufficient_scope(
                         &self.realm,
-                        route_name,
+                        route_name(),
                         &scopes,
                         who.principal.bearer,
                     );
@@ -770,7 +771,7 @@ impl Engine {
                     };
                 }
                 Err(authz::Refusal::Forbidden) => {
-                    return self.deny(DenialCode::Forbidden, route_name, effects)
+                    return self.deny(DenialCode::Forbidden, route_name(), effects)
                 }
             }
             remove_headers.extend(who.remove_headers);
@@ -812,7 +813,7 @@ impl Engine {
         let mut body_check = None;
         if let Some(index) = route.request {
             let Some(rules) = self.routes.request_rules.get(index) else {
-                return self.deny(DenialCode::InternalError, route_name, effects);
+                return self.deny(DenialCode::InternalError, route_name(), effects);
             };
             let header = |name: &str| {
                 req.header_values(name)
@@ -821,7 +822,7 @@ impl Engine {
             };
             if let Err(f) = rules.check_head(&self.payload_options, &params, req.path, &header) {
                 return Outcome {
-                    decision: Decision::Deny(self.payload_denial(f, route_name)),
+                    decision: Decision::Deny(self.payload_denial(f, route_name())),
                     effects,
                 };
             }
@@ -856,8 +857,16 @@ impl Engine {
         normalized: &str,
         strip: Option<&str>,
     ) -> Option<(String, String)> {
-        let with_query = match raw.split_once('?') {
-            Some((_, q)) => format!("{normalized}?{q}"),
+        let (raw_path, query) = match raw.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (raw, None),
+        };
+        if strip.is_none() && raw_path == normalized {
+            // The common case: nothing to rewrite, nothing to allocate.
+            return None;
+        }
+        let with_query = match query {
+            Some(q) => format!("{normalized}?{q}"),
             None => normalized.to_string(),
         };
         let new = match strip {

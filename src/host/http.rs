@@ -1,6 +1,6 @@
 //! Per-request adapter: request headers in, engine decision out, applied to Envoy.
 
-use super::{log, now_ms, store::HostStore, Shared};
+use super::{log, now_ms, probe, store::HostStore, Shared};
 use crate::codes::DenialCode;
 use crate::engine::audit::{AuditLevel, AuditRecord, Verdict as AuditVerdict};
 use crate::engine::{Decision, Denial, Mode, ProviderKeys, Request};
@@ -176,6 +176,9 @@ impl Http {
     /// cost here) and returns the status and declared length.
     fn edit_response_headers(&self) -> (u16, Option<usize>) {
         let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        if probe::stop_at(5) {
+            return (0, None);
+        }
         let value = |name: &str| {
             headers
                 .iter()
@@ -315,11 +318,17 @@ fn peer_address() -> Option<String> {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if probe::stop_at(1) {
+            return Action::Continue;
+        }
         let (Ok(headers), Some(now_ms)) =
             (hostcalls::get_map(MapType::HttpRequestHeaders), now_ms())
         else {
             return self.internal_error();
         };
+        if probe::stop_at(2) {
+            return Action::Continue;
+        }
         let now = now_ms / 1000;
         // A host call per request, so only when a decision needs it; the audit line fetches it
         // when it is written.
@@ -363,6 +372,9 @@ impl HttpContext for Http {
         let Some(outcome) = decided else {
             return self.internal_error();
         };
+        if probe::stop_at(3) {
+            return Action::Continue;
+        }
         if let Some(hit) = outcome.effects.cache_hit {
             self.shared.metrics.cache(hit);
         }
@@ -387,15 +399,15 @@ impl HttpContext for Http {
                 let _ = remote::request_early(&HostStore, spec, now);
             }
         }
-        match &outcome.decision {
+        match outcome.decision {
             Decision::Allow(allow) => {
-                self.route.clone_from(&allow.route);
+                self.route = allow.route;
                 self.mode = allow.mode;
                 self.authenticated = allow.authenticated;
                 if let Some(a) = self.audit.as_mut() {
                     a.mode = allow.mode;
-                    a.route = (!allow.route.is_empty()).then(|| allow.route.clone());
-                    a.principal.clone_from(&allow.principal);
+                    a.route = (!self.route.is_empty()).then(|| self.route.clone());
+                    a.principal = allow.principal;
                 }
                 if let Some(code) = allow.would_deny {
                     self.would_deny(code);
@@ -423,15 +435,16 @@ impl HttpContext for Http {
                         ),
                     );
                 }
-                self.response_headers = allow.response_headers.clone();
-                self.response_check = allow.response_check.map(|r| (r, allow.route.clone()));
+                self.response_headers = allow.response_headers;
+                self.response_check = allow.response_check.map(|r| (r, self.route.clone()));
                 if let Some(rules) = allow.body_check {
                     if end_of_stream {
-                        return self.finish_body(rules, &allow.route, &[]);
+                        let route = self.route.clone();
+                        return self.finish_body(rules, &route, &[]);
                     }
                     // Envoy holds the headers (`allow_on_headers_stop_iteration: true`) until the
                     // body has passed, so nothing reaches the upstream before the check.
-                    self.body_check = Some((rules, allow.route.clone()));
+                    self.body_check = Some((rules, self.route.clone()));
                     return Action::Pause;
                 }
                 self.shared.metrics.allowed(&self.route);
@@ -451,7 +464,7 @@ impl HttpContext for Http {
                         denial.code.as_str()
                     ),
                 );
-                self.reply(denial)
+                self.reply(&denial)
             }
         }
     }
@@ -481,6 +494,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if probe::stopped_before(5) {
+            return Action::Continue;
+        }
         let (status, declared) = self.edit_response_headers();
         self.status = status;
         if status >= 500 && !self.replied && self.shared.engine.responses.mask_upstream_errors {
@@ -554,9 +570,7 @@ impl HttpContext for Http {
             return;
         };
         let options = &self.shared.engine.audit;
-        if record.decision == AuditVerdict::Allow
-            && !options.sampled(record.request_id.as_deref().unwrap_or(&record.time))
-        {
+        if record.decision == AuditVerdict::Allow && !options.sampled(&record.sampling_key()) {
             return;
         }
         record.status = self.status;

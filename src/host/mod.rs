@@ -4,6 +4,7 @@
 
 mod http;
 mod metrics;
+mod probe;
 mod store;
 
 use crate::engine::{Engine, VmState};
@@ -232,6 +233,7 @@ impl RootContext for Root {
                 return false;
             }
         };
+        probe::configure();
         let started = now_ms();
         let engine = match Engine::compile(&config) {
             Ok(engine) => engine,

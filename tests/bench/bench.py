@@ -45,6 +45,14 @@ import trap_module  # noqa: E402
 from harness import WASM, envoy_binary, free_port  # noqa: E402
 from tokens import AUDIENCE, ISSUER, mint, public_jwk  # noqa: E402
 
+PROBE_WASM = os.path.join(ROOT, "target/stage-probe/wasm32-wasip1/release/tollgate.wasm")
+STAGES = [
+    (1, "callbacks only: Envoy enters the VM, Tollgate returns at once"),
+    (2, "+ request headers and clock read"),
+    (3, "+ the engine's decision"),
+    (4, "+ decision carried out on the request (headers, counters, audit record)"),
+    (5, "+ response headers read (security headers not added)"),
+]
 BODY = json.dumps({"item": "book-1234", "quantity": 2}).encode()
 SCHEMA = {
     "type": "object",
@@ -359,6 +367,7 @@ def main():
     ap.add_argument("--latency-duration", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
+    ap.add_argument("--no-stages", action="store_true", help="skip the stage breakdown of tollgate-jwt")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: `make bench` installs it (Debian package wrk)")
@@ -386,6 +395,17 @@ def main():
         ("native-cache-rs256", native_filters(True), rs256, "jwt_authn (jwt_cache_config) + rbac + local_ratelimit, RS256"),
         ("native-cache-es256", native_filters(True), es256, "jwt_authn (jwt_cache_config) + rbac + local_ratelimit, ES256"),
     ]
+    # Where the time of `tollgate-jwt` goes: the probe build stops requests after each stage
+    # (src/host/probe.rs). Throughput and CPU only.
+    stages = []
+    if os.path.exists(PROBE_WASM) and not args.no_stages:
+        for n, what in STAGES:
+            f = wasm_filter(PROBE_WASM, tollgate_policy(False))
+            f["typed_config"]["config"]["name"] = f"tollgate-stage-{n}"
+            stages.append((f"stage-{n}", [f], rs256, what))
+    elif not args.no_stages:
+        print(f"{PROBE_WASM} is missing (make bench builds it): no stage breakdown", file=sys.stderr)
+    variants += stages
     if args.only:
         keep = set(args.only.split(","))
         variants = [v for v in variants if v[0] in keep or v[0] == "floor"]
@@ -408,7 +428,10 @@ def main():
         for r in range(args.rounds):
             for name, _, token, _ in variants:
                 m = run_wrk(proxies[name], token, args.duration, args.connections, workdir)
-                m.update(latency(proxies[name], token, args.rate, args.latency_duration))
+                if name.startswith("stage-"):
+                    m.update({"p50_ms": 0.0, "p99_ms": 0.0})
+                else:
+                    m.update(latency(proxies[name], token, args.rate, args.latency_duration))
                 rounds[name].append(m)
                 print(f"round {r + 1} {name:22} {m['rps']:9.0f} rps  {m['cpu_us']:7.1f} us/req  "
                       f"p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms", flush=True)
@@ -487,11 +510,30 @@ def write_report(args, variants, summary, rounds, extras):
         "| variant | requests/s | CPU µs/request | CPU vs floor | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    stage_variants = [v for v in variants if v[0].startswith("stage-")]
     for name, _, _, desc in variants:
+        if name.startswith("stage-"):
+            continue
         s = summary[name]
         lines.append(f"| {desc} (`{name}`) | {s['rps']:.0f} | {s['cpu_us']:.1f} | "
                      f"{s['cpu_us'] / floor['cpu_us']:.2f}x | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |")
     lines.append("")
+    if stage_variants and "tollgate-jwt" in summary:
+        lines += [
+            "Where the CPU of `tollgate-jwt` goes: the same policy and request with a probe build of the module "
+            "(`--features stage-probe`, src/host/probe.rs) that lets each request through after a given stage. "
+            "Differences between neighbouring rows are what a stage adds (within the run's noise).",
+            "",
+            "| stage | CPU µs/request | added |",
+            "|---|---:|---:|",
+            f"| no filter (`floor`) | {floor['cpu_us']:.1f} | |",
+        ]
+        previous = floor["cpu_us"]
+        for name, _, _, desc in stage_variants + [("tollgate-jwt", None, None, "+ security headers added: the whole request (`tollgate-jwt`)")]:
+            cpu = summary[name]["cpu_us"]
+            lines.append(f"| {desc} | {cpu:.1f} | {cpu - previous:+.1f} |")
+            previous = cpu
+        lines.append("")
     pairs = [("tollgate-full-rs256", "native-rs256"), ("tollgate-full-rs256", "native-cache-rs256"),
              ("tollgate-full-es256", "native-cache-es256"), ("tollgate-jwt", "native-cache-rs256")]
     pairs = [(a, b) for a, b in pairs if a in summary and b in summary]
@@ -527,7 +569,10 @@ def write_report(args, variants, summary, rounds, extras):
     ]
     for name, _, _, _ in variants:
         for i, m in enumerate(rounds[name]):
-            lines.append(f"| `{name}` | {i + 1} | {m['rps']:.0f} | {m['cpu_us']:.1f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+            if name.startswith("stage-"):
+                lines.append(f"| `{name}` | {i + 1} | {m['rps']:.0f} | {m['cpu_us']:.1f} | - | - |")
+            else:
+                lines.append(f"| `{name}` | {i + 1} | {m['rps']:.0f} | {m['cpu_us']:.1f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
 
