@@ -5,8 +5,8 @@
 //!
 //! 1. the callbacks only (Envoy enters the VM, Tollgate returns at once);
 //! 2. request headers and the clock read;
-//! 3. the engine's decision;
-//! 4. the decision carried out on the request (headers, metrics, audit record);
+//! 3. the audit record started and the engine's decision;
+//! 4. the decision carried out on the request (headers, counters);
 //! 5. the response headers read (the security headers are not added).
 //!
 //! Without the feature `stop_at` is a constant `false` and the optimiser removes the checks.

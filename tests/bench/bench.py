@@ -49,8 +49,8 @@ PROBE_WASM = os.path.join(ROOT, "target/stage-probe/wasm32-wasip1/release/tollga
 STAGES = [
     (1, "callbacks only: Envoy enters the VM, Tollgate returns at once"),
     (2, "+ request headers and clock read"),
-    (3, "+ the engine's decision"),
-    (4, "+ decision carried out on the request (headers, counters, audit record)"),
+    (3, "+ audit record started, the engine's decision"),
+    (4, "+ decision carried out on the request (headers, counters)"),
     (5, "+ response headers read (security headers not added)"),
 ]
 BODY = json.dumps({"item": "book-1234", "quantity": 2}).encode()
