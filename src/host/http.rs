@@ -14,10 +14,10 @@ pub(crate) struct Http {
     shared: Rc<Shared>,
     /// Added to the upstream's response (rate-limit headers).
     response_headers: Vec<(String, String)>,
-    /// Request rules the body must pass, and the route name, while the body is buffered.
-    body_check: Option<(usize, String)>,
-    /// Response rules of the matched route, and the route name.
-    response_check: Option<(usize, String)>,
+    /// Request rules the body must pass, while the body is buffered.
+    body_check: Option<usize>,
+    /// Response rules of the matched route.
+    response_check: Option<usize>,
     /// While a response body is buffered: rules, status, largest body checked.
     checking_response: Option<(usize, u16, usize)>,
     /// Name of the matched route (empty: none), for metrics and logs of later phases.
@@ -129,9 +129,9 @@ impl Http {
         Action::Continue
     }
 
-    fn finish_body(&mut self, rules: usize, route: &str, body: &[u8]) -> Action {
+    fn finish_body(&mut self, rules: usize, body: &[u8]) -> Action {
         self.body_check = None;
-        match self.shared.engine.check_body(rules, route, body) {
+        match self.shared.engine.check_body(rules, &self.route, body) {
             Ok(()) => {
                 self.shared.metrics.allowed(&self.route);
                 Action::Continue
@@ -215,14 +215,18 @@ impl Http {
         (status, length)
     }
 
-    fn judge_response(
-        &mut self,
-        rules: usize,
-        status: u16,
-        route: &str,
-        body: &[u8],
-        size: usize,
-    ) -> Action {
+    fn response_too_large(&self) {
+        log(
+            LogLevel::Warn,
+            &format!(
+                "tollgate: response on route `{}` larger than its `max_body_bytes`: not checked",
+                self.route
+            ),
+        );
+    }
+
+    fn judge_response(&mut self, rules: usize, status: u16, body: &[u8], size: usize) -> Action {
+        let route = self.route.clone();
         use crate::payload::response::Verdict;
         let describe = |v: &[crate::payload::Violation]| {
             v.iter()
@@ -292,7 +296,7 @@ impl Http {
                 let d = crate::problem::denial(
                     &self.shared.engine.realm,
                     DenialCode::ResponseInvalid,
-                    Some(route.to_string()),
+                    Some(route),
                 );
                 self.reply(&d)
             }
@@ -436,15 +440,14 @@ impl HttpContext for Http {
                     );
                 }
                 self.response_headers = allow.response_headers;
-                self.response_check = allow.response_check.map(|r| (r, self.route.clone()));
+                self.response_check = allow.response_check;
                 if let Some(rules) = allow.body_check {
                     if end_of_stream {
-                        let route = self.route.clone();
-                        return self.finish_body(rules, &route, &[]);
+                        return self.finish_body(rules, &[]);
                     }
                     // Envoy holds the headers (`allow_on_headers_stop_iteration: true`) until the
                     // body has passed, so nothing reaches the upstream before the check.
-                    self.body_check = Some((rules, self.route.clone()));
+                    self.body_check = Some(rules);
                     return Action::Pause;
                 }
                 self.shared.metrics.allowed(&self.route);
@@ -470,7 +473,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some((rules, route)) = self.body_check.clone() else {
+        let Some(rules) = self.body_check else {
             return Action::Continue;
         };
         if body_size > self.shared.engine.max_body_bytes(rules) {
@@ -479,7 +482,7 @@ impl HttpContext for Http {
             let d = crate::problem::denial(
                 &self.shared.engine.realm,
                 DenialCode::PayloadTooLarge,
-                Some(route),
+                Some(self.route.clone()),
             );
             return self.refuse_late(&d);
         }
@@ -490,7 +493,7 @@ impl HttpContext for Http {
             Ok(b) => b.unwrap_or_default(),
             Err(_) => return self.internal_error(),
         };
-        self.finish_body(rules, &route, &body)
+        self.finish_body(rules, &body)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -507,18 +510,18 @@ impl HttpContext for Http {
             self.masking = Some(status);
             return Action::Pause;
         }
-        let Some((rules, route)) = self.response_check.clone() else {
+        let Some(rules) = self.response_check else {
             return Action::Continue;
         };
         let Some(max) = self.shared.engine.response_applies(rules, status) else {
             return Action::Continue;
         };
         if declared.is_some_and(|l| l > max) {
-            log(LogLevel::Warn, &format!("tollgate: response on route `{route}` larger than its `max_body_bytes`: not checked"));
+            self.response_too_large();
             return Action::Continue;
         }
         if end_of_stream {
-            return self.judge_response(rules, status, &route, &[], 0);
+            return self.judge_response(rules, status, &[], 0);
         }
         // Hold the response headers until the body is judged, so a blocked response really
         // changes the status and a redacted one gets a correct content-length.
@@ -544,14 +547,9 @@ impl HttpContext for Http {
         let Some((rules, status, max)) = self.checking_response else {
             return Action::Continue;
         };
-        let route = self
-            .response_check
-            .as_ref()
-            .map(|(_, r)| r.clone())
-            .unwrap_or_default();
         if body_size > max {
             self.checking_response = None;
-            log(LogLevel::Warn, &format!("tollgate: response on route `{route}` larger than its `max_body_bytes`: not checked"));
+            self.response_too_large();
             return Action::Continue;
         }
         if !end_of_stream {
@@ -562,7 +560,7 @@ impl HttpContext for Http {
             Ok(b) => b.unwrap_or_default(),
             Err(_) => return Action::Continue,
         };
-        self.judge_response(rules, status, &route, &body, body_size)
+        self.judge_response(rules, status, &body, body_size)
     }
 
     fn on_log(&mut self) {

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "envoy"))
 import render  # noqa: E402
 import trap_module  # noqa: E402
-from harness import WASM, envoy_binary, free_port  # noqa: E402
+from harness import WASM, envoy_binary, free_port, stop_process  # noqa: E402
 from tokens import AUDIENCE, ISSUER, mint, public_jwk  # noqa: E402
 
 PROBE_WASM = os.path.join(ROOT, "target/stage-probe/wasm32-wasip1/release/tollgate.wasm")
@@ -259,13 +259,7 @@ class Proxy:
         return self._stat("cluster.upstream.upstream_rq_total")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 def upstream_config(port, admin):

@@ -85,6 +85,25 @@ def raw_request(port, lines):
     return int(data.split(b" ", 2)[1]), data
 
 
+def serve_in_background(handler):
+    """A loopback HTTP server for `handler` on a free port, serving from a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def stop_process(proc, log):
+    """Terminates `proc` (killed if it lingers over 10 s) and closes its log file."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log.close()
+
+
 class JwksServer:
     """A JWKS endpoint whose answer tests can change, counting the requests it serves."""
 
@@ -111,10 +130,7 @@ class JwksServer:
             def log_message(self, *args):
                 pass
 
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.port = serve_in_background(Handler)
 
     def publish(self, keys, status=200):
         with self.lock:
@@ -273,13 +289,7 @@ class Envoy:
         return out
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 def plain_listener_config(port, cluster):

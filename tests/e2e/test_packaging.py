@@ -12,13 +12,12 @@ import os
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import yaml
 
-from harness import ROOT, WASM, Envoy, free_port, render, validate
+from harness import ROOT, WASM, Envoy, free_port, render, serve_in_background, validate
 
 COMPOSE = os.path.join(ROOT, "envoy/docker-compose.yaml")
 COMPOSE_DIR = os.path.dirname(COMPOSE)
@@ -287,10 +286,7 @@ class ModuleServer:
             def log_message(self, *args):
                 pass
 
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.port = serve_in_background(Handler)
 
     def stop(self):
         self.server.shutdown()
