@@ -23,6 +23,81 @@ pub fn hash(token: &str) -> TokenHash {
     out
 }
 
+/// Group orders of the ECDSA curves, big-endian: an ECDSA signature `(r, s)` has a twin
+/// `(r, n - s)` that verifies as well, so one token has two spellings.
+#[rustfmt::skip]
+const P256_N: [u8; 32] = [0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51];
+#[rustfmt::skip]
+const P384_N: [u8; 48] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf, 0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73];
+#[rustfmt::skip]
+const P521_N: [u8; 66] = [0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfa, 0x51, 0x86, 0x87, 0x83, 0xbf, 0x2f, 0x96, 0x6b, 0x7f, 0xcc, 0x01, 0x48, 0xf7, 0x09, 0xa5, 0xd0, 0x3b, 0xb5, 0xc9, 0xb8, 0x89, 0x9c, 0x47, 0xae, 0xbb, 0x6f, 0xb7, 0x1e, 0x91, 0x38, 0x64, 0x09];
+
+/// `n - s` when `s > n / 2` (big-endian, same length as `n`), so both twins read as the low one.
+fn low_s(s: &mut [u8], n: &[u8]) {
+    // s > n/2  <=>  2s > n
+    let mut doubled = vec![0u8; s.len() + 1];
+    let mut carry = 0u16;
+    for (i, b) in s.iter().enumerate().rev() {
+        let v = u16::from(*b) * 2 + carry;
+        if let Some(d) = doubled.get_mut(i + 1) {
+            *d = (v & 0xff) as u8;
+        }
+        carry = v >> 8;
+    }
+    if let Some(d) = doubled.first_mut() {
+        *d = carry as u8;
+    }
+    let mut padded_n = vec![0u8];
+    padded_n.extend_from_slice(n);
+    if doubled <= padded_n {
+        return;
+    }
+    let mut borrow = 0i16;
+    for (sb, nb) in s.iter_mut().zip(n.iter()).rev() {
+        let v = i16::from(*nb) - i16::from(*sb) - borrow;
+        borrow = i16::from(v < 0);
+        *sb = (v + if v < 0 { 256 } else { 0 }) as u8;
+    }
+}
+
+/// The identity of a token for lists that must hold whatever spelling a client sends (a
+/// revocation list; issue 19): BLAKE2b-256 over the signing input and the decoded signature,
+/// with an ECDSA `s` in its low form. Not the cache key: the cache is keyed on the exact bytes
+/// because a spelling it does not know is simply verified again, and reading the header first
+/// would cost every request a decode.
+pub fn canonical_id(alg: super::Alg, token: &str) -> Option<TokenHash> {
+    use base64::Engine as _;
+    let (input, sig_b64) = token.rsplit_once('.')?;
+    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig_b64)
+        .ok()?;
+    let n: &[u8] = match alg {
+        super::Alg::ES256 => &P256_N,
+        super::Alg::ES384 => &P384_N,
+        super::Alg::ES512 => &P521_N,
+        _ => &[],
+    };
+    if !n.is_empty() {
+        if sig.len() != 2 * n.len() {
+            return None;
+        }
+        let s = sig.get_mut(n.len()..)?;
+        low_s(s, n);
+    }
+    let digest = blake2b_simd::Params::new()
+        .hash_length(32)
+        .to_state()
+        .update(input.as_bytes())
+        .update(b".")
+        .update(&sig)
+        .finalize();
+    let mut out = [0u8; 32];
+    for (dst, src) in out.iter_mut().zip(digest.as_bytes()) {
+        *dst = *src;
+    }
+    Some(out)
+}
+
 /// What a hit gives back: enough to allow the request without verifying again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
@@ -118,6 +193,62 @@ impl TokenCache {
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    /// The token with its ECDSA `s` replaced by `n - s` (the high-S twin, or back).
+    fn twin(token: &str, n: &[u8]) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let s = &mut sig[n.len()..];
+        let mut borrow = 0i16;
+        for (sb, nb) in s.iter_mut().zip(n.iter()).rev() {
+            let v = i16::from(*nb) - i16::from(*sb) - borrow;
+            borrow = i16::from(v < 0);
+            *sb = (v + if v < 0 { 256 } else { 0 }) as u8;
+        }
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn ecdsa_twins_have_one_canonical_id() {
+        use crate::jwt::jwks::KeySet;
+        use crate::jwt::verify::verify_signature;
+        use crate::jwt::Alg;
+        use crate::testkit::{self, Mint};
+        let keys = KeySet::from_policy(&testkit::public_jwks(), &Alg::ALL, "k").unwrap();
+        for (alg, kid, n) in [
+            (Alg::ES256, "ec256", &P256_N[..]),
+            (Alg::ES384, "ec384", &P384_N[..]),
+            (Alg::ES512, "ec521", &P521_N[..]),
+        ] {
+            let token = Mint::new(alg, kid).now(1_800_000_000).sign();
+            let other = twin(&token, n);
+            let verifier = keys.candidates(alg, Some(kid)).unwrap().next().unwrap();
+            // Both spellings verify (which also checks the curve orders above).
+            assert!(verify_signature(verifier, &token).is_ok(), "{alg}");
+            assert!(verify_signature(verifier, &other).is_ok(), "{alg} twin");
+            assert_ne!(
+                hash(&token),
+                hash(&other),
+                "the cache sees two tokens; each is verified"
+            );
+            assert_eq!(
+                canonical_id(alg, &token),
+                canonical_id(alg, &other),
+                "{alg}"
+            );
+            assert!(canonical_id(alg, &token).is_some());
+        }
+        // The same byte change on an HMAC signature is another (invalid) token with another id.
+        let token = Mint::new(Alg::HS512, "hmac").now(1_800_000_000).sign();
+        let other = twin(&token, &P256_N);
+        assert_ne!(
+            canonical_id(Alg::HS512, &token),
+            canonical_id(Alg::HS512, &other)
+        );
+        assert_eq!(canonical_id(Alg::ES256, "a.b.!!"), None);
+    }
 
     fn v(provider: usize, not_before: u64, not_after: u64) -> Verified {
         Verified {

@@ -120,7 +120,7 @@ pub fn verify_signature(verifier: &Verifier, token: &str) -> Result<Claims, Deni
         Verifier::EdDSA(k) => k.verify_token(token, Some(options)),
         Verifier::ES512(k) => return verify_es512(k, token),
     };
-    result.map_err(|e| match e.downcast_ref::<JWTError>() {
+    let claims = result.map_err(|e| match e.downcast_ref::<JWTError>() {
         Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => {
             DenialCode::SignatureInvalid
         }
@@ -128,7 +128,36 @@ pub fn verify_signature(verifier: &Verifier, token: &str) -> Result<Claims, Deni
         Some(JWTError::UnknownCriticalExtension) => DenialCode::CriticalHeaderUnsupported,
         // Malformed base64/JSON/claims types, and anything new in jwt-simple: refuse generically.
         _ => DenialCode::TokenMalformed,
-    })
+    })?;
+    check_time_claims(token)?;
+    Ok(claims)
+}
+
+/// Latest time a registered time claim may name: 9999-12-31T23:59:59Z.
+pub const MAX_TIME_CLAIM: u64 = 253_402_300_799;
+
+/// `exp`, `nbf` and `iat` are NumericDates (RFC 7519 section 2). jwt-simple reads a negative
+/// `exp` as a far-future time, so the raw values are checked here: each must be a non-negative
+/// integer no later than [`MAX_TIME_CLAIM`]; fractions, strings and huge numbers are refused.
+/// Only after the signature verified (cache misses), so it costs nothing per cached request.
+fn check_time_claims(token: &str) -> Result<(), DenialCode> {
+    #[derive(Deserialize)]
+    struct Times {
+        exp: Option<Value>,
+        nbf: Option<Value>,
+        iat: Option<Value>,
+    }
+    let (_, payload, _) = segments(token).ok_or(DenialCode::TokenMalformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| DenialCode::TokenMalformed)?;
+    let times: Times = serde_json::from_slice(&bytes).map_err(|_| DenialCode::TokenMalformed)?;
+    for v in [times.exp, times.nbf, times.iat].iter().flatten() {
+        if v.as_u64().is_none_or(|t| t > MAX_TIME_CLAIM) {
+            return Err(DenialCode::TokenMalformed);
+        }
+    }
+    Ok(())
 }
 
 fn verify_es512(key: &super::es512::Es512Key, token: &str) -> Result<Claims, DenialCode> {
@@ -145,6 +174,7 @@ fn verify_es512(key: &super::es512::Es512Key, token: &str) -> Result<Claims, Den
     let payload = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| DenialCode::TokenMalformed)?;
+    check_time_claims(token)?;
     serde_json::from_slice(&payload).map_err(|_| DenialCode::TokenMalformed)
 }
 
@@ -308,6 +338,41 @@ mod tests {
                 "{alg}"
             );
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn time_claims_must_be_numeric_dates() {
+        // Signed over the raw claims (ES512 path of the minter), so jwt-simple's own parsing
+        // does not tidy them first; each was accepted before (`exp: -1` as a far-future time).
+        for claim in ["exp", "nbf", "iat"] {
+            for bad in [
+                json!(-1),
+                json!(-9_999_999_999i64),
+                json!(1e30),
+                json!(1.5),
+                json!("123"),
+                json!(MAX_TIME_CLAIM + 1),
+            ] {
+                let token = Mint::new(Alg::ES512, "ec521")
+                    .now(NOW)
+                    .claim(claim, bad.clone())
+                    .sign();
+                assert_eq!(
+                    verify_with(&token, Alg::ES512, "ec521").map(|_| ()),
+                    Err(DenialCode::TokenMalformed),
+                    "{claim}: {bad}"
+                );
+            }
+        }
+        // The jwt-simple path gets the same check (HS256 minted normally, then re-signed raw is
+        // not possible without the key: check the shared helper instead).
+        let ok = Mint::new(Alg::RS256, "rsa-1").now(NOW).sign();
+        assert_eq!(check_time_claims(&ok), Ok(()));
+        let negative = testkit::tamper_payload(&ok, json!({"exp": -1}));
+        assert_eq!(
+            check_time_claims(&negative),
+            Err(DenialCode::TokenMalformed)
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
