@@ -54,6 +54,13 @@ pub enum DenialCode {
     /// Not a denial: the body of an upstream 5xx replaced by a generic problem
     /// (`responses.mask_upstream_errors`); the upstream's status is kept.
     UpstreamError,
+    /// The request can be read more than one way (two hosts, a host that is not a DNS name, a
+    /// method or URL override header the policy refuses): Tollgate and the upstream could judge
+    /// different requests.
+    RequestAmbiguous,
+    /// In `block` or `redact` mode, the upstream's response could not be checked (not JSON, too
+    /// deep, too large, compressed): refused unless the route says `on_unchecked: pass`.
+    ResponseUnchecked,
 }
 
 /// What a denial is about: the `reason` of per-route metrics and of the audit log.
@@ -119,7 +126,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 33] = [
+    pub const ALL: [DenialCode; 35] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -153,6 +160,8 @@ impl DenialCode {
         DenialCode::ClientBlocked,
         DenialCode::RouteRetired,
         DenialCode::UpstreamError,
+        DenialCode::RequestAmbiguous,
+        DenialCode::ResponseUnchecked,
     ];
 
     /// The reason category of this code.
@@ -183,8 +192,9 @@ impl DenialCode {
             | C::UnsupportedMediaType
             | C::PayloadTooLarge
             | C::BodyMalformed
-            | C::RequestInvalid => Reason::RequestSchema,
-            C::ResponseInvalid | C::UpstreamError => Reason::ResponseSchema,
+            | C::RequestInvalid
+            | C::RequestAmbiguous => Reason::RequestSchema,
+            C::ResponseInvalid | C::ResponseUnchecked | C::UpstreamError => Reason::ResponseSchema,
             C::RouteRetired => Reason::Lifecycle,
             C::KeysUnavailable | C::InternalError => Reason::Config,
         }
@@ -427,6 +437,20 @@ impl DenialCode {
                 "The service failed to handle the request.",
                 None,
             ),
+            DenialCode::RequestAmbiguous => (
+                "request_ambiguous",
+                400,
+                "Bad request",
+                "The request can be read in more than one way (its host or method).",
+                None,
+            ),
+            DenialCode::ResponseUnchecked => (
+                "response_unchecked",
+                502,
+                "Bad gateway",
+                "The upstream service returned a response this API could not check.",
+                None,
+            ),
         };
         DenialInfo {
             code,
@@ -463,6 +487,9 @@ pub mod metrics {
     pub const RESPONSE_INVALID: &str = "tollgate.response.invalid";
     /// Responses changed by `redact`.
     pub const RESPONSE_REDACTED: &str = "tollgate.response.redacted";
+    /// Responses a route's checks could not judge (not JSON, too deep, too large, compressed),
+    /// whether refused (`on_unchecked: block`) or passed (`pass`, or `report` mode).
+    pub const RESPONSE_UNCHECKED: &str = "tollgate.response.unchecked";
     /// Requests a shadow limit would have refused.
     pub const RATELIMIT_SHADOW_LIMITED: &str = "tollgate.ratelimit.shadow_limited";
     /// Followed by `.<denial code>`: requests a `dry-run` policy or route would have refused.

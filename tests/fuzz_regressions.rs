@@ -97,11 +97,24 @@ fn pending_findings_still_fail() {
     }
 }
 
+#[test]
+fn hosts() {
+    run("hosts");
+}
+
+#[test]
+fn json() {
+    run("json");
+}
+
 /// Every target in the glue has a test above (and a file in `tests/fuzz/fuzz_targets/`).
 #[test]
 fn every_target_is_replayed() {
     let names: Vec<&str> = glue::TARGETS.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["tokens", "jwks", "policy", "bodies", "paths"]);
+    assert_eq!(
+        names,
+        ["tokens", "jwks", "policy", "bodies", "paths", "hosts", "json"]
+    );
     for name in names {
         let target = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fuzz/fuzz_targets")

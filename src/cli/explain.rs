@@ -47,9 +47,11 @@ pub fn explain(
         .iter()
         .find(|(k, _)| k == ":authority")
         .map_or("", |(_, v)| v.as_str());
+    let host = crate::engine::normalize_host(host).ok();
     let matched = normalized
         .as_deref()
-        .and_then(|p| engine.routes.find(host, &spec.method, p));
+        .zip(host.as_deref())
+        .and_then(|(p, h)| engine.routes.find(h, &spec.method, p));
     if let Some(m) = &matched {
         let route = m.route;
         let rdoc =

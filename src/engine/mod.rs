@@ -8,6 +8,7 @@ mod authn;
 mod authz;
 mod decision;
 pub mod hardening;
+pub mod headers;
 pub mod lifecycle;
 mod limits;
 pub mod path;
@@ -20,7 +21,7 @@ pub use audit::Mode;
 pub use authn::{authenticate, Authenticated, Principal};
 pub use authz::Check;
 pub use decision::{Allow, Decision, Denial, Effects, Outcome};
-pub use request::Request;
+pub use request::{normalize_host, Request};
 pub use routes::{Access, Matched, Route, RouteTable};
 
 use crate::abuse::brute::{self, BruteForce};
@@ -128,6 +129,7 @@ pub struct Engine {
     pub brute_force: Option<BruteForce>,
     /// Whether decisions read the downstream peer address (the host skips fetching it if not).
     pub uses_peer: bool,
+    pub override_headers: headers::OverrideAction,
 }
 
 /// What evaluation learnt that the dry-run conversion needs.
@@ -505,6 +507,7 @@ impl Engine {
                 ));
             }
         }
+        let override_headers = headers::OverrideAction::compile(doc.requests.as_ref(), &mut errors);
         let audit = AuditOptions::compile(doc.audit.as_ref(), &mut errors);
         let responses = ResponsePolicy::compile(doc.responses.as_ref(), &mut errors);
         let ip_access = doc
@@ -534,6 +537,9 @@ impl Engine {
             .collect();
         forwarded_headers.push(identity_header.clone());
         forwarded_headers.extend(dry_run_header.iter().cloned());
+        if override_headers == headers::OverrideAction::Strip {
+            forwarded_headers.extend(headers::OVERRIDE_HEADERS.iter().map(|h| h.to_string()));
+        }
         // An API key is a secret: it never reaches an upstream, whatever the route.
         if let Some(k) = &api_keys {
             forwarded_headers.push(k.header.clone());
@@ -564,6 +570,7 @@ impl Engine {
             audit,
             responses,
             uses_peer,
+            override_headers,
             ip_access,
             brute_force,
         })
@@ -633,7 +640,7 @@ impl Engine {
                 outcome.decision = Decision::Allow(Allow {
                     route: denial.route.take().unwrap_or_default(),
                     principal: trace.principal.take(),
-                    remove_headers: self.forwarded_headers.clone(),
+                    remove_headers: self.removed_headers(req),
                     set_headers,
                     would_deny: Some(denial.code),
                     mode: Mode::DryRun,
@@ -666,11 +673,22 @@ impl Engine {
         {
             return self.deny(DenialCode::IpDenied, None, effects);
         }
-        let host = req.header_values(":authority").next().unwrap_or("");
-        let Some(Matched { route, params }) = self.routes.find(host, req.method, &path) else {
+        let Ok(host) = req.host() else {
+            return self.deny(DenialCode::RequestAmbiguous, None, effects);
+        };
+        if self.override_headers == headers::OverrideAction::Refuse
+            && req.headers.iter().any(|(name, _)| {
+                headers::OVERRIDE_HEADERS
+                    .iter()
+                    .any(|o| headers::folds_to(name, o))
+            })
+        {
+            return self.deny(DenialCode::RequestAmbiguous, None, effects);
+        }
+        let Some(Matched { route, params }) = self.routes.find(&host, req.method, &path) else {
             if self.allow_unknown {
                 let allow = Allow {
-                    remove_headers: self.forwarded_headers.clone(),
+                    remove_headers: self.removed_headers(req),
                     set_headers: self
                         .path_rewrite(req.path, &path, None)
                         .into_iter()
@@ -732,7 +750,7 @@ impl Engine {
                 };
             }
         }
-        let mut remove_headers = self.forwarded_headers.clone();
+        let mut remove_headers = self.removed_headers(req);
         let mut set_headers = Vec::new();
         let mut strip = None;
         let principal = if route.access == Access::Public {
@@ -831,6 +849,12 @@ impl Engine {
             }
         }
         set_headers.extend(self.path_rewrite(req.path, &path, strip.as_deref()));
+        if route.response.is_some() {
+            // Tollgate judges JSON, not gzip: the upstream is asked for an uncompressed response
+            // (one it compresses anyway is not checked: `on_unchecked`). A compressor filter
+            // after Tollgate can still compress for the client.
+            remove_headers.push("accept-encoding".into());
+        }
         let allow = Allow {
             response_check: route.response,
             body_check,
@@ -847,6 +871,19 @@ impl Engine {
             decision: Decision::Allow(allow),
             effects,
         }
+    }
+
+    /// Headers removed from a request before the upstream: every header Tollgate writes and
+    /// every override header it strips, plus the spellings of those the request actually carries
+    /// that an upstream framework would read as the same header (`x_user_id`).
+    fn removed_headers(&self, req: &Request<'_>) -> Vec<String> {
+        let mut out = self.forwarded_headers.clone();
+        for (name, _) in req.headers {
+            if headers::is_variant_of(name, &self.forwarded_headers) && !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
     }
 
     /// `:path` to send upstream when it must change: the normalised path (so the upstream serves
@@ -909,6 +946,18 @@ impl Engine {
         }
     }
 
+    /// The verdict on a response the rules named in `Allow::response_check` could not check.
+    pub fn unchecked_response(
+        &self,
+        rules: usize,
+        why: crate::payload::response::Unchecked,
+    ) -> crate::payload::response::Verdict {
+        match self.routes.response_rules.get(rules) {
+            Some(r) => r.unchecked(why),
+            None => crate::payload::response::Verdict::Pass,
+        }
+    }
+
     /// Largest body the rules named by `Allow::body_check` accept (the host stops buffering there).
     pub fn max_body_bytes(&self, rules: usize) -> usize {
         self.routes
@@ -953,3 +1002,6 @@ mod tests_limits;
 
 #[cfg(test)]
 mod tests_operations;
+
+#[cfg(test)]
+mod tests_bypass;

@@ -4,9 +4,10 @@
 //! Rules (documented in the README):
 //! - percent-encoded *unreserved* characters (`A-Z a-z 0-9 - . _ ~`) are decoded; other escapes are
 //!   kept, with uppercase hex;
-//! - an encoded `/` (`%2F`) or `\` (`%5C`), a raw `\`, a NUL, a malformed escape or a `..` that
-//!   would climb above the root make the path invalid (`400 path_invalid`): upstreams disagree on
-//!   what they mean, so no route decision could be trusted;
+//! - an encoded `/` (`%2F`) or `\` (`%5C`), a raw `\`, a NUL, a malformed escape, escapes that
+//!   do not spell UTF-8 (`%FF`) or a `..` that would climb above the root make the path invalid
+//!   (`400 path_invalid`): upstreams disagree on what they mean, so no route decision could be
+//!   trusted;
 //! - `.` segments are dropped, `..` removes the previous segment (RFC 3986 section 5.2.4);
 //! - empty segments (`//`) are merged; a trailing `/` is kept.
 //!
@@ -76,6 +77,11 @@ pub fn normalize(path: &str) -> Option<String> {
     let mut segments: Vec<String> = Vec::new();
     for raw in path.split('/') {
         let seg = decode_segment(raw)?;
+        // Escapes must spell UTF-8 (`%C3%A9`, not `%FF`): what is not text has no single
+        // meaning to compare with claims or schemas.
+        if seg.contains('%') {
+            decode_param(&seg)?;
+        }
         match seg.as_str() {
             "" | "." => {}
             ".." => {
@@ -97,8 +103,10 @@ pub fn normalize(path: &str) -> Option<String> {
     Some(out)
 }
 
-/// Percent-decodes a path parameter value for comparisons (`/users/al%69ce` -> `alice`).
-pub fn decode_param(value: &str) -> String {
+/// Percent-decodes a path parameter value for comparisons (`/users/al%69ce` -> `alice`); `None`
+/// when the bytes are not UTF-8 (`x%FF`): a lossy conversion would make `x%FF` and `x%FE` the
+/// same owner (`x\u{fffd}`), so such a value never equals anything.
+pub fn decode_param(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -116,7 +124,7 @@ pub fn decode_param(value: &str) -> String {
         out.push(b);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -154,6 +162,10 @@ mod tests {
             ("/caf%C3%A9/x%20y", Some("/caf%C3%A9/x%20y")),
             ("/café", Some("/café")),
             ("/a%7e", Some("/a~")),
+            ("/users/x%FF", None),
+            ("/users/x%fe", None),
+            ("/users/%C3", None),
+            ("/users/%C3%A9%FF", None),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input).as_deref(), *want, "{input}");
@@ -162,8 +174,12 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn params() {
-        assert_eq!(decode_param("al%69ce"), "alice");
-        assert_eq!(decode_param("a%2"), "a%2");
-        assert_eq!(decode_param("%C3%A9"), "é");
+        assert_eq!(decode_param("al%69ce").as_deref(), Some("alice"));
+        assert_eq!(decode_param("a%2").as_deref(), Some("a%2"));
+        assert_eq!(decode_param("%C3%A9").as_deref(), Some("é"));
+        // Not UTF-8: no lossy look-alike (both used to read as "x\u{fffd}").
+        assert_eq!(decode_param("x%FF"), None);
+        assert_eq!(decode_param("x%FE"), None);
+        assert_eq!(decode_param("x%C3"), None);
     }
 }

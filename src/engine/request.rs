@@ -28,3 +28,170 @@ impl<'a> Request<'a> {
         self.path.get(..end).unwrap_or(self.path)
     }
 }
+
+/// Why a request's host cannot be judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AmbiguousHost;
+
+/// The one host a request is for, in the form routes are matched on: ASCII lowercase, without
+/// port or a trailing dot (`Admin.Example.Test.:443` -> `admin.example.test`). Empty when the
+/// request names no host (HTTP/1.0).
+///
+/// Refused, because Tollgate and the upstream could pick different hosts: more than one
+/// `:authority` value, a comma-joined list (Envoy joins repeated HTTP/1 `Host` headers that way),
+/// a `host` header that names another host than `:authority`, and anything that is not a DNS
+/// name or IP literal - non-ASCII included (IDNA: a host route names the A-label, `xn--...`,
+/// and clients send it).
+pub fn normalize_host(authority: &str) -> Result<std::borrow::Cow<'_, str>, AmbiguousHost> {
+    let name = if let Some(rest) = authority.strip_prefix('[') {
+        // IPv6 literal, `[::1]` or `[::1]:443`.
+        let (inside, after) = rest.split_once(']').ok_or(AmbiguousHost)?;
+        if !after.is_empty() && !is_port(after.strip_prefix(':').ok_or(AmbiguousHost)?) {
+            return Err(AmbiguousHost);
+        }
+        if inside.is_empty()
+            || !inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(AmbiguousHost);
+        }
+        return Ok(std::borrow::Cow::Owned(format!(
+            "[{}]",
+            inside.to_ascii_lowercase()
+        )));
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, port)) if is_port(port) => h,
+            Some(_) => return Err(AmbiguousHost),
+            None => authority,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        || name.starts_with('.')
+        || name.contains("..")
+        || (name.is_empty() && !authority.is_empty())
+    {
+        return Err(AmbiguousHost);
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Ok(std::borrow::Cow::Owned(name.to_ascii_lowercase()))
+    } else {
+        Ok(std::borrow::Cow::Borrowed(name))
+    }
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl<'a> Request<'a> {
+    /// The request's one host, normalised (see [`normalize_host`]).
+    pub fn host(&self) -> Result<std::borrow::Cow<'a, str>, AmbiguousHost> {
+        let mut authorities = self.header_values(":authority");
+        let authority = authorities.next().unwrap_or("");
+        if authorities.next().is_some() {
+            return Err(AmbiguousHost);
+        }
+        let host = normalize_host(authority)?;
+        for other in self.header_values("host") {
+            if normalize_host(other)? != host {
+                return Err(AmbiguousHost);
+            }
+        }
+        Ok(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn hosts_normalise_to_one_spelling() {
+        for raw in [
+            "admin.example.test",
+            "admin.example.test.",
+            "ADMIN.Example.Test",
+            "admin.example.test:10000",
+            "admin.example.test.:10000",
+            "Admin.Example.Test.:443",
+        ] {
+            assert_eq!(
+                normalize_host(raw).as_deref(),
+                Ok("admin.example.test"),
+                "{raw}"
+            );
+        }
+        assert_eq!(normalize_host("").as_deref(), Ok(""));
+        assert_eq!(normalize_host("[::1]:80").as_deref(), Ok("[::1]"));
+        assert_eq!(normalize_host("10.0.0.1:8080").as_deref(), Ok("10.0.0.1"));
+        assert_eq!(
+            normalize_host("svc_a.internal").as_deref(),
+            Ok("svc_a.internal")
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn ambiguous_hosts_are_refused() {
+        for raw in [
+            "127.0.0.1,admin.example.test",
+            "admin.example.test, admin.example.test",
+            "ädmin.example.test",
+            "ａdmin.example.test",
+            "admin.example.test:",
+            "admin.example.test:abc",
+            "admin.example.test:99999999",
+            "admin example",
+            ".",
+            ":80",
+            "a..b",
+            ".admin.example.test",
+            "user@admin.example.test",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "admin.example.test\u{0}",
+        ] {
+            assert_eq!(normalize_host(raw), Err(AmbiguousHost), "{raw:?}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn one_host_per_request() {
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let req = |headers: &[(String, String)]| {
+            Request {
+                method: "GET",
+                path: "/",
+                headers,
+                peer: None,
+            }
+            .host()
+            .map(|h| h.into_owned())
+        };
+        assert_eq!(req(&h(&[(":authority", "a.test")])), Ok("a.test".into()));
+        assert_eq!(
+            req(&h(&[(":authority", "a.test"), ("host", "A.test.:80")])),
+            Ok("a.test".into())
+        );
+        assert_eq!(
+            req(&h(&[(":authority", "a.test"), (":authority", "b.test")])),
+            Err(AmbiguousHost)
+        );
+        assert_eq!(
+            req(&h(&[(":authority", "a.test"), ("host", "b.test")])),
+            Err(AmbiguousHost)
+        );
+        assert_eq!(req(&h(&[])), Ok(String::new()));
+    }
+}

@@ -157,10 +157,12 @@ impl Table {
         let segs: Vec<&str> = path.split('/').skip(1).collect();
         let mut values = Vec::new();
         if let Some(i) = match_trie(&self.templates, &segs, routes, method, &mut values) {
-            return Some((
-                i,
-                values.into_iter().map(super::path::decode_param).collect(),
-            ));
+            // A value that is not UTF-8 matches nothing (see `decode_param`).
+            let values = values
+                .into_iter()
+                .map(super::path::decode_param)
+                .collect::<Option<Vec<_>>>()?;
+            return Some((i, values));
         }
         self.prefixes
             .iter()
@@ -254,7 +256,11 @@ impl RouteTable {
                     ));
                 }
             }
-            let host = doc.host.as_ref().map(|h| h.to_ascii_lowercase());
+            // Stored as requests are matched: lowercase, no trailing dot.
+            let host = doc.host.as_ref().map(|h| {
+                let h = h.to_ascii_lowercase();
+                h.strip_suffix('.').map(str::to_string).unwrap_or(h)
+            });
             if let Some(h) = &host {
                 if h.is_empty()
                     || h.contains(':')
@@ -463,16 +469,13 @@ impl RouteTable {
         table
     }
 
-    /// The most specific route for `host` (`:authority`), `method` and a normalised `path`.
+    /// The most specific route for a normalised `host` (see [`super::request::normalize_host`]),
+    /// `method` and a normalised `path`.
     pub fn find(&self, host: &str, method: &str, path: &str) -> Option<Matched<'_>> {
-        let host = host
-            .rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h);
         let by_host = if self.hosts.is_empty() {
             None
         } else {
-            self.hosts.get(&host.to_ascii_lowercase())
+            self.hosts.get(host)
         };
         let (index, values) = by_host
             .and_then(|t| t.find(&self.routes, method, path))
@@ -525,7 +528,8 @@ mod tests {
         method: &str,
         path: &str,
     ) -> Option<(String, Vec<(String, String)>)> {
-        t.find(host, method, path)
+        let host = crate::engine::request::normalize_host(host).ok()?;
+        t.find(&host, method, path)
             .map(|m| (m.route.name.clone(), m.params))
     }
 

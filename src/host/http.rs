@@ -5,6 +5,7 @@ use crate::codes::DenialCode;
 use crate::engine::audit::{AuditLevel, AuditRecord, Verdict as AuditVerdict};
 use crate::engine::{Decision, Denial, Mode, ProviderKeys, Request};
 use crate::jwt::remote;
+use crate::payload::response::{Unchecked, Verdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
@@ -20,6 +21,10 @@ pub(crate) struct Http {
     response_check: Option<usize>,
     /// While a response body is buffered: rules, status, largest body checked.
     checking_response: Option<(usize, u16, usize)>,
+    /// Bytes of the request and response bodies buffered so far (read again when trailers end
+    /// the stream instead of a data frame).
+    request_body_size: usize,
+    response_body_size: usize,
     /// Name of the matched route (empty: none), for metrics and logs of later phases.
     route: String,
     mode: Mode,
@@ -44,6 +49,8 @@ impl Http {
             body_check: None,
             response_check: None,
             checking_response: None,
+            request_body_size: 0,
+            response_body_size: 0,
             route: String::new(),
             mode: Mode::Enforce,
             authenticated: false,
@@ -173,11 +180,12 @@ impl Http {
 
     /// Rate-limit and lifecycle headers set, security headers the response lacks added,
     /// implementation-revealing headers removed. Reads the header map once (host calls are the
-    /// cost here) and returns the status and declared length.
-    fn edit_response_headers(&self) -> (u16, Option<usize>) {
+    /// cost here) and returns the status, declared length and whether a content coding other
+    /// than `identity` was applied.
+    fn edit_response_headers(&self) -> (u16, Option<usize>, bool) {
         let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
         if probe::stop_at(5) {
-            return (0, None);
+            return (0, None, false);
         }
         let value = |name: &str| {
             headers
@@ -212,22 +220,29 @@ impl Http {
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
         let length = value("content-length").and_then(|l| l.parse::<usize>().ok());
-        (status, length)
+        let encoded = headers.iter().any(|(k, v)| {
+            k == "content-encoding"
+                && v.split(',').any(|c| {
+                    let c = c.trim();
+                    !c.is_empty() && !c.eq_ignore_ascii_case("identity")
+                })
+        });
+        (status, length, encoded)
     }
 
-    fn response_too_large(&self) {
-        log(
-            LogLevel::Warn,
-            &format!(
-                "tollgate: response on route `{}` larger than its `max_body_bytes`: not checked",
-                self.route
-            ),
-        );
+    /// A response the route's checks cannot judge: refused (502) or passed as the engine says.
+    fn unchecked_response(&mut self, rules: usize, why: Unchecked) -> Action {
+        let verdict = self.shared.engine.unchecked_response(rules, why);
+        self.apply_response_verdict(verdict, 0)
     }
 
     fn judge_response(&mut self, rules: usize, status: u16, body: &[u8], size: usize) -> Action {
+        let verdict = self.shared.engine.check_response(rules, status, body);
+        self.apply_response_verdict(verdict, size)
+    }
+
+    fn apply_response_verdict(&mut self, verdict: Verdict, size: usize) -> Action {
         let route = self.route.clone();
-        use crate::payload::response::Verdict;
         let describe = |v: &[crate::payload::Violation]| {
             v.iter()
                 .map(|x| {
@@ -244,8 +259,33 @@ impl Http {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        match self.shared.engine.check_response(rules, status, body) {
+        match verdict {
             Verdict::Pass => Action::Continue,
+            Verdict::Unchecked { why, refuse } => {
+                self.shared.metrics.response_unchecked();
+                let outcome = match (refuse, self.mode) {
+                    (false, _) => "passed",
+                    (true, Mode::DryRun) => "dry run, passed",
+                    (true, _) => "refused",
+                };
+                log(
+                    LogLevel::Warn,
+                    &format!("tollgate: response on route `{route}` could not be checked ({}): {outcome}", why.as_str()),
+                );
+                if !refuse {
+                    return Action::Continue;
+                }
+                if self.mode == Mode::DryRun {
+                    self.would_deny(DenialCode::ResponseUnchecked);
+                    return Action::Continue;
+                }
+                let d = crate::problem::denial(
+                    &self.shared.engine.realm,
+                    DenialCode::ResponseUnchecked,
+                    Some(route),
+                );
+                self.reply(&d)
+            }
             Verdict::Replace(new, v) => {
                 self.shared.metrics.response(!v.is_empty(), true);
                 if !v.is_empty() {
@@ -301,6 +341,16 @@ impl Http {
                 self.reply(&d)
             }
         }
+    }
+
+    /// The first `size` bytes of a buffered body; `None` if the host cannot give all of them
+    /// (then nothing is judged as if it had been read).
+    fn buffered(&self, which: BufferType, size: usize) -> Option<Vec<u8>> {
+        if size == 0 {
+            return Some(Vec::new());
+        }
+        let body = hostcalls::get_buffer(which, 0, size).ok()??;
+        (body.len() == size).then_some(body)
     }
 
     fn internal_error(&mut self) -> Action {
@@ -476,6 +526,7 @@ impl HttpContext for Http {
         let Some(rules) = self.body_check else {
             return Action::Continue;
         };
+        self.request_body_size = body_size;
         if body_size > self.shared.engine.max_body_bytes(rules) {
             // Decided as soon as the size is known: nothing more is buffered.
             self.body_check = None;
@@ -496,11 +547,23 @@ impl HttpContext for Http {
         self.finish_body(rules, &body)
     }
 
+    /// Trailers end the request instead of a data frame (HTTP/2, chunked HTTP/1.1): the body
+    /// buffered so far is complete and is judged now, before anything reaches the upstream.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(rules) = self.body_check else {
+            return Action::Continue;
+        };
+        let Some(body) = self.buffered(BufferType::HttpRequestBody, self.request_body_size) else {
+            return self.internal_error();
+        };
+        self.finish_body(rules, &body)
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if probe::stopped_before(5) {
             return Action::Continue;
         }
-        let (status, declared) = self.edit_response_headers();
+        let (status, declared, encoded) = self.edit_response_headers();
         self.status = status;
         if status >= 500 && !self.replied && self.shared.engine.responses.mask_upstream_errors {
             if end_of_stream {
@@ -516,9 +579,13 @@ impl HttpContext for Http {
         let Some(max) = self.shared.engine.response_applies(rules, status) else {
             return Action::Continue;
         };
+        if encoded {
+            // Tollgate asked for an uncompressed response (`accept-encoding` removed); bytes it
+            // cannot read are not passed as if they had been checked.
+            return self.unchecked_response(rules, Unchecked::Encoded);
+        }
         if declared.is_some_and(|l| l > max) {
-            self.response_too_large();
-            return Action::Continue;
+            return self.unchecked_response(rules, Unchecked::TooLarge);
         }
         if end_of_stream {
             return self.judge_response(rules, status, &[], 0);
@@ -530,6 +597,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_body_size = body_size;
         if let Some(status) = self.masking {
             if !end_of_stream && body_size < MASKED_DETAIL_BYTES {
                 return Action::Pause;
@@ -549,18 +617,34 @@ impl HttpContext for Http {
         };
         if body_size > max {
             self.checking_response = None;
-            self.response_too_large();
-            return Action::Continue;
+            return self.unchecked_response(rules, Unchecked::TooLarge);
         }
         if !end_of_stream {
             return Action::Pause;
         }
         self.checking_response = None;
-        let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(_) => return Action::Continue,
+        let Some(body) = self.buffered(BufferType::HttpResponseBody, body_size) else {
+            return self.unchecked_response(rules, Unchecked::NotJson);
         };
         self.judge_response(rules, status, &body, body_size)
+    }
+
+    /// The upstream ended its response with trailers: the buffered body is complete.
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let size = self.response_body_size;
+        if let Some(status) = self.masking {
+            let detail = self
+                .buffered(BufferType::HttpResponseBody, size.min(MASKED_DETAIL_BYTES))
+                .unwrap_or_default();
+            return self.mask(status, &detail);
+        }
+        let Some((rules, status, _)) = self.checking_response.take() else {
+            return Action::Continue;
+        };
+        let Some(body) = self.buffered(BufferType::HttpResponseBody, size) else {
+            return self.unchecked_response(rules, Unchecked::NotJson);
+        };
+        self.judge_response(rules, status, &body, size)
     }
 
     fn on_log(&mut self) {

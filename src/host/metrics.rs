@@ -47,6 +47,7 @@ pub(crate) struct Metrics {
     shadow_limited: Option<u32>,
     response_invalid: Option<u32>,
     response_redacted: Option<u32>,
+    response_unchecked: Option<u32>,
     dry_run: Vec<(DenialCode, Option<u32>)>,
     brute_force_blocks: Option<u32>,
     upstream_masked: Option<u32>,
@@ -109,6 +110,7 @@ impl Metrics {
             shadow_limited: counter(metrics::RATELIMIT_SHADOW_LIMITED),
             response_invalid: counter(metrics::RESPONSE_INVALID),
             response_redacted: counter(metrics::RESPONSE_REDACTED),
+            response_unchecked: counter(metrics::RESPONSE_UNCHECKED),
         }
     }
 
@@ -223,6 +225,11 @@ impl Metrics {
         if redacted {
             self.bump(self.response_redacted);
         }
+    }
+
+    /// A response its route's checks could not judge (refused or passed).
+    pub fn response_unchecked(&self) {
+        self.bump(self.response_unchecked);
     }
 
     pub fn jwks_installed(&self) {

@@ -5,6 +5,7 @@
 //! Named schemas from the policy's `schemas` section are placed under `$defs` of every compiled
 //! schema, so `{"$ref": "#/$defs/Order"}` works from a route and between named schemas.
 
+pub mod json;
 pub mod response;
 
 use crate::policy::{ConfigError, PayloadOptionsDoc, RequestCheckDoc};
@@ -24,11 +25,13 @@ pub struct Options {
     pub max_depth: usize,
     pub max_violations: usize,
     pub invalid_status: u16,
+    /// Objects that name a key twice are accepted (the last value is checked).
+    pub allow_duplicate_keys: bool,
 }
 
 impl Options {
     pub fn compile(doc: Option<&PayloadOptionsDoc>, errors: &mut Vec<ConfigError>) -> Options {
-        let o = Options {
+        let mut o = Options {
             max_body_bytes: doc
                 .and_then(|d| d.max_body_bytes)
                 .unwrap_or(DEFAULT_MAX_BODY_BYTES),
@@ -37,7 +40,16 @@ impl Options {
                 .and_then(|d| d.max_violations)
                 .unwrap_or(DEFAULT_MAX_VIOLATIONS),
             invalid_status: doc.and_then(|d| d.invalid_status).unwrap_or(400),
+            allow_duplicate_keys: false,
         };
+        match doc.and_then(|d| d.duplicate_keys.as_deref()) {
+            None | Some("refuse") => {}
+            Some("allow") => o.allow_duplicate_keys = true,
+            Some(other) => errors.push(ConfigError::new(
+                "payload_options.duplicate_keys",
+                format!("`{other}` is not an action; expected one of [`refuse`, `allow`]"),
+            )),
+        }
         check_range(
             errors,
             "payload_options.max_body_bytes",
@@ -386,7 +398,9 @@ fn scalar_value(raw: &str, coerce: bool) -> Value {
 
 /// Percent-decodes a query component (`+` is a space in form encoding).
 fn decode_query(s: &str) -> String {
-    crate::engine::path::decode_param(&s.replace('+', " "))
+    let spaced = s.replace('+', " ");
+    // Not UTF-8 once decoded: checked as sent, never as a lossy look-alike.
+    crate::engine::path::decode_param(&spaced).unwrap_or(spaced)
 }
 
 impl RequestRules {
@@ -491,7 +505,7 @@ impl RequestRules {
         if nesting_exceeds(body, options.max_depth) {
             return Err(Failure::Malformed);
         }
-        let value: Value = serde_json::from_slice(body).map_err(|_| Failure::Malformed)?;
+        let value = json::parse(body, options.allow_duplicate_keys).ok_or(Failure::Malformed)?;
         let mut out = Vec::new();
         violations(
             validator.iter_errors(&value),

@@ -15,8 +15,34 @@ pub enum Mode {
     Report,
 }
 
+/// Why a response could not be checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unchecked {
+    /// Not JSON (a lone surrogate, a BOM, an XSSI prefix, HTML), or an object naming a key twice.
+    NotJson,
+    /// Nested deeper than `payload_options.max_depth`.
+    TooDeep,
+    /// Larger than the route's response `max_body_bytes`.
+    TooLarge,
+    /// Sent with a `content-encoding` (gzip, br, ...) Tollgate does not decode.
+    Encoded,
+}
+
+impl Unchecked {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Unchecked::NotJson => "not JSON",
+            Unchecked::TooDeep => "nested deeper than max_depth",
+            Unchecked::TooLarge => "larger than max_body_bytes",
+            Unchecked::Encoded => "content-encoded",
+        }
+    }
+}
+
 pub struct ResponseRules {
     pub mode: Mode,
+    /// `block`/`redact` only: a response that cannot be checked is passed instead of refused.
+    pub pass_unchecked: bool,
     by_status: HashMap<u16, (Validator, Value)>,
     /// Index 1..=5 for `1XX`..`5XX`.
     by_class: [Option<(Validator, Value)>; 6],
@@ -38,8 +64,14 @@ pub enum Verdict {
     Replace(Vec<u8>, Vec<Violation>),
     /// Replace the response with a 502 (block mode).
     Block(Vec<Violation>),
-    /// Pass it on, but log and count (report mode, or a redact that could not parse the body).
+    /// Pass it on, but log and count (report mode).
     Report(Vec<Violation>),
+    /// The body could not be checked: refused with a 502 (`refuse`: block and redact modes,
+    /// unless `on_unchecked: pass`) or passed, and in both cases logged and counted.
+    Unchecked {
+        why: Unchecked,
+        refuse: bool,
+    },
 }
 
 impl Compiler<'_> {
@@ -64,8 +96,20 @@ impl Compiler<'_> {
                 Mode::Block
             }
         };
+        let pass_unchecked = match doc.on_unchecked.as_deref() {
+            None | Some("block") => false,
+            Some("pass") => true,
+            Some(other) => {
+                errors.push(ConfigError::new(
+                    format!("{at}.on_unchecked"),
+                    format!("`{other}` is not an action; expected one of [`block`, `pass`]"),
+                ));
+                false
+            }
+        };
         let mut rules = ResponseRules {
             mode,
+            pass_unchecked,
             by_status: HashMap::new(),
             by_class: Default::default(),
             sensitive: doc.sensitive_fields.clone(),
@@ -199,27 +243,27 @@ impl ResponseRules {
         self.schema_for(status).is_some()
     }
 
+    /// The verdict on a response that could not be checked: fail closed in `block` and `redact`
+    /// modes unless the route says `on_unchecked: pass`.
+    pub fn unchecked(&self, why: Unchecked) -> Verdict {
+        Verdict::Unchecked {
+            why,
+            refuse: self.mode != Mode::Report && !self.pass_unchecked,
+        }
+    }
+
     pub fn check(&self, options: &super::Options, status: u16, body: &[u8]) -> Verdict {
         let Some((validator, root)) = self.schema_for(status) else {
             return Verdict::Pass;
         };
-        let not_json = || {
-            vec![Violation {
-                pointer: String::new(),
-                keyword: "json".into(),
-                message: "response body is not JSON".into(),
-            }]
-        };
-        let parsed: Option<Value> = if super::nesting_exceeds(body, options.max_depth) {
-            None
-        } else {
-            serde_json::from_slice(body).ok()
-        };
-        let Some(mut value) = parsed else {
-            return match self.mode {
-                Mode::Block => Verdict::Block(not_json()),
-                Mode::Redact | Mode::Report => Verdict::Report(not_json()),
-            };
+        if body.len() > self.max_body_bytes {
+            return self.unchecked(Unchecked::TooLarge);
+        }
+        if super::nesting_exceeds(body, options.max_depth) {
+            return self.unchecked(Unchecked::TooDeep);
+        }
+        let Some(mut value) = super::json::parse(body, options.allow_duplicate_keys) else {
+            return self.unchecked(Unchecked::NotJson);
         };
         let mut found = Vec::new();
         super::violations(
@@ -294,7 +338,13 @@ mod tests {
             Verdict::Pass
         );
         assert!(matches!(r.check(&o, 200, br#"{"name": 5}"#), Verdict::Block(v) if v.len() == 2));
-        assert!(matches!(r.check(&o, 200, b"<html>"), Verdict::Block(_)));
+        assert_eq!(
+            r.check(&o, 200, b"<html>"),
+            Verdict::Unchecked {
+                why: Unchecked::NotJson,
+                refuse: true
+            }
+        );
         let (r, o) = rules("report");
         assert!(
             matches!(r.check(&o, 404, br#"{"detail": "x"}"#), Verdict::Report(v) if v[0].keyword == "required")
@@ -320,7 +370,14 @@ mod tests {
             Verdict::Pass,
             "nothing to remove"
         );
-        assert!(matches!(r.check(&o, 200, b"not json"), Verdict::Report(_)));
+        assert_eq!(
+            r.check(&o, 200, b"not json"),
+            Verdict::Unchecked {
+                why: Unchecked::NotJson,
+                refuse: true
+            },
+            "a redact that cannot parse must not pass the password"
+        );
         assert!(
             matches!(r.check(&o, 200, br#"{"name": 5}"#), Verdict::Report(v) if v.len() == 2),
             "violations still reported"
@@ -330,5 +387,79 @@ mod tests {
         );
         let (b, o) = rules("block");
         assert_eq!(b.check(&o, 204, b""), Verdict::Pass, "no content");
+    }
+
+    fn rules_with(mode: &str, extra: Value) -> (ResponseRules, Options) {
+        let mut errors = vec![];
+        let options = Options::compile(None, &mut errors);
+        let schemas = BTreeMap::new();
+        let c = Compiler {
+            schemas: &schemas,
+            options: &options,
+        };
+        let mut doc =
+            json!({"schemas": {"200": {"type": "object"}}, "mode": mode, "max_body_bytes": 128});
+        if let (Value::Object(d), Value::Object(e)) = (&mut doc, extra) {
+            d.extend(e);
+        }
+        let doc: ResponseCheckDoc = serde_json::from_value(doc).unwrap();
+        let r = c.compile_response(&doc, "routes[0]", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        (r, options)
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn what_cannot_be_checked_fails_closed() {
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        let cases: [(&[u8], Unchecked); 7] = [
+            (br#"{"password": "p", "n": "\ud800"}"#, Unchecked::NotJson),
+            (b"\xef\xbb\xbf{\"password\": \"p\"}", Unchecked::NotJson),
+            (b")]}'\n{\"password\": \"p\"}", Unchecked::NotJson),
+            (br#"{"password": "p", "password": "q"}"#, Unchecked::NotJson),
+            (deep.as_bytes(), Unchecked::TooDeep),
+            (&[b' '; 129], Unchecked::TooLarge),
+            (b"", Unchecked::NotJson),
+        ];
+        for mode in ["block", "redact", "report"] {
+            let (r, o) = rules_with(mode, json!({}));
+            let (pass, po) = rules_with(mode, json!({"on_unchecked": "pass"}));
+            for (body, why) in cases {
+                let refuse = mode != "report";
+                assert_eq!(
+                    r.check(&o, 200, body),
+                    Verdict::Unchecked { why, refuse },
+                    "{mode} {body:?}"
+                );
+                assert_eq!(
+                    pass.check(&po, 200, body),
+                    Verdict::Unchecked { why, refuse: false },
+                    "{mode} pass"
+                );
+            }
+            assert_eq!(
+                r.unchecked(Unchecked::Encoded),
+                Verdict::Unchecked {
+                    why: Unchecked::Encoded,
+                    refuse: mode != "report"
+                }
+            );
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn on_unchecked_names_the_field() {
+        let mut errors = vec![];
+        let options = Options::compile(None, &mut errors);
+        let schemas = BTreeMap::new();
+        let c = Compiler {
+            schemas: &schemas,
+            options: &options,
+        };
+        let doc: ResponseCheckDoc =
+            serde_json::from_value(json!({"schemas": {"200": {}}, "on_unchecked": "allow"}))
+                .unwrap();
+        c.compile_response(&doc, "routes[3]", &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "routes[3].response.on_unchecked");
     }
 }

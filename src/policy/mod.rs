@@ -69,6 +69,19 @@ pub struct PolicyDoc {
     /// Temporary blocks after repeated authentication failures from one client.
     #[serde(default)]
     pub brute_force: Option<crate::abuse::brute::BruteForceDoc>,
+    /// How requests that could change after they were judged are handled.
+    #[serde(default)]
+    pub requests: Option<RequestsDoc>,
+}
+
+/// Request hardening that applies to every route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsDoc {
+    /// `X-HTTP-Method-Override`, `X-Original-URL` and the like: `strip` (default), `refuse` or
+    /// `allow`.
+    #[serde(default)]
+    pub override_headers: Option<String>,
 }
 
 /// The audit log: one JSON line per decision through Envoy's log.
@@ -140,6 +153,10 @@ pub struct PayloadOptionsDoc {
     /// Status for a body that breaks its schema: 400 (default) or 422.
     #[serde(default)]
     pub invalid_status: Option<u16>,
+    /// A body object with the same key twice: `refuse` (default; parsers disagree on which value
+    /// wins) or `allow` (the last one is checked).
+    #[serde(default)]
+    pub duplicate_keys: Option<String>,
 }
 
 /// Checks on a route's request before it reaches the upstream.
@@ -459,9 +476,14 @@ pub struct ResponseCheckDoc {
     /// Property names removed anywhere in the body in `redact` mode.
     #[serde(default)]
     pub sensitive_fields: Vec<String>,
-    /// Larger responses are not buffered or checked (default: `payload_options.max_body_bytes`).
+    /// Largest response body buffered and checked (default: `payload_options.max_body_bytes`);
+    /// a larger one cannot be checked (see `on_unchecked`).
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// In `block` and `redact` modes, a response that cannot be checked (not JSON, nested too
+    /// deep, larger than `max_body_bytes`, compressed): `block` (default: 502) or `pass`.
+    #[serde(default)]
+    pub on_unchecked: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,12 +22,14 @@ pub type Target = fn(&[u8]);
 
 /// Every target by the name of its file in `fuzz_targets/` and of its folders in `seeds/` and
 /// `regressions/`.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("tokens", tokens),
     ("jwks", jwks),
     ("policy", policy),
     ("bodies", bodies),
     ("paths", paths),
+    ("hosts", hosts),
+    ("json", json_bodies),
 ];
 
 /// The host clock in every target (2027-01-15): fixture tokens and the API keys of
@@ -687,4 +689,135 @@ pub fn paths(data: &[u8]) {
             }
         }
     });
+}
+
+/// Host normalisation: whatever `:authority` (and `host`) a client sends, a host that is
+/// accepted has one spelling - lowercase ASCII, no port, no trailing dot - that normalises to
+/// itself, and a request carrying it twice or a differing `host` header is refused.
+pub fn hosts(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (authority, host) = text.split_once('\n').unwrap_or((&text, ""));
+    if let Ok(n) = tollgate::engine::normalize_host(authority) {
+        assert!(!n.ends_with('.'), "{authority:?} -> {n:?}");
+        assert!(
+            n.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()),
+            "{authority:?} -> {n:?}"
+        );
+        assert!(
+            !n.contains(',') && !n.contains('@'),
+            "{authority:?} -> {n:?}"
+        );
+        if !n.starts_with('[') {
+            assert!(!n.contains(':'), "port left in {authority:?} -> {n:?}");
+        }
+        assert_eq!(
+            tollgate::engine::normalize_host(&n).as_deref(),
+            Ok(&*n),
+            "{authority:?}"
+        );
+    }
+    let headers = vec![
+        (":authority".to_string(), authority.to_string()),
+        ("host".to_string(), host.to_string()),
+    ];
+    let req = Request {
+        method: "GET",
+        path: "/",
+        headers: &headers,
+        peer: None,
+    };
+    let both = req.host();
+    let one = tollgate::engine::normalize_host(authority);
+    let other = tollgate::engine::normalize_host(host);
+    match (&one, &other) {
+        (Ok(a), Ok(b)) if a == b => assert_eq!(both.as_deref(), Ok(&**a)),
+        _ => assert!(
+            both.is_err(),
+            "{authority:?} / {host:?} accepted as {both:?}"
+        ),
+    }
+    let twice = vec![
+        (":authority".to_string(), authority.to_string()),
+        (":authority".to_string(), authority.to_string()),
+    ];
+    let req = Request {
+        method: "GET",
+        path: "/",
+        headers: &twice,
+        peer: None,
+    };
+    assert!(req.host().is_err(), "two :authority accepted");
+}
+
+/// The strict JSON reader of bodies: it accepts exactly what serde_json accepts, minus objects
+/// that name a key twice, and reads the same value.
+pub fn json_bodies(data: &[u8]) {
+    let strict = tollgate::payload::json::parse(data, false);
+    let lax = tollgate::payload::json::parse(data, true);
+    assert_eq!(lax, serde_json::from_slice::<Value>(data).ok());
+    match (&strict, &lax) {
+        (Some(s), Some(l)) => assert_eq!(s, l),
+        (Some(_), None) => panic!("strict accepted what serde_json refused"),
+        (None, Some(v)) => assert!(
+            has_duplicate_key(data, v),
+            "refused without a duplicate: {v}"
+        ),
+        (None, None) => {}
+    }
+}
+
+/// Whether the JSON text names some object key twice, found by an independent walk that keeps
+/// every object's keys in a set.
+fn has_duplicate_key(data: &[u8], _value: &Value) -> bool {
+    use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Dup;
+    impl<'de> Visitor<'de> for Dup {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("json")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            let mut any = false;
+            while let Some(d) = seq.next_element::<DupSeed>()? {
+                any |= d.0;
+            }
+            Ok(any)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            let mut any = false;
+            while let Some(k) = map.next_key::<String>()? {
+                any |= !keys.insert(k);
+                any |= map.next_value::<DupSeed>()?.0;
+            }
+            Ok(any)
+        }
+    }
+    struct DupSeed(bool);
+    impl<'de> serde::Deserialize<'de> for DupSeed {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DupSeed, D::Error> {
+            d.deserialize_any(Dup).map(DupSeed)
+        }
+    }
+    serde_json::from_slice::<DupSeed>(data)
+        .map(|d| d.0)
+        .unwrap_or(false)
 }
