@@ -96,22 +96,34 @@ fn inline(v: &Value) -> String {
     }
 }
 
-/// The `http_filters:` block of the template with the policy and module path filled in,
-/// unindented: paste it into an `http_connection_manager`.
+/// Where the printed part of the template starts: the connection-manager settings Tollgate relies
+/// on, then the `http_filters:` block.
+const START_MARK: &str = "# -- From here to the end of http_filters";
+
+/// The connection-manager settings Tollgate relies on and the `http_filters:` block of the
+/// template, with the policy and module path filled in, unindented: paste them into an
+/// `http_connection_manager`.
 pub fn envoy(policy: &Value, policy_json: &str, as_type: As, wasm: &str) -> Result<String, String> {
     let lines: Vec<&str> = TEMPLATE.lines().collect();
     let start = lines
         .iter()
-        .position(|l| l.trim_start() == "http_filters:")
-        .ok_or("envoy/tollgate.yaml has no `http_filters:`")?;
+        .position(|l| l.trim_start().starts_with(START_MARK))
+        .ok_or("envoy/tollgate.yaml has no start mark for `tollgate render envoy`")?;
+    if !lines
+        .iter()
+        .skip(start)
+        .any(|l| l.trim_start() == "http_filters:")
+    {
+        return Err("envoy/tollgate.yaml has no `http_filters:`".into());
+    }
     let base = lines
         .get(start)
         .map_or(0, |l| l.len() - l.trim_start().len());
     let mut out = String::new();
     for line in lines.iter().skip(start) {
         let indent = line.len() - line.trim_start().len();
-        // The block ends at the next line that is not inside it (`clusters:`).
-        let outside = indent < base || (indent == base && !line.trim_start().starts_with("- "));
+        // The block ends at the first line less indented than the settings (`clusters:`).
+        let outside = indent < base;
         if !line.trim().is_empty() && outside && out.contains('\n') {
             break;
         }
@@ -208,10 +220,8 @@ mod tests {
     fn envoy_block_embeds_the_policy() {
         let (policy, text) = orders();
         let out = envoy(&policy, &text, As::Struct, DEFAULT_WASM).unwrap();
-        assert!(
-            out.starts_with("http_filters:\n- name: tollgate\n"),
-            "{out}"
-        );
+        assert!(out.starts_with("# -- From here"), "{out}");
+        assert!(out.contains("\nhttp_filters:\n- name: tollgate\n"), "{out}");
         assert!(
             out.contains("local: { filename: \"/etc/envoy/tollgate.wasm\" }"),
             "{out}"
@@ -223,8 +233,18 @@ mod tests {
             ),
             "{out}"
         );
-        // The block parses, and the policy in it is the policy.
+        // The block parses, carries the connection-manager settings Tollgate relies on, and the
+        // policy in it is the policy.
         let doc = Document::parse("x.yaml", out).unwrap().value;
+        assert_eq!(doc["use_remote_address"], true);
+        assert_eq!(doc["xff_num_trusted_hops"], 0);
+        assert_eq!(
+            doc["common_http_protocol_options"]["headers_with_underscores_action"],
+            "REJECT_REQUEST"
+        );
+        assert_eq!(doc["normalize_path"], true);
+        assert_eq!(doc["merge_slashes"], true);
+        assert_eq!(doc["path_with_escaped_slashes_action"], "REJECT_REQUEST");
         let config = &doc["http_filters"][0]["typed_config"]["config"]["configuration"];
         assert_eq!(
             config["@type"],

@@ -172,12 +172,14 @@ class Upstream:
 class Envoy:
     """One Envoy process with Tollgate and `policy` (a dict, or raw text with as_type="string").
 
-    `template` and `wasm` choose the config in envoy/ and the module it loads; `plain_listener`
+    `template` and `wasm` choose the config in envoy/ and the module it loads; `xff_trusted_hops`
+    sets the template's `xff_num_trusted_hops` (the test client then plays a trusted load balancer
+    whose `x-forwarded-for` names the client); `plain_listener`
     adds a second listener without the Wasm filter (`plain_port`, `plain_url`) that routes straight
     to the upstream; `extra_args` go on Envoy's command line."""
 
     def __init__(self, policy, upstream_port, jwks_port=None, as_type="string", concurrency=2, template=TEMPLATE,
-                 wasm=WASM, plain_listener=False, extra_args=()):
+                 wasm=WASM, plain_listener=False, extra_args=(), xff_trusted_hops=0):
         self._allocate(plain_listener, upstream_port)
         policy_text = policy if isinstance(policy, str) else json.dumps(policy)
         with open(template) as f:
@@ -193,6 +195,10 @@ class Envoy:
                     "WASM": wasm,
                 },
             )
+        if xff_trusted_hops:
+            if "xff_num_trusted_hops: 0" not in text:
+                raise ValueError(f"{template}: no `xff_num_trusted_hops: 0` to change")
+            text = text.replace("xff_num_trusted_hops: 0", f"xff_num_trusted_hops: {int(xff_trusted_hops)}", 1)
         if plain_listener:
             # The templates list their listeners under `static_resources`, in block style.
             anchor = "\n  listeners:\n"

@@ -47,11 +47,12 @@ def tollgate(cli, *args, check=True):
 
 
 def config_with_rendered_block(cli, policy, as_type, ports):
-    """envoy/tollgate.yaml with its http_filters replaced by what `tollgate render envoy` prints."""
+    """envoy/tollgate.yaml with its connection-manager settings and http_filters replaced by what
+    `tollgate render envoy` prints."""
     block = tollgate(cli, "render", "envoy", policy, "--as", as_type, "--wasm", WASM).stdout
     with open(TEMPLATE) as f:
         lines = f.read().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.strip() == "http_filters:")
+    start = next(i for i, l in enumerate(lines) if l.strip().startswith("# -- From here to the end of http_filters"))
     end = next(i for i, l in enumerate(lines) if l.startswith("  clusters:"))
     indent = " " * (len(lines[start]) - len(lines[start].lstrip()))
     spliced = lines[:start] + [indent + l if l else l for l in block.splitlines()] + lines[end:]

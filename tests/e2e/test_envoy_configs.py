@@ -30,6 +30,35 @@ def test_envoy_validates(tmp_path, template, policy, as_type):
     assert "tollgate: policy loaded" in logs, logs[-3000:]
 
 
+# The connection-manager settings Tollgate relies on (README, "Envoy settings Tollgate relies on").
+SECURE_HCM = {
+    "use_remote_address": True,
+    "xff_num_trusted_hops": 0,
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+}
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=os.path.basename)
+def test_templates_are_secure_by_default(template):
+    import yaml
+    with open(template) as f:
+        text = render.render(f.read(), "{}", "string", {"WASM": WASM})
+    config = yaml.safe_load(text)
+    managers = [f["typed_config"] for listener in config["static_resources"]["listeners"]
+                for chain in listener["filter_chains"] for f in chain["filters"]
+                if f["name"] == "envoy.filters.network.http_connection_manager"]
+    assert managers
+    for hcm in managers:
+        for key, want in SECURE_HCM.items():
+            assert hcm.get(key) == want, (key, hcm.get(key))
+        assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+        wasm = next(f for f in hcm["http_filters"] if f["name"] == "tollgate")["typed_config"]["config"]
+        assert wasm["allow_on_headers_stop_iteration"] is True
+        assert wasm["failure_policy"] in ("FAIL_CLOSED", "FAIL_RELOAD")
+
+
 def demo_token(*args):
     script = os.path.join(ROOT, "envoy/demo/mint_token.py")
     return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True).stdout.strip()

@@ -31,7 +31,9 @@ def policy(**extra):
         "providers": {"corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256"],
                                "jwks": {"keys": [public_jwk("rsa-1")]}}},
         "api_keys": {"keys": [{"id": "batch", "sha256": hashlib.sha256(API_KEY.encode()).hexdigest()}]},
-        "rate_limit_options": {"trusted_hops": 1},
+        # The test client plays a load balancer that appends the client's address; Envoy
+        # (`use_remote_address: true`) appends the balancer's: two trusted entries.
+        "rate_limit_options": {"trusted_hops": 2},
         "ip_access": {"deny": ["198.51.100.0/24", "2001:db8:bad::/48"]},
         "brute_force": {"max_failures": 3, "window_seconds": 60, "block_seconds": 2},
         "responses": {"mask_upstream_errors": True},
