@@ -554,6 +554,23 @@ mod tests {
         }
     }
 
+    /// The README's table of codes lists every code with its status and detail.
+    #[wasm_bindgen_test(unsupported = test)]
+    fn readme_lists_every_code() {
+        let readme = include_str!("../README.md");
+        for code in DenialCode::ALL {
+            let info = code.info();
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", info.code)))
+                .unwrap_or_else(|| panic!("README has no row for `{}`", info.code));
+            assert!(row.ends_with(&format!("| {} |", info.detail)), "{row}");
+            if code != DenialCode::UpstreamError {
+                assert!(row.contains(&format!("| {}", info.status)), "{row}");
+            }
+        }
+    }
+
     #[wasm_bindgen_test(unsupported = test)]
     fn missing_token_carries_no_bearer_error() {
         // RFC 6750 section 3.1: no error attribute when the request had no credentials.
