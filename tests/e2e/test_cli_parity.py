@@ -90,7 +90,9 @@ def envoy_decision(method, status, content_type, body):
     if status == 200:
         return {"decision": "allow", "code": None, "status": None}
     if content_type.startswith("application/problem+json"):
-        code = json.loads(body)["type"].rsplit(":", 1)[1]
+        kind = json.loads(body)["type"]
+        # `about:blank`: Envoy's own reply (the templates' local_reply_config), not Tollgate's.
+        code = kind.rsplit(":", 1)[1] if kind.startswith("urn:tollgate:problem:") else None
         return {"decision": "deny", "code": code, "status": status}
     return {"decision": "deny", "code": None, "status": status, "raw": body[:200]}
 

@@ -54,9 +54,20 @@ def status_or_none(url):
         return None
 
 
+def envoy_problem(r, status):
+    """Envoy's own reply: with the templates' `local_reply_config`, a generic problem body (never
+    anything of the request or the upstream); configs without it answer with an empty body."""
+    if r.status != status:
+        return False
+    if r.body == b"":
+        return True
+    return (r.header("content-type") == "application/problem+json"
+            and json.loads(r.body) == {"type": "about:blank", "status": status, "title": json.loads(r.body)["title"]})
+
+
 def assert_refused_promptly(url, status, **kw):
     r, took = timed(url, **kw)
-    assert (r.status, r.body) == (status, b""), (r.status, r.body)
+    assert envoy_problem(r, status), (r.status, r.body)
     assert took < PROMPT, f"{url} answered after {took:.3f}s"
     return r
 
@@ -273,7 +284,7 @@ def test_module_exporting_every_sdk_callback_passes_requests(echo, tmp_path):
 
 
 def test_trap_with_fail_closed_refuses_every_later_request(echo, trap_wasm):
-    """envoy/tollgate.yaml (FAIL_CLOSED): the trapping request is answered 503 with an empty body
+    """envoy/tollgate.yaml (FAIL_CLOSED): the trapping request is answered 503 with a generic problem
     within milliseconds - also when its body is still on the way - and so is every later request
     on that worker: the VM stays dead until Envoy restarts. Nothing reaches the upstream."""
     envoy = Envoy("{}", echo.port, wasm=trap_wasm, concurrency=1, plain_listener=True, extra_args=DEBUG_HTTP)
@@ -318,7 +329,7 @@ def refused_until_served(envoy, path, deadline):
         statuses.append(r.status)
         if r.status == 200:
             return statuses, time.monotonic() - start
-        assert (r.status, r.body) == (503, b"") and took < PROMPT, (r.status, r.body, took)
+        assert envoy_problem(r, 503) and took < PROMPT, (r.status, r.body, took)
         time.sleep(0.05)
     raise AssertionError(f"{path} not served again within {deadline}s: {statuses}")
 
