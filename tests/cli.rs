@@ -292,10 +292,7 @@ fn render_prints_envoy_and_istio_configs() {
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("\nuse_remote_address: true\n"), "{out}");
-    assert!(
-        out.contains("\nhttp_filters:\n- name: tollgate\n"),
-        "{out}"
-    );
+    assert!(out.contains("\nhttp_filters:\n- name: tollgate\n"), "{out}");
     assert!(out.contains("filename: \"/opt/tollgate.wasm\""), "{out}");
     let o = tollgate(&[
         "render",
