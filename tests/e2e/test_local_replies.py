@@ -4,11 +4,10 @@ oversized headers, an underscore header name, two content lengths - gets an RFC 
 and the security headers, like Tollgate's refusals; Tollgate's own replies are left exactly as
 Tollgate wrote them (without the config they had neither)."""
 import json
-import socket
 
 import pytest
 
-from harness import Envoy
+from harness import Envoy, raw_request
 
 POLICY = {"routes": [{"name": "health", "path": "/health", "public": True}]}
 
@@ -20,41 +19,27 @@ def envoy(upstream):
     e.stop()
 
 
-def raw(port, head: bytes):
-    """One HTTP/1.1 request as bytes; returns (status, headers, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(head)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            top, sep, rest = data.partition(b"\r\n\r\n")
-            if sep:
-                length = next((int(l.split(b":", 1)[1]) for l in top.split(b"\r\n")[1:]
-                               if l.lower().startswith(b"content-length:")), None)
-                if length is not None and len(rest) >= length:
-                    break
+def raw(port, lines):
+    """One hand-written HTTP/1.1 request; returns (status, first value of each header, body)."""
+    status, data = raw_request(port, lines)
     top, _, body = data.partition(b"\r\n\r\n")
-    lines = top.decode("latin-1").split("\r\n")
     headers = {}
-    for line in lines[1:]:
+    for line in top.decode("latin-1").split("\r\n")[1:]:
         k, _, v = line.partition(":")
         headers.setdefault(k.strip().lower(), v.strip())
-    return int(lines[0].split()[1]), headers, body
+    return status, headers, body
 
 
-def request(target, extra=b""):
-    return b"GET " + target + b" HTTP/1.1\r\nhost: api.test\r\nconnection: close\r\n" + extra + b"\r\n"
+def request(target, *extra):
+    return [f"GET {target} HTTP/1.1", "host: api.test", "connection: close", *extra]
 
 
 @pytest.mark.parametrize("name,head,status", [
-    ("escaped slash", request(b"/health%2Fx"), 400),
-    ("fragment", request(b"/health#x"), 400),
-    ("underscore header", request(b"/health", b"x_tollgate_principal: root\r\n"), 400),
-    ("two content lengths", request(b"/health", b"content-length: 1\r\ncontent-length: 2\r\n"), 400),
-    ("oversized headers", request(b"/health", b"x-big: " + b"a" * 70000 + b"\r\n"), 431),
+    ("escaped slash", request("/health%2Fx"), 400),
+    ("fragment", request("/health#x"), 400),
+    ("underscore header", request("/health", "x_tollgate_principal: root"), 400),
+    ("two content lengths", request("/health", "content-length: 1", "content-length: 2"), 400),
+    ("oversized headers", request("/health", "x-big: " + "a" * 70000), 431),
 ])
 def test_envoy_replies_are_problems(envoy, name, head, status):
     got, headers, body = raw(envoy.port, head)
@@ -67,10 +52,10 @@ def test_envoy_replies_are_problems(envoy, name, head, status):
 
 
 def test_tollgate_replies_are_untouched(envoy):
-    got, headers, body = raw(envoy.port, request(b"/nowhere"))
+    got, headers, body = raw(envoy.port, request("/nowhere"))
     assert got == 404
     problem = json.loads(body)
     assert problem["type"] == "urn:tollgate:problem:route_not_found", problem
     assert headers.get("content-type") == "application/problem+json"
-    got, headers, body = raw(envoy.port, request(b"/users/x%FF"))
+    got, headers, body = raw(envoy.port, request("/users/x%FF"))
     assert got == 400 and json.loads(body)["type"] == "urn:tollgate:problem:path_invalid"
