@@ -44,11 +44,19 @@ impl Spec {
     /// `:authority`, and `content-length` for a body, as an HTTP/1.1 client and Envoy produce.
     pub fn envoy_headers(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let authority = self
+        // Envoy's HTTP/1 codec joins repeated `Host` headers with a comma, which the engine
+        // refuses as ambiguous: the CLI hands it the same value.
+        let hosts: Vec<&str> = self
             .headers
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("host") || k == ":authority")
-            .map_or(DEFAULT_AUTHORITY.to_string(), |(_, v)| v.clone());
+            .filter(|(k, _)| k.eq_ignore_ascii_case("host") || k == ":authority")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let authority = if hosts.is_empty() {
+            DEFAULT_AUTHORITY.to_string()
+        } else {
+            hosts.join(",")
+        };
         out.push((":authority".to_string(), authority));
         out.push((":path".to_string(), self.path.clone()));
         out.push((":method".to_string(), self.method.clone()));

@@ -72,7 +72,9 @@ def send(port, req):
     """The request exactly as the case file built it: raw path, repeated headers kept."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.putrequest(req["method"], req["path"], skip_accept_encoding=True)
+        # The case's own Host headers, if it has any, instead of http.client's.
+        has_host = any(name.lower() == "host" for name, _ in req["headers"])
+        conn.putrequest(req["method"], req["path"], skip_host=has_host, skip_accept_encoding=True)
         for name, value in req["headers"]:
             conn.putheader(name, value)
         body = req["body"].encode() if req["body"] is not None else None
