@@ -92,9 +92,10 @@ test-schema-suite: $(SUITE_DIR) ## The JSON-Schema-Test-Suite (2020-12, draft 7)
 test: lint test-unit test-policies test-schema-suite test-wasm test-e2e ## Run every test tier
 	@echo "all test tiers passed"
 
-lint: ## rustfmt and clippy (-D warnings) on the engine
+lint: ## rustfmt and clippy (-D warnings) on the engine, the CLI and the proxy-wasm adapter
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --lib --features lint-host -- -D warnings
 
 test-unit: ## Native unit tests of the engine
 	cargo test

@@ -9,8 +9,9 @@ pub mod policy;
 pub mod problem;
 pub mod store;
 
-// The only module that names `proxy_wasm`; compiled only for the module Envoy loads.
-#[cfg(target_os = "wasi")]
+// The only module that names `proxy_wasm`; compiled only for the module Envoy loads, and natively
+// for clippy (`make lint`, feature `lint-host`).
+#[cfg(any(target_os = "wasi", feature = "lint-host"))]
 mod host;
 
 // The `tollgate` command-line tool (src/bin/tollgate.rs): native builds only, so that nothing of it
