@@ -32,31 +32,24 @@ const P384_N: [u8; 48] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 
 #[rustfmt::skip]
 const P521_N: [u8; 66] = [0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfa, 0x51, 0x86, 0x87, 0x83, 0xbf, 0x2f, 0x96, 0x6b, 0x7f, 0xcc, 0x01, 0x48, 0xf7, 0x09, 0xa5, 0xd0, 0x3b, 0xb5, 0xc9, 0xb8, 0x89, 0x9c, 0x47, 0xae, 0xbb, 0x6f, 0xb7, 0x1e, 0x91, 0x38, 0x64, 0x09];
 
-/// `n - s` when `s > n / 2` (big-endian, same length as `n`), so both twins read as the low one.
-fn low_s(s: &mut [u8], n: &[u8]) {
-    // s > n/2  <=>  2s > n
-    let mut doubled = vec![0u8; s.len() + 1];
-    let mut carry = 0u16;
-    for (i, b) in s.iter().enumerate().rev() {
-        let v = u16::from(*b) * 2 + carry;
-        if let Some(d) = doubled.get_mut(i + 1) {
-            *d = (v & 0xff) as u8;
-        }
-        carry = v >> 8;
-    }
-    if let Some(d) = doubled.first_mut() {
-        *d = carry as u8;
-    }
-    let mut padded_n = vec![0u8];
-    padded_n.extend_from_slice(n);
-    if doubled <= padded_n {
-        return;
-    }
+/// `n - s`, big-endian, `s` and `n` of the same length (`0 < s < n`).
+fn twin_of(s: &[u8], n: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; s.len()];
     let mut borrow = 0i16;
-    for (sb, nb) in s.iter_mut().zip(n.iter()).rev() {
+    for ((o, sb), nb) in out.iter_mut().zip(s).zip(n).rev() {
         let v = i16::from(*nb) - i16::from(*sb) - borrow;
         borrow = i16::from(v < 0);
-        *sb = (v + if v < 0 { 256 } else { 0 }) as u8;
+        *o = v.rem_euclid(256) as u8;
+    }
+    out
+}
+
+/// The low one of `s` and `n - s`, so both twins read the same.
+fn low_s(s: &mut [u8], n: &[u8]) {
+    let twin = twin_of(s, n);
+    // Same length, big-endian: byte order is numeric order.
+    if twin.as_slice() < &*s {
+        s.copy_from_slice(&twin);
     }
 }
 
@@ -200,13 +193,8 @@ mod tests {
         use base64::Engine as _;
         let (input, sig) = token.rsplit_once('.').unwrap();
         let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
-        let s = &mut sig[n.len()..];
-        let mut borrow = 0i16;
-        for (sb, nb) in s.iter_mut().zip(n.iter()).rev() {
-            let v = i16::from(*nb) - i16::from(*sb) - borrow;
-            borrow = i16::from(v < 0);
-            *sb = (v + if v < 0 { 256 } else { 0 }) as u8;
-        }
+        let twin = twin_of(&sig[n.len()..], n);
+        sig[n.len()..].copy_from_slice(&twin);
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
     }
 

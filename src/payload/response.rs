@@ -389,7 +389,8 @@ mod tests {
         assert_eq!(b.check(&o, 204, b""), Verdict::Pass, "no content");
     }
 
-    fn rules_with(mode: &str, extra: Value) -> (ResponseRules, Options) {
+    /// `doc` compiled as the response block of `routes[3]`, with default options.
+    fn compile_doc(doc: Value) -> (ResponseRules, Options, Vec<ConfigError>) {
         let mut errors = vec![];
         let options = Options::compile(None, &mut errors);
         let schemas = BTreeMap::new();
@@ -397,13 +398,18 @@ mod tests {
             schemas: &schemas,
             options: &options,
         };
+        let doc: ResponseCheckDoc = serde_json::from_value(doc).unwrap();
+        let r = c.compile_response(&doc, "routes[3]", &mut errors);
+        (r, options, errors)
+    }
+
+    fn rules_with(mode: &str, extra: Value) -> (ResponseRules, Options) {
         let mut doc =
             json!({"schemas": {"200": {"type": "object"}}, "mode": mode, "max_body_bytes": 128});
         if let (Value::Object(d), Value::Object(e)) = (&mut doc, extra) {
             d.extend(e);
         }
-        let doc: ResponseCheckDoc = serde_json::from_value(doc).unwrap();
-        let r = c.compile_response(&doc, "routes[0]", &mut errors);
+        let (r, options, errors) = compile_doc(doc);
         assert!(errors.is_empty(), "{errors:?}");
         (r, options)
     }
@@ -448,17 +454,7 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn on_unchecked_names_the_field() {
-        let mut errors = vec![];
-        let options = Options::compile(None, &mut errors);
-        let schemas = BTreeMap::new();
-        let c = Compiler {
-            schemas: &schemas,
-            options: &options,
-        };
-        let doc: ResponseCheckDoc =
-            serde_json::from_value(json!({"schemas": {"200": {}}, "on_unchecked": "allow"}))
-                .unwrap();
-        c.compile_response(&doc, "routes[3]", &mut errors);
+        let (_, _, errors) = compile_doc(json!({"schemas": {"200": {}}, "on_unchecked": "allow"}));
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "routes[3].response.on_unchecked");
     }
