@@ -204,6 +204,13 @@ impl DenialCode {
     /// presented and refused as forged or unknown. A missing credential is not an attempt, and
     /// neither is a genuine token used outside its validity window (expired, not yet valid, too
     /// old): honest clients with stale tokens must not lock themselves out.
+    /// Whether the code refuses a request (and so has `denied` / `dry_run` counters).
+    /// `upstream_error` is not a refusal: it names the body that replaces a masked upstream 5xx,
+    /// counted in [`Counter::UpstreamMasked`].
+    pub const fn refusal(self) -> bool {
+        !matches!(self, DenialCode::UpstreamError)
+    }
+
     pub const fn is_failed_attempt(self) -> bool {
         matches!(self.reason(), Reason::Authentication)
             && !matches!(
@@ -466,32 +473,91 @@ impl DenialCode {
     }
 }
 
-/// Metric names, as registered through the proxy-wasm stats ABI. Envoy shows them with its
-/// `wasmcustom.` prefix (`/stats`), e.g. `wasmcustom.tollgate.jwt.cache_hit`.
-pub mod metrics {
-    pub const REQUESTS_ALLOWED: &str = "tollgate.requests.allowed";
-    /// Followed by `.<denial code>`, one counter per [`super::DenialCode`].
-    pub const REQUESTS_DENIED_PREFIX: &str = "tollgate.requests.denied";
-    pub const JWT_CACHE_HIT: &str = "tollgate.jwt.cache_hit";
-    pub const JWT_CACHE_MISS: &str = "tollgate.jwt.cache_miss";
-    pub const JWKS_FETCH_OK: &str = "tollgate.jwks.fetch_ok";
-    pub const JWKS_FETCH_FAILED: &str = "tollgate.jwks.fetch_failed";
+/// Every plain counter Tollgate keeps, defined once: the engine and the exchange name them, the
+/// host registers them through the proxy-wasm stats ABI (by [`Counter::index`]) and the docs list
+/// them. Envoy shows them with its `wasmcustom.` prefix (`/stats`), e.g.
+/// `wasmcustom.tollgate.jwt.cache_hit`. The per-code and per-route families are in [`metrics`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Requests let through (counted once a checked body has passed).
+    RequestsAllowed,
+    JwtCacheHit,
+    JwtCacheMiss,
+    JwksFetchOk,
+    JwksFetchFailed,
     /// Key sets installed in a worker from shared data (after a fetch by any worker).
-    pub const JWKS_INSTALLED: &str = "tollgate.jwks.installed";
+    JwksInstalled,
     /// Compare-and-swap attempts lost on rate-limit buckets.
-    pub const RATELIMIT_CAS_RETRIES: &str = "tollgate.ratelimit.cas_retries";
+    RatelimitCasRetries,
     /// Bucket updates that ran out of attempts.
-    pub const RATELIMIT_CAS_EXHAUSTED: &str = "tollgate.ratelimit.cas_exhausted";
+    RatelimitCasExhausted,
+    /// Requests a shadow limit would have refused (one per limit).
+    RatelimitShadowLimited,
     /// Upstream responses that broke their schema (block, report, and redact when the original
     /// broke it).
-    pub const RESPONSE_INVALID: &str = "tollgate.response.invalid";
+    ResponseInvalid,
     /// Responses changed by `redact`.
-    pub const RESPONSE_REDACTED: &str = "tollgate.response.redacted";
+    ResponseRedacted,
     /// Responses a route's checks could not judge (not JSON, too deep, too large, compressed),
     /// whether refused (`on_unchecked: block`) or passed (`pass`, or `report` mode).
-    pub const RESPONSE_UNCHECKED: &str = "tollgate.response.unchecked";
-    /// Requests a shadow limit would have refused.
-    pub const RATELIMIT_SHADOW_LIMITED: &str = "tollgate.ratelimit.shadow_limited";
+    ResponseUnchecked,
+    /// Upstream 5xx bodies replaced by a generic problem.
+    UpstreamMasked,
+    /// Blocks started by brute-force protection.
+    BruteForceBlocks,
+    /// Requests served on a route marked deprecated.
+    DeprecatedRequests,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 15] = [
+        Counter::RequestsAllowed,
+        Counter::JwtCacheHit,
+        Counter::JwtCacheMiss,
+        Counter::JwksFetchOk,
+        Counter::JwksFetchFailed,
+        Counter::JwksInstalled,
+        Counter::RatelimitCasRetries,
+        Counter::RatelimitCasExhausted,
+        Counter::RatelimitShadowLimited,
+        Counter::ResponseInvalid,
+        Counter::ResponseRedacted,
+        Counter::ResponseUnchecked,
+        Counter::UpstreamMasked,
+        Counter::BruteForceBlocks,
+        Counter::DeprecatedRequests,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::RequestsAllowed => "tollgate.requests.allowed",
+            Counter::JwtCacheHit => "tollgate.jwt.cache_hit",
+            Counter::JwtCacheMiss => "tollgate.jwt.cache_miss",
+            Counter::JwksFetchOk => "tollgate.jwks.fetch_ok",
+            Counter::JwksFetchFailed => "tollgate.jwks.fetch_failed",
+            Counter::JwksInstalled => "tollgate.jwks.installed",
+            Counter::RatelimitCasRetries => "tollgate.ratelimit.cas_retries",
+            Counter::RatelimitCasExhausted => "tollgate.ratelimit.cas_exhausted",
+            Counter::RatelimitShadowLimited => "tollgate.ratelimit.shadow_limited",
+            Counter::ResponseInvalid => "tollgate.response.invalid",
+            Counter::ResponseRedacted => "tollgate.response.redacted",
+            Counter::ResponseUnchecked => "tollgate.response.unchecked",
+            Counter::UpstreamMasked => "tollgate.response.upstream_masked",
+            Counter::BruteForceBlocks => "tollgate.brute_force.blocks",
+            Counter::DeprecatedRequests => "tollgate.lifecycle.deprecated_requests",
+        }
+    }
+
+    /// Position in [`Counter::ALL`] (the host's table of counter ids).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The counter families: one counter per refusal code, per route and per reason.
+pub mod metrics {
+    /// Followed by `.<denial code>`, one counter per refusal code ([`super::DenialCode::refusal`]).
+    pub const REQUESTS_DENIED_PREFIX: &str = "tollgate.requests.denied";
     /// Followed by `.<denial code>`: requests a `dry-run` policy or route would have refused.
     pub const REQUESTS_DRY_RUN_PREFIX: &str = "tollgate.requests.dry_run";
     /// Per-route counters: `tollgate.route.<route>.allowed`,
@@ -503,12 +569,23 @@ pub mod metrics {
     pub const ROUTE_DENIED: &str = "denied";
     pub const ROUTE_DRY_RUN: &str = "dry_run";
     pub const UNMATCHED_ROUTE: &str = "_unmatched";
-    /// Blocks started by brute-force protection.
-    pub const BRUTE_FORCE_BLOCKS: &str = "tollgate.brute_force.blocks";
-    /// Upstream 5xx bodies replaced by a generic problem.
-    pub const UPSTREAM_ERRORS_MASKED: &str = "tollgate.response.upstream_masked";
-    /// Requests served on a route marked deprecated.
-    pub const DEPRECATED_REQUESTS: &str = "tollgate.lifecycle.deprecated_requests";
+
+    /// `<route>` in metric names: letters, digits, `-` and `_`; anything else becomes `_`.
+    pub fn route_segment(route: &str) -> String {
+        if route.is_empty() {
+            return UNMATCHED_ROUTE.to_string();
+        }
+        route
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -569,6 +646,18 @@ mod tests {
                 assert!(row.contains(&format!("| {}", info.status)), "{row}");
             }
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn counters_are_listed_once_in_order() {
+        let mut seen = HashSet::new();
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c:?}");
+            assert!(seen.insert(c.name()), "duplicate counter {}", c.name());
+            assert!(c.name().starts_with("tollgate."));
+        }
+        assert_eq!(metrics::route_segment("v1/orders {id}"), "v1_orders__id_");
+        assert_eq!(metrics::route_segment(""), "_unmatched");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -10,14 +10,29 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 pub const KEYS_UNAVAILABLE_RETRY_AFTER: &str = "5";
 
 pub fn body(code: DenialCode) -> String {
+    render(code, code.info().status, &[])
+}
+
+/// The problem body for `code` sent with `status`; `violations` (request checks only) are listed
+/// with their JSON pointer, keyword and masked message.
+pub fn render(code: DenialCode, status: u16, violations: &[crate::payload::Violation]) -> String {
     let info = code.info();
-    json!({
+    let mut v = json!({
         "type": format!("{PROBLEM_TYPE_PREFIX}{}", info.code),
         "title": info.title,
-        "status": info.status,
+        "status": status,
         "detail": info.detail,
-    })
-    .to_string()
+    });
+    if code == DenialCode::RequestInvalid {
+        let list: Vec<serde_json::Value> = violations
+            .iter()
+            .map(|x| json!({"pointer": x.pointer, "keyword": x.keyword, "message": x.message}))
+            .collect();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("violations".into(), list.into());
+        }
+    }
+    v.to_string()
 }
 
 /// `Bearer realm="…"` plus `error="…"` when the request carried a token (RFC 6750 section 3).
@@ -59,37 +74,18 @@ pub fn invalid(
     realm: &str,
     route: Option<String>,
     status: u16,
-    violations: &[crate::payload::Violation],
+    violations: Vec<crate::payload::Violation>,
 ) -> Denial {
     let mut d = denial(realm, DenialCode::RequestInvalid, route);
     d.status = status;
-    let info = DenialCode::RequestInvalid.info();
-    let list: Vec<serde_json::Value> = violations
-        .iter()
-        .map(|v| json!({"pointer": v.pointer, "keyword": v.keyword, "message": v.message}))
-        .collect();
-    d.body = json!({
-        "type": format!("{PROBLEM_TYPE_PREFIX}{}", info.code),
-        "title": info.title,
-        "status": status,
-        "detail": info.detail,
-        "violations": list,
-    })
-    .to_string();
+    d.violations = violations;
     d
 }
 
 /// The generic body that replaces an upstream 5xx body (`responses.mask_upstream_errors`); the
 /// upstream's status is kept.
 pub fn upstream_error(status: u16) -> String {
-    let info = DenialCode::UpstreamError.info();
-    json!({
-        "type": format!("{PROBLEM_TYPE_PREFIX}{}", info.code),
-        "title": info.title,
-        "status": status,
-        "detail": info.detail,
-    })
-    .to_string()
+    render(DenialCode::UpstreamError, status, &[])
 }
 
 /// The full local reply for `code`.
@@ -109,7 +105,7 @@ pub fn denial(realm: &str, code: DenialCode, route: Option<String>) -> Denial {
         route,
         status: code.info().status,
         headers,
-        body: body(code),
+        violations: Vec::new(),
         principal: None,
     }
 }

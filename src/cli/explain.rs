@@ -3,7 +3,7 @@
 //! around it is read from the compiled engine and computed with the engine's own functions
 //! (`path::normalize`, `RouteTable::find`, `authenticate`, `Rules::explain`), never re-decided.
 
-use super::request::{Session, Spec, Verdict};
+use super::request::{Change, Session, Spec, Verdict};
 use crate::engine::{authenticate, path, Access, Effects, Engine, Request};
 use crate::jwt::extract::Source;
 use crate::policy::PolicyDoc;
@@ -257,32 +257,51 @@ pub fn decision_json(v: &Verdict) -> Value {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    if let Some(a) = v.allow() {
-        out.insert(
-            "upstream".into(),
-            json!({"set_headers": a.set_headers, "remove_headers": a.remove_headers}),
-        );
-        out.insert("response_headers".into(), json!(a.response_headers));
-        out.insert("unknown_route".into(), json!(a.unknown_route));
-        if let Some(checked) = &v.body_checked {
-            let body = match checked {
-                Ok(()) => json!("passed"),
-                Err(d) => json!({
-                    "code": d.code.as_str(),
-                    "problem": serde_json::from_str::<Value>(&d.body).ok(),
-                }),
-            };
-            out.insert("body".into(), body);
+    let changes = |list: &[Change], set: bool| -> Vec<Value> {
+        list.iter()
+            .filter_map(|c| match (c, set) {
+                (Change::Set(k, v) | Change::Add(k, v), true) => Some(json!([k, v])),
+                (Change::Remove(k), false) => Some(json!(k)),
+                _ => None,
+            })
+            .collect()
+    };
+    match &v.reply {
+        None => {
+            out.insert(
+                "upstream".into(),
+                json!({"set_headers": changes(&v.upstream, true), "remove_headers": changes(&v.upstream, false)}),
+            );
+            out.insert("response_headers".into(), json!(changes(&v.response, true)));
+            out.insert("unknown_route".into(), json!(v.unknown_route));
+            if let Some(checked) = &v.body_checked {
+                let body = match checked {
+                    Ok(()) => json!("passed"),
+                    Err(code) => json!({"code": code.as_str()}),
+                };
+                out.insert("body".into(), body);
+            }
+        }
+        Some(reply) => {
+            if let Some(code) = v.denied() {
+                out.insert("title".into(), json!(code.info().title));
+            }
+            out.insert("headers".into(), json!(reply.headers));
+            out.insert(
+                "problem".into(),
+                serde_json::from_str::<Value>(&reply.body).unwrap_or(Value::Null),
+            );
         }
     }
-    if let Some(d) = v.denial() {
-        out.insert("title".into(), json!(d.code.info().title));
-        out.insert("headers".into(), json!(d.headers));
-        out.insert(
-            "problem".into(),
-            serde_json::from_str::<Value>(&d.body).unwrap_or(Value::Null),
-        );
-    }
+    out.insert("metrics".into(), json!(v.metrics));
+    out.insert(
+        "logs".into(),
+        json!(v
+            .logs
+            .iter()
+            .map(|(level, line)| json!({"level": format!("{level:?}").to_lowercase(), "message": line}))
+            .collect::<Vec<_>>()),
+    );
     Value::Object(out)
 }
 
@@ -461,7 +480,7 @@ pub fn render_text(t: &Value) -> String {
         } else if d["body"].is_object() {
             line(
                 "body",
-                format!("refused (reported only): {}", d["body"]["problem"]),
+                format!("refused (reported only): {}", s(&d["body"]["code"])),
             );
         }
         for h in d["upstream"]["set_headers"]

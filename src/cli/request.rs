@@ -1,9 +1,9 @@
-//! One request through the engine, as the filter runs it: `Engine::decide_at` on the headers,
-//! then, when the decision asks for it, the body size limit and `Engine::check_body`, in the order
-//! and with the dry-run handling of `src/host/http.rs`. Shared by `explain` and `test`.
+//! One request through the engine's exchange, as the filter runs it in Envoy (the same state
+//! machine: headers, body, response headers, audit line). Shared by `explain` and `test`.
 
 use crate::codes::DenialCode;
-use crate::engine::{Allow, Decision, Denial, Engine, Mode, Request, VmState};
+use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric, Reply, State, Vm};
+use crate::engine::{Engine, Exchange, Mode, Request, Step, VmState};
 use crate::jwt::jwks::KeySet;
 use crate::jwt::remote::Installed;
 use crate::store::MemoryStore;
@@ -77,61 +77,137 @@ impl Spec {
     }
 }
 
-/// The final decision for a request, with the engine's own values.
-#[derive(Clone, Debug)]
+/// A header change the exchange made, as the CLI reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Set(String, String),
+    Add(String, String),
+    Remove(String),
+}
+
+impl Change {
+    fn of(edit: Edit<'_>) -> Change {
+        match edit {
+            Edit::Set(k, v) => Change::Set(k.into(), v.into()),
+            Edit::Add(k, v) => Change::Add(k.into(), v.into()),
+            Edit::Remove(k) => Change::Remove(k.into()),
+        }
+    }
+}
+
+/// What one request did in the exchange, as Envoy would have carried it out.
+#[derive(Clone, Debug, Default)]
 pub struct Verdict {
-    pub decision: Decision,
-    /// In dry-run, the body check's refusal that was reported instead of sent.
-    pub body_would_deny: Option<DenialCode>,
-    /// Whether a body check ran, and what it found.
-    pub body_checked: Option<Result<(), Denial>>,
+    /// Tollgate's own reply to the request (a refusal before anything reached the upstream).
+    pub reply: Option<Reply>,
+    /// The refusal's code, or in a dry run the code it would have had.
+    pub refusal: Option<(DenialCode, bool)>,
+    /// Name of the matched route (empty: none).
+    pub route: String,
+    pub principal: Option<String>,
+    pub unknown_route: bool,
+    pub mode: Mode,
+    /// Changes to the request on its way upstream.
+    pub upstream: Vec<Change>,
+    /// Changes to the (simulated) upstream response's headers.
+    pub response: Vec<Change>,
+    /// Whether the request body was checked, and the code of its refusal if any.
+    pub body_checked: Option<Result<(), DenialCode>>,
+    /// Counters the exchange bumped, by name.
+    pub metrics: Vec<String>,
+    /// Log lines the exchange wrote (the audit line included).
+    pub logs: Vec<(Level, String)>,
 }
 
 impl Verdict {
     pub fn allowed(&self) -> bool {
-        matches!(self.decision, Decision::Allow(_))
+        self.reply.is_none()
     }
 
-    pub fn denial(&self) -> Option<&Denial> {
-        match &self.decision {
-            Decision::Deny(d) => Some(d),
-            Decision::Allow(_) => None,
-        }
-    }
-
-    pub fn allow(&self) -> Option<&Allow> {
-        match &self.decision {
-            Decision::Allow(a) => Some(a),
-            Decision::Deny(_) => None,
-        }
+    /// The refusal that was carried out, if any.
+    pub fn denied(&self) -> Option<DenialCode> {
+        self.refusal.filter(|(_, done)| *done).map(|(c, _)| c)
     }
 
     pub fn would_deny(&self) -> Option<DenialCode> {
-        self.allow()
-            .and_then(|a| a.would_deny)
-            .or(self.body_would_deny)
+        self.refusal.filter(|(_, done)| !*done).map(|(c, _)| c)
+    }
+
+    fn route_name(&self) -> Option<String> {
+        (!self.route.is_empty()).then(|| self.route.clone())
     }
 
     /// `{decision, code, status, route, principal, would_deny}`: what `test` compares.
     pub fn summary(&self) -> Value {
-        match &self.decision {
-            Decision::Allow(a) => json!({
+        match &self.reply {
+            None => json!({
                 "decision": "allow",
                 "code": null,
                 "status": null,
-                "route": (!a.route.is_empty()).then(|| a.route.clone()),
-                "principal": a.principal,
+                "route": self.route_name(),
+                "principal": self.principal,
                 "would_deny": self.would_deny().map(|c| c.as_str()),
             }),
-            Decision::Deny(d) => json!({
+            Some(reply) => json!({
                 "decision": "deny",
-                "code": d.code.as_str(),
-                "status": d.status,
-                "route": d.route,
+                "code": self.denied().map(|c| c.as_str()),
+                "status": reply.status,
+                "route": self.route_name(),
                 "principal": null,
                 "would_deny": null,
             }),
         }
+    }
+}
+
+/// [`Io`] for one request described on the command line: records what Envoy would do.
+struct Recorder<'a> {
+    spec: &'a Spec,
+    verdict: &'a mut Verdict,
+}
+
+impl Io for Recorder<'_> {
+    fn request_header(&mut self, edit: Edit<'_>) -> Result<(), HostError> {
+        self.verdict.upstream.push(Change::of(edit));
+        Ok(())
+    }
+
+    fn response_header(&mut self, edit: Edit<'_>) {
+        self.verdict.response.push(Change::of(edit));
+    }
+
+    fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
+        match which {
+            Body::Request => {
+                let body = self.spec.body.as_deref().unwrap_or_default();
+                body.get(..size).map(<[u8]>::to_vec)
+            }
+            Body::Response => None,
+        }
+    }
+
+    fn count(&mut self, metric: Metric<'_>) {
+        let name = match metric {
+            Metric::Add(c, n) => format!("{} +{n}", c.name()),
+            Metric::Allowed { route } => format!("tollgate.requests.allowed (route `{route}`)"),
+            Metric::Denied { code, .. } => format!("tollgate.requests.denied.{}", code.as_str()),
+            Metric::DryRun { code, .. } => format!("tollgate.requests.dry_run.{}", code.as_str()),
+        };
+        self.verdict.metrics.push(name);
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        self.verdict.logs.push((level, message.to_string()));
+    }
+
+    fn peer(&mut self) -> Option<String> {
+        Some(
+            self.spec
+                .peer
+                .as_deref()
+                .unwrap_or(DEFAULT_PEER)
+                .to_string(),
+        )
     }
 }
 
@@ -172,7 +248,9 @@ impl<'e> Session<'e> {
         })
     }
 
-    /// Decides `spec` at `now_ms`.
+    /// Runs `spec` through the engine's exchange at `now_ms`, as Envoy does: the headers, then
+    /// the body when the decision holds the request for it, then - if the request went upstream -
+    /// the response's headers (`200`, its body not simulated).
     pub fn decide(&mut self, spec: &Spec, now_ms: u64) -> Verdict {
         let headers = spec.envoy_headers();
         let req = Request {
@@ -181,39 +259,43 @@ impl<'e> Session<'e> {
             headers: &headers,
             peer: Some(spec.peer.as_deref().unwrap_or(DEFAULT_PEER)),
         };
-        let outcome = self
-            .engine
-            .decide_at(&req, now_ms, &mut self.state, &self.store);
-        let mut verdict = Verdict {
-            decision: outcome.decision,
-            body_would_deny: None,
-            body_checked: None,
+        let mut verdict = Verdict::default();
+        let mut exchange = Exchange::new();
+        let mut io = Recorder {
+            spec,
+            verdict: &mut verdict,
         };
-        let Decision::Allow(allow) = &verdict.decision else {
-            return verdict;
-        };
-        let Some(rules) = allow.body_check else {
-            return verdict;
-        };
-        let body = spec.body.as_deref().unwrap_or(&[]);
-        // As the host: a body over the limit is refused as soon as its size is known.
-        let checked = if body.len() > self.engine.max_body_bytes(rules) {
-            Err(crate::problem::denial(
-                &self.engine.realm,
-                DenialCode::PayloadTooLarge,
-                Some(allow.route.clone()),
-            ))
-        } else {
-            self.engine.check_body(rules, &allow.route, body)
-        };
-        if let Err(denial) = &checked {
-            if allow.mode == Mode::DryRun {
-                verdict.body_would_deny = Some(denial.code);
-            } else {
-                verdict.decision = Decision::Deny(denial.clone());
-            }
+        let body = spec.body.as_deref().unwrap_or_default();
+        let mut step = exchange.on_request_headers(
+            self.engine,
+            &req,
+            spec.body.is_none(),
+            now_ms,
+            Vm {
+                state: &mut self.state,
+                store: &self.store,
+            },
+            &mut io,
+        );
+        if let State::RequestBody { .. } = exchange.state() {
+            step = exchange.on_request_body(self.engine, body.len(), true, &mut io);
+            let refused = exchange.refusal().map(|(c, _)| c);
+            io.verdict.body_checked = Some(refused.map_or(Ok(()), Err));
         }
-        verdict.body_checked = Some(checked);
+        if let Step::Reply(reply) = step {
+            io.verdict.reply = Some(reply);
+        } else {
+            let upstream = [(":status".to_string(), "200".to_string())];
+            exchange.on_response_headers(self.engine, &upstream, false, &mut io);
+        }
+        if let Some(line) = exchange.on_done(self.engine, &mut io) {
+            io.verdict.logs.push(line);
+        }
+        verdict.refusal = exchange.refusal();
+        verdict.route = exchange.route().to_string();
+        verdict.principal = exchange.principal().map(String::from);
+        verdict.unknown_route = exchange.unknown_route();
+        verdict.mode = exchange.mode();
         verdict
     }
 }

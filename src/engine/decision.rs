@@ -47,8 +47,10 @@ pub struct Denial {
     pub route: Option<String>,
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
-    /// `application/problem+json` body.
-    pub body: String,
+    /// For `request_invalid`: what the request broke (pointer, keyword, masked message). The
+    /// problem body is rendered from the code, the status and these only when it is sent
+    /// ([`Denial::body`]); a dry run never renders it.
+    pub violations: Vec<crate::payload::Violation>,
     /// Who was refused, when authentication had passed (scope, owner, limit refusals); for the
     /// audit log.
     pub principal: Option<String>,
@@ -77,6 +79,13 @@ pub struct Effects {
 pub struct Outcome {
     pub decision: Decision,
     pub effects: Effects,
+}
+
+impl Denial {
+    /// The `application/problem+json` body sent to the client.
+    pub fn body(&self) -> String {
+        crate::problem::render(self.code, self.status, &self.violations)
+    }
 }
 
 impl Decision {

@@ -7,6 +7,7 @@ pub mod audit;
 mod authn;
 mod authz;
 mod decision;
+pub mod exchange;
 pub mod hardening;
 pub mod headers;
 pub mod lifecycle;
@@ -21,6 +22,7 @@ pub use audit::Mode;
 pub use authn::{authenticate, Authenticated, Principal};
 pub use authz::Check;
 pub use decision::{Allow, Decision, Denial, Effects, Outcome};
+pub use exchange::{Exchange, Step};
 pub use request::{normalize_host, Request};
 pub use routes::{Access, Matched, Route, RouteTable};
 
@@ -978,7 +980,7 @@ impl Engine {
                 crate::problem::denial(&self.realm, DenialCode::BodyMalformed, route)
             }
             Failure::Invalid(v) => {
-                crate::problem::invalid(&self.realm, route, self.payload_options.invalid_status, &v)
+                crate::problem::invalid(&self.realm, route, self.payload_options.invalid_status, v)
             }
         }
     }

@@ -518,7 +518,7 @@ fn denials_render_problem_and_challenge() {
     assert!(d
         .headers
         .contains(&("content-type", "application/problem+json".into())));
-    let body: Value = serde_json::from_str(&d.body).unwrap();
+    let body: Value = serde_json::from_str(&d.body()).unwrap();
     assert_eq!(body["type"], "urn:tollgate:problem:token_missing");
     let bad = Mint::new(Alg::RS256, "rsa-1")
         .now(NOW)
@@ -534,7 +534,7 @@ fn denials_render_problem_and_challenge() {
         "www-authenticate",
         "Bearer realm=\"test\", error=\"invalid_token\"".into()
     )));
-    assert!(!d.body.contains(&bad), "token never echoed");
+    assert!(!d.body().contains(&bad), "token never echoed");
 }
 
 #[wasm_bindgen_test(unsupported = test)]

@@ -1,57 +1,30 @@
-//! Envoy counters for the names in `codes::metrics`. Envoy shows them as `wasmcustom.<name>`.
+//! Envoy counters for the names in `codes` ([`Counter`] and the per-code and per-route families).
+//! Envoy shows them as `wasmcustom.<name>`.
 //!
 //! A host call costs far more than the counting itself (about half a microsecond each through
 //! V8), so increments are added up inside the VM and handed to Envoy on the root context's tick
 //! (every second) or when many counters are pending: a request pays no host call for metrics.
 
-use crate::codes::{metrics, DenialCode, Reason};
+use crate::codes::{metrics, Counter, DenialCode, Reason};
+use crate::engine::exchange::Metric;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Counters of one route, defined the first time the route is seen.
+/// Counters of one route, defined the first time the route is seen; indexed by [`Reason`].
 struct RouteCounters {
     allowed: Option<u32>,
     denied: Vec<Option<u32>>,
     dry_run: Vec<Option<u32>>,
 }
 
-/// `<route>` in metric names: letters, digits, `-` and `_`; anything else becomes `_`.
-fn stat_segment(route: &str) -> String {
-    if route.is_empty() {
-        return metrics::UNMATCHED_ROUTE.to_string();
-    }
-    route
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 pub(crate) struct Metrics {
-    allowed: Option<u32>,
-    denied: Vec<(DenialCode, Option<u32>)>,
-    cache_hit: Option<u32>,
-    cache_miss: Option<u32>,
-    jwks_ok: Option<u32>,
-    jwks_failed: Option<u32>,
-    jwks_installed: Option<u32>,
-    cas_retries: Option<u32>,
-    cas_exhausted: Option<u32>,
-    shadow_limited: Option<u32>,
-    response_invalid: Option<u32>,
-    response_redacted: Option<u32>,
-    response_unchecked: Option<u32>,
-    dry_run: Vec<(DenialCode, Option<u32>)>,
-    brute_force_blocks: Option<u32>,
-    upstream_masked: Option<u32>,
-    deprecated: Option<u32>,
+    /// Indexed by [`Counter::index`].
+    counters: Vec<Option<u32>>,
+    /// Indexed like [`DenialCode::ALL`]; `None` for codes that are not refusals.
+    denied: Vec<Option<u32>>,
+    dry_run: Vec<Option<u32>>,
     routes: RefCell<HashMap<String, RouteCounters>>,
     /// Increments not yet handed to Envoy: counter id -> amount.
     pending: RefCell<HashMap<u32, i64>>,
@@ -65,57 +38,35 @@ fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
 }
 
-fn find(list: &[(DenialCode, Option<u32>)], code: DenialCode) -> Option<u32> {
-    list.iter()
-        .find(|(c, _)| *c == code)
-        .and_then(|(_, id)| *id)
+/// One counter per refusal code under `prefix`.
+fn per_code(prefix: &str) -> Vec<Option<u32>> {
+    DenialCode::ALL
+        .iter()
+        .map(|c| {
+            c.refusal()
+                .then(|| counter(&format!("{prefix}.{}", c.as_str())))
+                .flatten()
+        })
+        .collect()
+}
+
+fn code_index(code: DenialCode) -> Option<usize> {
+    DenialCode::ALL.iter().position(|c| *c == code)
 }
 
 impl Metrics {
     pub fn define() -> Metrics {
-        let per_code = |prefix: &str| {
-            DenialCode::ALL
-                .iter()
-                .map(|c| (*c, counter(&format!("{prefix}.{}", c.as_str()))))
-                .collect()
-        };
         Metrics {
+            counters: Counter::ALL.iter().map(|c| counter(c.name())).collect(),
+            denied: per_code(metrics::REQUESTS_DENIED_PREFIX),
             dry_run: per_code(metrics::REQUESTS_DRY_RUN_PREFIX),
-            brute_force_blocks: counter(metrics::BRUTE_FORCE_BLOCKS),
-            upstream_masked: counter(metrics::UPSTREAM_ERRORS_MASKED),
-            deprecated: counter(metrics::DEPRECATED_REQUESTS),
             routes: RefCell::new(HashMap::new()),
             pending: RefCell::new(HashMap::new()),
-            allowed: counter(metrics::REQUESTS_ALLOWED),
-            denied: DenialCode::ALL
-                .iter()
-                .map(|c| {
-                    (
-                        *c,
-                        counter(&format!(
-                            "{}.{}",
-                            metrics::REQUESTS_DENIED_PREFIX,
-                            c.as_str()
-                        )),
-                    )
-                })
-                .collect(),
-            cache_hit: counter(metrics::JWT_CACHE_HIT),
-            cache_miss: counter(metrics::JWT_CACHE_MISS),
-            jwks_ok: counter(metrics::JWKS_FETCH_OK),
-            jwks_failed: counter(metrics::JWKS_FETCH_FAILED),
-            jwks_installed: counter(metrics::JWKS_INSTALLED),
-            cas_retries: counter(metrics::RATELIMIT_CAS_RETRIES),
-            cas_exhausted: counter(metrics::RATELIMIT_CAS_EXHAUSTED),
-            shadow_limited: counter(metrics::RATELIMIT_SHADOW_LIMITED),
-            response_invalid: counter(metrics::RESPONSE_INVALID),
-            response_redacted: counter(metrics::RESPONSE_REDACTED),
-            response_unchecked: counter(metrics::RESPONSE_UNCHECKED),
         }
     }
 
-    /// Adds `n` to a counter (undefined counters are skipped).
-    fn add(&self, id: Option<u32>, n: i64) {
+    /// Adds `n` to a counter id (undefined counters are skipped).
+    fn add_id(&self, id: Option<u32>, n: i64) {
         let Some(id) = id else { return };
         let Ok(mut pending) = self.pending.try_borrow_mut() else {
             return;
@@ -127,8 +78,11 @@ impl Metrics {
         }
     }
 
-    fn bump(&self, id: Option<u32>) {
-        self.add(id, 1);
+    pub fn add(&self, c: Counter, n: u32) {
+        self.add_id(
+            self.counters.get(c.index()).copied().flatten(),
+            i64::from(n),
+        );
     }
 
     /// Hands the pending increments to Envoy.
@@ -147,11 +101,14 @@ impl Metrics {
             return;
         };
         if let Some(c) = routes.get(route) {
-            self.bump(pick(c));
+            self.add_id(pick(c), 1);
             return;
         }
-        let seg = stat_segment(route);
-        let base = format!("{}.{seg}", metrics::ROUTE_PREFIX);
+        let base = format!(
+            "{}.{}",
+            metrics::ROUTE_PREFIX,
+            metrics::route_segment(route)
+        );
         let per_reason = |kind: &str| {
             Reason::ALL
                 .iter()
@@ -163,76 +120,30 @@ impl Metrics {
             denied: per_reason(metrics::ROUTE_DENIED),
             dry_run: per_reason(metrics::ROUTE_DRY_RUN),
         };
-        self.bump(pick(&c));
+        self.add_id(pick(&c), 1);
         routes.insert(route.to_string(), c);
     }
 
-    /// A request passed (`route` empty: no route matched).
-    pub fn allowed(&self, route: &str) {
-        self.bump(self.allowed);
-        self.route(route, |c| c.allowed);
-    }
-
-    pub fn denied(&self, code: DenialCode, route: &str) {
-        self.bump(find(&self.denied, code));
-        let i = code.reason().index();
-        self.route(route, |c| c.denied.get(i).copied().flatten());
-    }
-
-    /// A dry run let through what `code` would have refused.
-    pub fn dry_run(&self, code: DenialCode, route: &str) {
-        self.bump(find(&self.dry_run, code));
-        let i = code.reason().index();
-        self.route(route, |c| c.dry_run.get(i).copied().flatten());
-    }
-
-    pub fn block_started(&self) {
-        self.bump(self.brute_force_blocks);
-    }
-
-    pub fn upstream_masked(&self) {
-        self.bump(self.upstream_masked);
-    }
-
-    pub fn deprecated(&self) {
-        self.bump(self.deprecated);
-    }
-
-    pub fn cache(&self, hit: bool) {
-        self.bump(if hit { self.cache_hit } else { self.cache_miss });
-    }
-
-    pub fn jwks_fetched(&self, ok: bool) {
-        self.bump(if ok { self.jwks_ok } else { self.jwks_failed });
-    }
-
-    pub fn limits(&self, effects: &crate::engine::Effects) {
-        if effects.cas_retries > 0 {
-            self.add(self.cas_retries, i64::from(effects.cas_retries));
+    /// Counts what the exchange reports.
+    pub fn count(&self, metric: Metric<'_>) {
+        match metric {
+            Metric::Add(c, n) => self.add(c, n),
+            Metric::Allowed { route } => {
+                self.add(Counter::RequestsAllowed, 1);
+                self.route(route, |c| c.allowed);
+            }
+            Metric::Denied { code, route } => {
+                let id = code_index(code).and_then(|i| self.denied.get(i).copied().flatten());
+                self.add_id(id, 1);
+                let i = code.reason().index();
+                self.route(route, |c| c.denied.get(i).copied().flatten());
+            }
+            Metric::DryRun { code, route } => {
+                let id = code_index(code).and_then(|i| self.dry_run.get(i).copied().flatten());
+                self.add_id(id, 1);
+                let i = code.reason().index();
+                self.route(route, |c| c.dry_run.get(i).copied().flatten());
+            }
         }
-        if effects.cas_exhausted {
-            self.bump(self.cas_exhausted);
-        }
-        for _ in &effects.shadow_limited {
-            self.bump(self.shadow_limited);
-        }
-    }
-
-    pub fn response(&self, invalid: bool, redacted: bool) {
-        if invalid {
-            self.bump(self.response_invalid);
-        }
-        if redacted {
-            self.bump(self.response_redacted);
-        }
-    }
-
-    /// A response its route's checks could not judge (refused or passed).
-    pub fn response_unchecked(&self) {
-        self.bump(self.response_unchecked);
-    }
-
-    pub fn jwks_installed(&self) {
-        self.bump(self.jwks_installed);
     }
 }

@@ -7,6 +7,8 @@ mod metrics;
 mod probe;
 mod store;
 
+use crate::codes::Counter;
+use crate::engine::exchange::Level;
 use crate::engine::{Engine, VmState};
 use crate::jwt::remote::{self, FetchFailure};
 use metrics::Metrics;
@@ -28,7 +30,14 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-pub(crate) fn log(level: LogLevel, message: &str) {
+pub(crate) fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Trace => LogLevel::Trace,
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    };
     let _ = hostcalls::log(level, message);
 }
 
@@ -65,8 +74,7 @@ fn limit_secret() -> Vec<u8> {
     match store.get(crate::ratelimit::SECRET_KEY) {
         Ok(Some((secret, _))) => secret,
         _ => {
-            log(
-                LogLevel::Warn,
+            log(Level::Warn,
                 "tollgate: shared data unavailable: this worker hashes rate-limit keys with its own secret, so its buckets are not shared",
             );
             fresh
@@ -99,7 +107,7 @@ impl Root {
                     continue;
                 };
                 if let Ok(true) = remote::sync(&store, spec, &provider.algorithms, slot) {
-                    shared.metrics.jwks_installed();
+                    shared.metrics.add(Counter::JwksInstalled, 1);
                 }
             }
             if self.calls.values().any(|i| *i == index) {
@@ -121,8 +129,7 @@ impl Root {
                     self.calls.insert(token, index);
                 }
                 Err(status) => {
-                    log(
-                        LogLevel::Warn,
+                    log(Level::Warn,
                         &format!("tollgate: jwks fetch for provider `{}` could not be dispatched to cluster `{}` ({status:?})", provider.name, spec.cluster),
                     );
                     self.finish(shared, index, now, Err(FetchFailure::Unreachable));
@@ -150,24 +157,22 @@ impl Root {
         };
         match remote::complete_fetch(&HostStore, spec, &provider.algorithms, now, outcome, slot) {
             Ok(Ok(())) => {
-                shared.metrics.jwks_fetched(true);
+                shared.metrics.add(Counter::JwksFetchOk, 1);
                 let (generation, keys) = slot
                     .as_ref()
                     .map_or((0, 0), |i| (i.generation, i.keys.len()));
-                log(
-                    LogLevel::Info,
+                log(Level::Info,
                     &format!("tollgate: jwks for provider `{}` fetched: {keys} usable keys, generation {generation}", provider.name),
                 );
             }
             Ok(Err(failure)) => {
-                shared.metrics.jwks_fetched(false);
-                log(
-                    LogLevel::Warn,
+                shared.metrics.add(Counter::JwksFetchFailed, 1);
+                log(Level::Warn,
                     &format!("tollgate: jwks fetch for provider `{}` failed: {failure}; keeping the last good key set", provider.name),
                 );
             }
             Err(e) => log(
-                LogLevel::Warn,
+                Level::Warn,
                 &format!(
                     "tollgate: shared data unavailable for provider `{}`: {e:?}",
                     provider.name
@@ -229,7 +234,7 @@ impl RootContext for Root {
         let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) if !bytes.is_empty() => bytes,
             _ => {
-                log(LogLevel::Error, "tollgate: invalid policy: the plugin has no configuration; put the policy in the filter's `configuration`");
+                log(Level::Error, "tollgate: invalid policy: the plugin has no configuration; put the policy in the filter's `configuration`");
                 return false;
             }
         };
@@ -239,10 +244,10 @@ impl RootContext for Root {
             Ok(engine) => engine,
             Err(errors) => {
                 for e in &errors {
-                    log(LogLevel::Error, &format!("tollgate: invalid policy: {e}"));
+                    log(Level::Error, &format!("tollgate: invalid policy: {e}"));
                 }
                 log(
-                    LogLevel::Error,
+                    Level::Error,
                     &format!(
                         "tollgate: refusing to start: {} policy error(s)",
                         errors.len()
@@ -252,7 +257,7 @@ impl RootContext for Root {
             }
         };
         log(
-            LogLevel::Info,
+            Level::Info,
             &format!(
                 "tollgate: policy loaded: {} providers, {} routes, compiled in {} ms",
                 engine.providers.len(),

@@ -33,7 +33,7 @@ mod imp {
             .unwrap_or(0);
         STOP.with(|s| s.set(stage));
         super::super::log(
-            proxy_wasm::types::LogLevel::Warn,
+            crate::engine::exchange::Level::Warn,
             &format!("tollgate: stage probe: requests stop after stage {stage} (0: none)"),
         );
     }

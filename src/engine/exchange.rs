@@ -1,0 +1,851 @@
+//! One request/response exchange: the per-stream state machine that drives a request and its
+//! response through the engine. A host (the proxy-wasm adapter, the CLI) feeds it the stream's
+//! events and carries out the [`Step`] each event answers with; everything the exchange needs
+//! from the host, or asks of it on the way (header edits, buffered bodies, counters, log lines),
+//! goes through the small [`Io`] trait. Dry-run handling, 5xx masking, body limits, response
+//! verdicts and the audit line live here and nowhere else, so Envoy and `tollgate explain` run the
+//! very same code.
+
+use super::audit::{AuditLevel, AuditRecord};
+use super::{Decision, Denial, Engine, Mode, ProviderKeys, Request, VmState};
+use crate::codes::{Counter, DenialCode};
+use crate::payload::response::{Unchecked, Verdict};
+use crate::payload::Violation;
+use crate::store::SharedStore;
+
+/// Upstream error text kept for the log when a 5xx body is masked.
+pub const MASKED_DETAIL_BYTES: usize = 512;
+
+/// Where the exchange stands. Each state says what the next event may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No request headers yet.
+    Init,
+    /// The request's headers are held and its body buffered until it passes these request rules.
+    RequestBody { rules: usize },
+    /// The request went upstream; its response has not been judged yet.
+    Forwarded,
+    /// An upstream 5xx is being replaced: its body is read (for the log), then a problem is sent.
+    Masking { status: u16 },
+    /// The response's headers are held and its body buffered until it is judged.
+    ResponseBody {
+        rules: usize,
+        status: u16,
+        max: usize,
+    },
+    /// Tollgate answered with its own reply (never masked nor checked).
+    Responded,
+    /// The response went on to the client; nothing is left to judge.
+    Complete,
+}
+
+/// What the host does after an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Let the stream go on.
+    Continue,
+    /// Hold the stream: more of the body is needed before anything can be judged.
+    Pause,
+    /// Send this local reply instead of what the stream carries; nothing of it goes on.
+    Reply(Reply),
+    /// Replace the buffered response body (its first `size` bytes, i.e. all of it) with `body`,
+    /// then go on. If the host cannot, it reports [`Exchange::on_host_error`].
+    ReplaceBody { size: usize, body: Vec<u8> },
+}
+
+/// A local reply: status, headers (security headers included) and an `application/problem+json`
+/// body, rendered only now that it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// Which body a host buffer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    Request,
+    Response,
+}
+
+/// A header change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edit<'a> {
+    /// Replace every value of the header (add it when absent).
+    Set(&'a str, &'a str),
+    /// Add a value, keeping those already there.
+    Add(&'a str, &'a str),
+    Remove(&'a str),
+}
+
+/// A count the host keeps (Envoy counters; the CLI lists them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric<'a> {
+    /// A plain counter, by `n`.
+    Add(Counter, u32),
+    /// A request let through (`route` empty: no route matched).
+    Allowed { route: &'a str },
+    /// A request refused with `code`.
+    Denied { code: DenialCode, route: &'a str },
+    /// A request a dry run let through that `code` would have refused.
+    DryRun { code: DenialCode, route: &'a str },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// What the exchange needs from its host besides the events themselves.
+pub trait Io {
+    /// Changes a header of the request on its way upstream (only while it is held).
+    fn request_header(&mut self, edit: Edit<'_>) -> Result<(), HostError>;
+    /// Changes a header of the response on its way to the client (only while it is held).
+    fn response_header(&mut self, edit: Edit<'_>);
+    /// The first `size` bytes of a buffered body; `None` when the host cannot give all of them
+    /// (then nothing is judged as if it had been read).
+    fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>>;
+    fn count(&mut self, metric: Metric<'_>);
+    fn log(&mut self, level: Level, message: &str);
+    /// The downstream peer (`ip:port`); asked only for an audit line that is written.
+    fn peer(&mut self) -> Option<String>;
+}
+
+/// The VM-wide state a request decision reads and updates: its caches and the shared data.
+pub struct Vm<'a> {
+    pub state: &'a mut VmState,
+    pub store: &'a dyn SharedStore,
+}
+
+/// The host could not carry out what it was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError;
+
+/// The response's headers as the exchange reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ResponseHead {
+    status: u16,
+    declared: Option<usize>,
+    /// A content coding other than `identity` was applied.
+    encoded: bool,
+}
+
+/// The per-stream state of one exchange. Create one per stream with [`Exchange::new`].
+#[derive(Debug)]
+pub struct Exchange {
+    state: State,
+    /// Name of the matched route (empty: none), for metrics and logs of later phases.
+    route: String,
+    mode: Mode,
+    authenticated: bool,
+    /// Added to the response (rate-limit and lifecycle headers).
+    response_headers: Vec<(String, String)>,
+    /// Response rules of the matched route.
+    response_check: Option<usize>,
+    /// Bytes of the request and response bodies buffered so far (read again when trailers end
+    /// the stream instead of a data frame).
+    request_body_size: usize,
+    response_body_size: usize,
+    /// The status sent to the client, as last seen.
+    status: u16,
+    /// Who passed authentication (also on a later refusal).
+    principal: Option<String>,
+    /// The last refusal: its code, and whether it was carried out (`false`: a dry run).
+    refusal: Option<(DenialCode, bool)>,
+    unknown_route: bool,
+    /// Started with the request (its time, id, address, method and path), completed when the
+    /// stream ends; `None` when the audit log is off.
+    audit: Option<AuditRecord>,
+}
+
+impl Default for Exchange {
+    fn default() -> Exchange {
+        Exchange::new()
+    }
+}
+
+fn describe(v: &[Violation]) -> String {
+    v.iter()
+        .map(|x| {
+            let at = if x.pointer.is_empty() {
+                "/"
+            } else {
+                &x.pointer
+            };
+            format!("{at} {}", x.keyword)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Exchange {
+    pub fn new() -> Exchange {
+        Exchange {
+            state: State::Init,
+            route: String::new(),
+            mode: Mode::Enforce,
+            authenticated: false,
+            response_headers: Vec::new(),
+            response_check: None,
+            request_body_size: 0,
+            response_body_size: 0,
+            status: 0,
+            principal: None,
+            refusal: None,
+            unknown_route: false,
+            audit: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The status sent to the client, as last seen (0 before a response).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The matched route's name (empty: none matched).
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// Who passed authentication, also when a later check refused the request.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
+    /// The last refusal: its code and whether it was carried out (`false`: reported by a dry run).
+    pub fn refusal(&self) -> Option<(DenialCode, bool)> {
+        self.refusal
+    }
+
+    /// No route matched and `default.action: allow` let the request through.
+    pub fn unknown_route(&self) -> bool {
+        self.unknown_route
+    }
+
+    /// The mode that applied to the request.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The matched route's name for log lines, `-` when none matched.
+    fn route_label(&self) -> &str {
+        if self.route.is_empty() {
+            "-"
+        } else {
+            &self.route
+        }
+    }
+
+    /// Event: the request's headers (`end_of_stream`: the request has no body), judged at
+    /// `now_ms` (the host's clock) with the VM's caches and the shared data.
+    pub fn on_request_headers(
+        &mut self,
+        engine: &Engine,
+        req: &Request<'_>,
+        end_of_stream: bool,
+        now_ms: u64,
+        vm: Vm<'_>,
+        io: &mut dyn Io,
+    ) -> Step {
+        let Vm { state, store } = vm;
+        if engine.audit.enabled {
+            self.audit = Some(AuditRecord::new(
+                now_ms,
+                req.header_values("x-request-id").next(),
+                engine.client_ip(req),
+                req.method,
+                req.path_only(),
+                Mode::Enforce,
+            ));
+        }
+        let outcome = engine.decide_at(req, now_ms, state, store);
+        let effects = &outcome.effects;
+        if let Some(hit) = effects.cache_hit {
+            io.count(Metric::Add(
+                if hit {
+                    Counter::JwtCacheHit
+                } else {
+                    Counter::JwtCacheMiss
+                },
+                1,
+            ));
+        }
+        if effects.cas_retries > 0 {
+            io.count(Metric::Add(
+                Counter::RatelimitCasRetries,
+                effects.cas_retries,
+            ));
+        }
+        if effects.cas_exhausted {
+            io.count(Metric::Add(Counter::RatelimitCasExhausted, 1));
+        }
+        for name in &effects.shadow_limited {
+            io.count(Metric::Add(Counter::RatelimitShadowLimited, 1));
+            io.log(
+                Level::Info,
+                &format!("tollgate: shadow limit `{name}` would have refused this request"),
+            );
+        }
+        if effects.block_started {
+            io.count(Metric::Add(Counter::BruteForceBlocks, 1));
+            io.log(Level::Warn, "tollgate: brute-force protection blocked a client after repeated authentication failures");
+        }
+        if effects.deprecated {
+            io.count(Metric::Add(Counter::DeprecatedRequests, 1));
+        }
+        if let Some(index) = effects.early_refresh {
+            if let Some(ProviderKeys::Remote(spec)) = engine.providers.get(index).map(|p| &p.keys) {
+                // The next tick of any worker fetches; a store failure only delays that.
+                let _ = crate::jwt::remote::request_early(store, spec, now_ms / 1000);
+            }
+        }
+        match outcome.decision {
+            Decision::Allow(allow) => {
+                self.route = allow.route;
+                self.mode = allow.mode;
+                self.authenticated = allow.authenticated;
+                self.principal = allow.principal;
+                self.unknown_route = allow.unknown_route;
+                if let Some(code) = allow.would_deny {
+                    self.would_deny(code, io);
+                }
+                for name in &allow.remove_headers {
+                    if req.headers.iter().any(|(k, _)| k == name) {
+                        // Removing a header the host holds cannot fail in a way that lets a
+                        // forged value through: the identity headers are set again below.
+                        let _ = io.request_header(Edit::Remove(name));
+                    }
+                }
+                for (name, value) in &allow.set_headers {
+                    if io.request_header(Edit::Set(name, value)).is_err() {
+                        return self.internal_error(engine, io);
+                    }
+                }
+                if allow.unknown_route {
+                    // The policy is the API inventory: a request outside it is always visible.
+                    io.log(
+                        Level::Warn,
+                        &format!(
+                            "tollgate: unknown endpoint allowed by `default.action`: {} {}",
+                            req.method,
+                            req.path_only()
+                        ),
+                    );
+                }
+                self.response_headers = allow.response_headers;
+                self.response_check = allow.response_check;
+                if let Some(rules) = allow.body_check {
+                    if end_of_stream {
+                        return self.finish_body(engine, rules, &[], io);
+                    }
+                    // The host holds the headers (Envoy: `allow_on_headers_stop_iteration`)
+                    // until the body has passed, so nothing reaches the upstream before the check.
+                    self.state = State::RequestBody { rules };
+                    return Step::Pause;
+                }
+                self.state = State::Forwarded;
+                io.count(Metric::Allowed { route: &self.route });
+                Step::Continue
+            }
+            Decision::Deny(denial) => {
+                self.route = denial.route.clone().unwrap_or_default();
+                self.principal.clone_from(&denial.principal);
+                io.log(
+                    Level::Debug,
+                    &format!(
+                        "tollgate: denied route={} code={}",
+                        self.route_label(),
+                        denial.code.as_str()
+                    ),
+                );
+                self.reply(engine, &denial, io)
+            }
+        }
+    }
+
+    /// Event: `size` bytes of the request body are buffered so far (`end_of_stream`: all of it).
+    pub fn on_request_body(
+        &mut self,
+        engine: &Engine,
+        size: usize,
+        end_of_stream: bool,
+        io: &mut dyn Io,
+    ) -> Step {
+        let State::RequestBody { rules } = self.state else {
+            return Step::Continue;
+        };
+        self.request_body_size = size;
+        if size > engine.max_body_bytes(rules) {
+            // Decided as soon as the size is known: nothing more is buffered.
+            self.state = State::Forwarded;
+            let d = crate::problem::denial(
+                &engine.realm,
+                DenialCode::PayloadTooLarge,
+                Some(self.route.clone()),
+            );
+            return self.refuse_late(engine, d, io);
+        }
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        let Some(body) = io.body(Body::Request, size) else {
+            return self.internal_error(engine, io);
+        };
+        self.finish_body(engine, rules, &body, io)
+    }
+
+    /// Event: trailers ended the request instead of a data frame (HTTP/2, chunked HTTP/1.1): the
+    /// body buffered so far is complete and is judged now, before anything reaches the upstream.
+    pub fn on_request_trailers(&mut self, engine: &Engine, io: &mut dyn Io) -> Step {
+        let State::RequestBody { rules } = self.state else {
+            return Step::Continue;
+        };
+        let Some(body) = io.body(Body::Request, self.request_body_size) else {
+            return self.internal_error(engine, io);
+        };
+        self.finish_body(engine, rules, &body, io)
+    }
+
+    /// Event: the response's headers (`headers` as the host holds them, `:status` included).
+    /// Rate-limit and lifecycle headers are set, security headers the response lacks added,
+    /// implementation-revealing headers removed - on Tollgate's own replies too.
+    pub fn on_response_headers(
+        &mut self,
+        engine: &Engine,
+        headers: &[(String, String)],
+        end_of_stream: bool,
+        io: &mut dyn Io,
+    ) -> Step {
+        let head = self.edit_response_headers(engine, headers, io);
+        self.status = head.status;
+        if self.state == State::Responded {
+            return Step::Continue;
+        }
+        if head.status >= 500 && engine.responses.mask_upstream_errors {
+            if end_of_stream {
+                return self.mask(engine, head.status, &[], io);
+            }
+            // Hold the headers: the whole response is replaced once the body has been read.
+            self.state = State::Masking {
+                status: head.status,
+            };
+            return Step::Pause;
+        }
+        self.state = State::Complete;
+        let Some(rules) = self.response_check else {
+            return Step::Continue;
+        };
+        let Some(max) = engine.response_applies(rules, head.status) else {
+            return Step::Continue;
+        };
+        if head.encoded {
+            // Tollgate asked for an uncompressed response (`accept-encoding` removed); bytes it
+            // cannot read are not passed as if they had been checked.
+            return self.unchecked_response(engine, rules, Unchecked::Encoded, io);
+        }
+        if head.declared.is_some_and(|l| l > max) {
+            return self.unchecked_response(engine, rules, Unchecked::TooLarge, io);
+        }
+        if end_of_stream {
+            return self.judge_response(engine, rules, head.status, &[], 0, io);
+        }
+        // Hold the response headers until the body is judged, so a blocked response really
+        // changes the status and a redacted one gets a correct content-length.
+        self.state = State::ResponseBody {
+            rules,
+            status: head.status,
+            max,
+        };
+        Step::Pause
+    }
+
+    /// Event: `size` bytes of the response body are buffered so far.
+    pub fn on_response_body(
+        &mut self,
+        engine: &Engine,
+        size: usize,
+        end_of_stream: bool,
+        io: &mut dyn Io,
+    ) -> Step {
+        self.response_body_size = size;
+        match self.state {
+            State::Masking { status } => {
+                if !end_of_stream && size < MASKED_DETAIL_BYTES {
+                    return Step::Pause;
+                }
+                let detail = io
+                    .body(Body::Response, size.min(MASKED_DETAIL_BYTES))
+                    .unwrap_or_default();
+                self.mask(engine, status, &detail, io)
+            }
+            State::ResponseBody { rules, status, max } => {
+                if size > max {
+                    self.state = State::Complete;
+                    return self.unchecked_response(engine, rules, Unchecked::TooLarge, io);
+                }
+                if !end_of_stream {
+                    return Step::Pause;
+                }
+                self.state = State::Complete;
+                match io.body(Body::Response, size) {
+                    Some(body) => self.judge_response(engine, rules, status, &body, size, io),
+                    None => self.unchecked_response(engine, rules, Unchecked::NotJson, io),
+                }
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    /// Event: the upstream ended its response with trailers: the buffered body is complete.
+    pub fn on_response_trailers(&mut self, engine: &Engine, io: &mut dyn Io) -> Step {
+        let size = self.response_body_size;
+        match self.state {
+            State::Masking { status } => {
+                let detail = io
+                    .body(Body::Response, size.min(MASKED_DETAIL_BYTES))
+                    .unwrap_or_default();
+                self.mask(engine, status, &detail, io)
+            }
+            State::ResponseBody { rules, status, .. } => {
+                self.state = State::Complete;
+                match io.body(Body::Response, size) {
+                    Some(body) => self.judge_response(engine, rules, status, &body, size, io),
+                    None => self.unchecked_response(engine, rules, Unchecked::NotJson, io),
+                }
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    /// Event: the host could not carry out the last step (a body it could not replace, headers
+    /// it could not read): a generic 500, never a pass.
+    pub fn on_host_error(&mut self, engine: &Engine, io: &mut dyn Io) -> Step {
+        self.internal_error(engine, io)
+    }
+
+    /// Event: the stream is over. Returns the audit line to write, at its level, if any.
+    pub fn on_done(&mut self, engine: &Engine, io: &mut dyn Io) -> Option<(Level, String)> {
+        let mut record = self.audit.take()?;
+        let options = &engine.audit;
+        if self.refusal.is_none() && !options.sampled(&record.sampling_key()) {
+            return None;
+        }
+        record.status = self.status;
+        record.mode = self.mode;
+        record.route = (!self.route.is_empty()).then(|| self.route.clone());
+        record.principal.clone_from(&self.principal);
+        if let Some((code, carried_out)) = self.refusal {
+            record.refused(code, carried_out);
+        }
+        // Only for a line that is written: Envoy answers this property slowly.
+        if record.client_ip.is_none() && engine.limit_options.trusted_hops == 0 {
+            record.client_ip = io.peer().map(|p| {
+                crate::ratelimit::client_ip(Some(&p), None, 0)
+                    .unwrap_or_default()
+                    .to_string()
+            });
+        }
+        let level = match options.level {
+            AuditLevel::Trace => Level::Trace,
+            AuditLevel::Debug => Level::Debug,
+            AuditLevel::Info => Level::Info,
+            AuditLevel::Warn => Level::Warn,
+        };
+        Some((level, format!("tollgate.audit {}", record.to_json())))
+    }
+
+    /// Sends Tollgate's own reply, with the security headers it lacks; counted and audited.
+    fn reply(&mut self, engine: &Engine, denial: &Denial, io: &mut dyn Io) -> Step {
+        io.count(Metric::Denied {
+            code: denial.code,
+            route: &self.route,
+        });
+        self.refusal = Some((denial.code, true));
+        let headers = denial
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        self.send(engine, denial.status, headers, denial.body())
+    }
+
+    fn send(
+        &mut self,
+        engine: &Engine,
+        status: u16,
+        mut headers: Vec<(String, String)>,
+        body: String,
+    ) -> Step {
+        for (k, v) in &engine.responses.security_headers {
+            if !headers.iter().any(|(h, _)| h == k) {
+                headers.push((k.clone(), v.clone()));
+            }
+        }
+        self.state = State::Responded;
+        self.status = status;
+        Step::Reply(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A dry run lets through what `code` would have refused: counted, logged, audited.
+    fn would_deny(&mut self, code: DenialCode, io: &mut dyn Io) {
+        io.count(Metric::DryRun {
+            code,
+            route: &self.route,
+        });
+        self.refusal = Some((code, false));
+        io.log(
+            Level::Info,
+            &format!(
+                "tollgate: dry run: route={} would refuse with {}",
+                self.route_label(),
+                code.as_str()
+            ),
+        );
+    }
+
+    /// A refusal found after the request headers (body checks): carried out, or in dry-run
+    /// reported while the request goes on.
+    fn refuse_late(&mut self, engine: &Engine, denial: Denial, io: &mut dyn Io) -> Step {
+        if self.mode != Mode::DryRun {
+            return self.reply(engine, &denial, io);
+        }
+        self.would_deny(denial.code, io);
+        if let Some(h) = &engine.dry_run_header {
+            // The request headers are still held (body checks pause them), so this reaches the
+            // upstream; failing to mark a dry run changes nothing the upstream relies on.
+            let _ = io.request_header(Edit::Set(h, denial.code.as_str()));
+        }
+        self.state = State::Forwarded;
+        io.count(Metric::Allowed { route: &self.route });
+        Step::Continue
+    }
+
+    fn finish_body(&mut self, engine: &Engine, rules: usize, body: &[u8], io: &mut dyn Io) -> Step {
+        self.state = State::Forwarded;
+        match engine.check_body(rules, &self.route, body) {
+            Ok(()) => {
+                io.count(Metric::Allowed { route: &self.route });
+                Step::Continue
+            }
+            Err(d) => self.refuse_late(engine, d, io),
+        }
+    }
+
+    fn edit_response_headers(
+        &self,
+        engine: &Engine,
+        headers: &[(String, String)],
+        io: &mut dyn Io,
+    ) -> ResponseHead {
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        for (name, v) in &self.response_headers {
+            // `Link` is a list the upstream may use too (pagination): added, not replaced.
+            if name == "link" || value(name).is_none() {
+                io.response_header(Edit::Add(name, v));
+            } else {
+                io.response_header(Edit::Set(name, v));
+            }
+        }
+        let policy = &engine.responses;
+        for name in &policy.remove_headers {
+            if value(name).is_some() {
+                io.response_header(Edit::Remove(name));
+            }
+        }
+        for (name, v) in &policy.security_headers {
+            if value(name).is_none() {
+                io.response_header(Edit::Add(name, v));
+            }
+        }
+        if self.authenticated && policy.no_store_authenticated && value("cache-control").is_none() {
+            io.response_header(Edit::Add("cache-control", "no-store"));
+        }
+        ResponseHead {
+            status: value(":status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(0),
+            declared: value("content-length").and_then(|l| l.parse::<usize>().ok()),
+            encoded: headers.iter().any(|(k, v)| {
+                k == "content-encoding"
+                    && v.split(',').any(|c| {
+                        let c = c.trim();
+                        !c.is_empty() && !c.eq_ignore_ascii_case("identity")
+                    })
+            }),
+        }
+    }
+
+    /// Replaces an upstream 5xx with a generic problem; the upstream's text goes to the log.
+    fn mask(&mut self, engine: &Engine, status: u16, detail: &[u8], io: &mut dyn Io) -> Step {
+        io.count(Metric::Add(Counter::UpstreamMasked, 1));
+        let route = self.route_label();
+        io.log(
+            Level::Warn,
+            &format!("tollgate: upstream answered {status} on route `{route}`; body replaced by a generic problem"),
+        );
+        // The upstream's own text may hold internals (stack traces, connection strings): only at
+        // debug level, for whoever debugs the upstream.
+        let cut = detail
+            .get(..detail.len().min(MASKED_DETAIL_BYTES))
+            .unwrap_or_default();
+        io.log(
+            Level::Debug,
+            &format!(
+                "tollgate: masked upstream {status} body on route `{route}`: {:?}",
+                String::from_utf8_lossy(cut)
+            ),
+        );
+        let mut headers = vec![
+            (
+                "content-type".to_string(),
+                crate::problem::CONTENT_TYPE.to_string(),
+            ),
+            ("cache-control".to_string(), "no-store".to_string()),
+        ];
+        headers.append(&mut self.response_headers);
+        let body = crate::problem::upstream_error(status);
+        self.send(engine, status, headers, body)
+    }
+
+    /// A response the route's checks cannot judge: refused (502) or passed as the engine says.
+    fn unchecked_response(
+        &mut self,
+        engine: &Engine,
+        rules: usize,
+        why: Unchecked,
+        io: &mut dyn Io,
+    ) -> Step {
+        let verdict = engine.unchecked_response(rules, why);
+        self.apply_verdict(engine, verdict, 0, io)
+    }
+
+    fn judge_response(
+        &mut self,
+        engine: &Engine,
+        rules: usize,
+        status: u16,
+        body: &[u8],
+        size: usize,
+        io: &mut dyn Io,
+    ) -> Step {
+        let verdict = engine.check_response(rules, status, body);
+        self.apply_verdict(engine, verdict, size, io)
+    }
+
+    fn apply_verdict(
+        &mut self,
+        engine: &Engine,
+        verdict: Verdict,
+        size: usize,
+        io: &mut dyn Io,
+    ) -> Step {
+        let dry_run = self.mode == Mode::DryRun;
+        match verdict {
+            Verdict::Pass => Step::Continue,
+            Verdict::Unchecked { why, refuse } => {
+                io.count(Metric::Add(Counter::ResponseUnchecked, 1));
+                let outcome = match (refuse, dry_run) {
+                    (false, _) => "passed",
+                    (true, true) => "dry run, passed",
+                    (true, false) => "refused",
+                };
+                io.log(
+                    Level::Warn,
+                    &format!(
+                        "tollgate: response on route `{}` could not be checked ({}): {outcome}",
+                        self.route,
+                        why.as_str()
+                    ),
+                );
+                self.refuse_response(engine, refuse, DenialCode::ResponseUnchecked, io)
+            }
+            Verdict::Replace(body, v) => {
+                if !v.is_empty() {
+                    io.count(Metric::Add(Counter::ResponseInvalid, 1));
+                    io.log(
+                        Level::Warn,
+                        &format!(
+                            "tollgate: response on route `{}` breaks its schema (redacted): {}",
+                            self.route,
+                            describe(&v)
+                        ),
+                    );
+                }
+                io.count(Metric::Add(Counter::ResponseRedacted, 1));
+                io.response_header(Edit::Set("content-length", &body.len().to_string()));
+                Step::ReplaceBody { size, body }
+            }
+            Verdict::Report(v) => {
+                io.count(Metric::Add(Counter::ResponseInvalid, 1));
+                io.log(
+                    Level::Warn,
+                    &format!(
+                        "tollgate: response on route `{}` breaks its schema (reported): {}",
+                        self.route,
+                        describe(&v)
+                    ),
+                );
+                Step::Continue
+            }
+            Verdict::Block(v) => {
+                io.count(Metric::Add(Counter::ResponseInvalid, 1));
+                let outcome = if dry_run {
+                    "dry run, passed"
+                } else {
+                    "blocked"
+                };
+                io.log(
+                    Level::Warn,
+                    &format!(
+                        "tollgate: response on route `{}` breaks its schema ({outcome}): {}",
+                        self.route,
+                        describe(&v)
+                    ),
+                );
+                self.refuse_response(engine, true, DenialCode::ResponseInvalid, io)
+            }
+        }
+    }
+
+    /// A response refused (`refuse`) with `code`: a 502 problem, or in dry-run a report.
+    fn refuse_response(
+        &mut self,
+        engine: &Engine,
+        refuse: bool,
+        code: DenialCode,
+        io: &mut dyn Io,
+    ) -> Step {
+        if !refuse {
+            return Step::Continue;
+        }
+        if self.mode == Mode::DryRun {
+            self.would_deny(code, io);
+            return Step::Continue;
+        }
+        let d = crate::problem::denial(&engine.realm, code, Some(self.route.clone()));
+        self.reply(engine, &d, io)
+    }
+
+    fn internal_error(&mut self, engine: &Engine, io: &mut dyn Io) -> Step {
+        let d = crate::problem::denial(&engine.realm, DenialCode::InternalError, None);
+        self.reply(engine, &d, io)
+    }
+}
