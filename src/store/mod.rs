@@ -1,6 +1,9 @@
 //! The shared-storage seam: what the engine needs from Envoy's proxy-wasm shared data (a
 //! process-wide key/value map visible to every worker VM with the same `vm_id`), and an in-memory
-//! implementation with the same semantics for tests.
+//! implementation with the same semantics for tests. State kept in bounded, secret-keyed slots
+//! goes through [`slots::Slots`].
+
+pub mod slots;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
