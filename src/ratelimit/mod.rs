@@ -1,14 +1,13 @@
 //! Rate limiting: named token buckets kept in shared data so every worker sees the same counts.
 //!
-//! Bounded memory: proxy-wasm shared-data keys can never be deleted, so a limit owns a *fixed*
-//! number of slots (`slots`, default 16384). A request's key (identity, claim, header, client IP,
-//! route, constant) is hashed with a process-wide random secret into one slot. Colliding keys share
-//! a bucket: they can be limited *more* than configured, never less, and without the secret an
-//! attacker cannot aim a collision at someone else's bucket. Resetting a bucket on collision would
-//! instead let two colliding keys refill each other forever.
+//! Bounded memory: each limit owns a fixed number of [`Slots`] (`slots`, default 16384) under
+//! `tollgate/v1/rl/<name>/`. A request's key (identity, claim, header, client IP, route, constant)
+//! is hashed with the process-wide secret into one slot. Colliding keys share a bucket: they can
+//! be limited *more* than configured, never less. Resetting a bucket on collision would instead
+//! let two colliding keys refill each other forever.
 //!
-//! Updates are compare-and-swap with a bounded number of attempts; when they run out the limit's
-//! `on_contention` decides (deny by default).
+//! Updates are compare-and-swap with a bounded number of attempts ([`Slots::update`]); when they
+//! run out the limit's `on_contention` decides (deny by default).
 //!
 //! Seam for a global backend: [`Backend`] names where a limit is counted. Only `Local` exists; a
 //! global one (Envoy's rate-limit service over gRPC) would return a pending verdict instead.
@@ -16,13 +15,13 @@
 pub mod bucket;
 
 use crate::policy::{ConfigError, KeyPartDoc, LimitDoc, RateLimitOptionsDoc};
+use crate::store::slots::{self, Missing, Outcome, Slots, Update};
 use crate::store::{SharedStore, StoreError};
 use bucket::{Shape, State, Take};
-use sha2::{Digest, Sha256};
 
-pub const DEFAULT_SLOTS: u32 = 16_384;
-pub const MAX_SLOTS: u32 = 1 << 20;
-pub const DEFAULT_MAX_RETRIES: u32 = 8;
+pub const DEFAULT_SLOTS: u32 = slots::DEFAULT_COUNT;
+pub const MAX_SLOTS: u32 = slots::MAX_COUNT;
+pub const DEFAULT_MAX_RETRIES: u32 = slots::DEFAULT_ATTEMPTS;
 /// Shared-data key of the slot-hashing secret.
 pub const SECRET_KEY: &str = "tollgate/v1/rl/secret";
 
@@ -47,7 +46,8 @@ pub struct Limit {
     pub name: String,
     pub shape: Shape,
     pub key: Vec<KeyPart>,
-    pub slots: u32,
+    /// `tollgate/v1/rl/<name>/<n>`, hashed with the name.
+    pub slots: Slots,
     pub shadow: bool,
     pub deny_on_contention: bool,
     pub backend: Backend,
@@ -77,10 +77,14 @@ impl Options {
                 format!("{} is out of range; expected 0 to 16", o.trusted_hops),
             ));
         }
-        if !(1..=64).contains(&o.max_retries) {
+        if !(1..=slots::MAX_ATTEMPTS).contains(&o.max_retries) {
             errors.push(ConfigError::new(
                 "rate_limit_options.max_retries",
-                format!("{} is out of range; expected 1 to 64", o.max_retries),
+                format!(
+                    "{} is out of range; expected 1 to {}",
+                    o.max_retries,
+                    slots::MAX_ATTEMPTS
+                ),
             ));
         }
         o
@@ -123,11 +127,11 @@ impl Limit {
                 format!("{} is out of range; expected 1 to 1000000", doc.burst),
             ));
         }
-        let slots = doc.slots.unwrap_or(DEFAULT_SLOTS);
-        if !(1..=MAX_SLOTS).contains(&slots) {
+        let count = doc.slots.unwrap_or(DEFAULT_SLOTS);
+        if !(1..=MAX_SLOTS).contains(&count) {
             errors.push(ConfigError::new(
                 format!("{at}.slots"),
-                format!("{slots} is out of range; expected 1 to {MAX_SLOTS}"),
+                format!("{count} is out of range; expected 1 to {MAX_SLOTS}"),
             ));
         }
         let deny_on_contention = match doc.on_contention.as_deref() {
@@ -183,7 +187,12 @@ impl Limit {
             policy_header: format!("\"{name}\";q={};w={window}", doc.burst),
             shape,
             key,
-            slots,
+            // The name is an identifier, so it never holds the separator byte the domain must not.
+            slots: Slots::new(
+                format!("tollgate/v1/rl/{name}/"),
+                name.as_bytes().to_vec(),
+                count,
+            ),
             shadow: doc.shadow,
             deny_on_contention,
             backend: Backend::Local,
@@ -192,21 +201,7 @@ impl Limit {
 
     /// Shared-data key of the bucket for `key_material` (already-resolved key parts).
     pub fn slot_key(&self, secret: &[u8], key_material: &[&str]) -> String {
-        let mut h = Sha256::new();
-        h.update(secret);
-        h.update(self.name.as_bytes());
-        for part in key_material {
-            // Unit separator: parts cannot run into each other.
-            h.update([0x1f]);
-            h.update(part.as_bytes());
-        }
-        let digest = h.finalize();
-        let mut first = [0u8; 8];
-        for (dst, src) in first.iter_mut().zip(digest.iter()) {
-            *dst = *src;
-        }
-        let slot = u64::from_le_bytes(first) % u64::from(self.slots.max(1));
-        format!("tollgate/v1/rl/{}/{slot}", self.name)
+        self.slots.key(secret, key_material)
     }
 }
 
@@ -232,33 +227,33 @@ pub fn acquire(
     now_ms: u64,
     max_retries: u32,
 ) -> Result<Verdict, StoreError> {
-    let mut retries = 0;
-    for _ in 0..max_retries {
-        let (bytes, cas) = match store.get(slot_key)? {
-            Some(found) => found,
-            None => {
-                // First use of this slot: create it full (never overwriting a concurrent
-                // creation), then read it back; creating does not use up an attempt.
-                match store.create(slot_key, &limit.shape.fresh(now_ms).encode()) {
-                    Ok(()) | Err(StoreError::CasMismatch) => {}
-                    Err(e) => return Err(e),
-                }
-                store.get(slot_key)?.ok_or(StoreError::Unavailable)?
+    // First use of a slot creates it full, then takes from it like from any other.
+    let fresh = limit.shape.fresh(now_ms).encode();
+    let outcome = Slots::update(
+        store,
+        slot_key,
+        max_retries,
+        Missing::Seed(&fresh),
+        |stored| {
+            let stored = stored
+                .and_then(State::decode)
+                .unwrap_or_else(|| limit.shape.fresh(now_ms));
+            let take = limit.shape.take(stored, now_ms, cost);
+            if take.allowed {
+                Update::Write(take.next.encode(), take)
+            } else {
+                // Nothing to debit: refill is recomputed from the stored state next time.
+                Update::Keep(take)
             }
-        };
-        let stored = State::decode(&bytes).unwrap_or_else(|| limit.shape.fresh(now_ms));
-        let take = limit.shape.take(stored, now_ms, cost);
-        if !take.allowed {
-            // Nothing to debit: refill is recomputed from the stored state next time.
-            return Ok(Verdict::Taken { take, retries });
-        }
-        match store.set(slot_key, &take.next.encode(), cas) {
-            Ok(()) => return Ok(Verdict::Taken { take, retries }),
-            Err(StoreError::CasMismatch) => retries += 1,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Verdict::Contended { retries })
+        },
+    )?;
+    Ok(match outcome {
+        Outcome::Done { value, retries } => Verdict::Taken {
+            take: value,
+            retries,
+        },
+        Outcome::Exhausted { retries } => Verdict::Contended { retries },
+    })
 }
 
 /// The client address for `client_ip`: the peer address (port removed) with no trusted hops, else
