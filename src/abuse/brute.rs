@@ -2,16 +2,15 @@
 //! start a temporary block, kept in shared data so that every worker enforces it. Subjects are
 //! strings the caller builds and prefixes by kind, e.g. `ip:10.1.2.3`, `key:reporting`.
 //!
-//! Bounded memory, as in [`crate::ratelimit`]: proxy-wasm shared-data keys can never be deleted, so
-//! a configuration owns a *fixed* number of slots (`slots`, default 16384), each holding a
-//! [`STATE_BYTES`]-byte value under a key `tollgate/v1/bf/<slot>`: at most slots × 20 bytes of
-//! values (320 KiB by default, 20 MiB at the 2^20 maximum) plus the keys and Envoy's per-entry
-//! overhead. A subject is hashed with the process-wide random secret into one slot. Colliding
-//! subjects share a slot: their failures add up, so they are blocked *more* than configured, never
-//! less, and without the secret an attacker cannot aim a collision at someone else's slot.
+//! Bounded memory: a configuration owns a fixed number of [`Slots`] (`slots`, default 16384),
+//! each holding a [`STATE_BYTES`]-byte value under a key `tollgate/v1/bf/<slot>`: at most
+//! slots × 20 bytes of values (320 KiB by default, 20 MiB at the 2^20 maximum) plus the keys and
+//! Envoy's per-entry overhead. A subject is hashed with the process-wide secret into one slot.
+//! Colliding subjects share a slot: their failures add up, so they are blocked *more* than
+//! configured, never less.
 //!
 //! Checking a block is one read. Counting a failure is a compare-and-swap with a bounded number of
-//! attempts; when they run out the caller gets [`Failure::Contended`].
+//! attempts ([`Slots::update`]); when they run out the caller gets [`Failure::Contended`].
 //!
 //! Clock: `now_ms` is the host's wall clock. Workers read it at slightly different moments, and it
 //! can step backwards. Stored times up to [`CLOCK_TOLERANCE_MS`] in the future are believed (a
@@ -20,17 +19,22 @@
 //! catches up.
 
 use crate::policy::ConfigError;
+use crate::store::slots::{self, Missing, Outcome, Slots, Update};
 use crate::store::{SharedStore, StoreError};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-pub const DEFAULT_SLOTS: u32 = 16_384;
-pub const MAX_SLOTS: u32 = 1 << 20;
-pub const DEFAULT_MAX_RETRIES: u32 = 8;
+pub const DEFAULT_SLOTS: u32 = slots::DEFAULT_COUNT;
+pub const MAX_SLOTS: u32 = slots::MAX_COUNT;
+pub const DEFAULT_MAX_RETRIES: u32 = slots::DEFAULT_ATTEMPTS;
 /// Size of one slot's value.
 pub const STATE_BYTES: usize = 20;
 /// How far in the future a stored time may lie and still be believed.
 pub const CLOCK_TOLERANCE_MS: u64 = 60_000;
+/// Shared-data key prefix of the slots.
+const KEY_PREFIX: &str = "tollgate/v1/bf/";
+/// Separates these slots from rate-limit slots hashed with the same secret: a limit's hash domain
+/// is its name, an identifier, which never starts with 0x1e.
+const HASH_DOMAIN: &[u8] = b"\x1ebrute_force";
 
 /// `brute_force` as written in the policy.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -147,7 +151,14 @@ impl BruteForce {
         check_range(errors, at, "window_seconds", doc.window_seconds, 1, 86_400);
         check_range(errors, at, "block_seconds", doc.block_seconds, 1, 86_400);
         check_range(errors, at, "slots", slots.into(), 1, MAX_SLOTS.into());
-        check_range(errors, at, "max_retries", max_retries.into(), 1, 64);
+        check_range(
+            errors,
+            at,
+            "max_retries",
+            max_retries.into(),
+            1,
+            slots::MAX_ATTEMPTS.into(),
+        );
         if errors.len() > start {
             return None;
         }
@@ -160,20 +171,15 @@ impl BruteForce {
         })
     }
 
+    /// The slots this configuration counts in; borrows only constants, so building it per call
+    /// allocates nothing.
+    fn shared_slots(&self) -> Slots {
+        Slots::new(KEY_PREFIX, HASH_DOMAIN, self.slots)
+    }
+
     /// Shared-data key of the slot that counts `subject`'s failures.
     pub fn slot_key(&self, secret: &[u8], subject: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(secret);
-        // Separates these slots from rate-limit slots hashed with the same secret.
-        h.update(b"\x1ebrute_force\x1f");
-        h.update(subject.as_bytes());
-        let digest = h.finalize();
-        let mut first = [0u8; 8];
-        for (dst, src) in first.iter_mut().zip(digest.iter()) {
-            *dst = *src;
-        }
-        let slot = u64::from_le_bytes(first) % u64::from(self.slots.max(1));
-        format!("tollgate/v1/bf/{slot}")
+        self.shared_slots().key(secret, &[subject])
     }
 
     /// Milliseconds of block left at `now_ms`, if `state` holds a block to believe.
@@ -268,37 +274,19 @@ impl BruteForce {
         now_ms: u64,
     ) -> Result<Failure, StoreError> {
         let key = self.slot_key(secret, subject);
-        for _ in 0..self.max_retries {
-            let (bytes, cas) = match store.get(&key)? {
-                Some(found) => found,
-                None => {
-                    // First failure in this slot: create it with the failure already counted
-                    // (never overwriting a concurrent creation). Creating does not use up an
-                    // attempt; if another worker created the slot first, count on top of theirs.
-                    let (next, outcome) = self.apply_failure(State::default(), now_ms);
-                    let Some(next) = next else {
-                        return Ok(outcome);
-                    };
-                    match store.create(&key, &next.encode()) {
-                        Ok(()) => return Ok(outcome),
-                        Err(StoreError::CasMismatch) => {}
-                        Err(e) => return Err(e),
-                    }
-                    store.get(&key)?.ok_or(StoreError::Unavailable)?
-                }
-            };
-            let stored = State::decode(&bytes).unwrap_or_default();
-            let (next, outcome) = self.apply_failure(stored, now_ms);
-            let Some(next) = next else {
-                return Ok(outcome);
-            };
-            match store.set(&key, &next.encode(), cas) {
-                Ok(()) => return Ok(outcome),
-                Err(StoreError::CasMismatch) => {}
-                Err(e) => return Err(e),
+        // A missing slot is created by the first failure, already counted: no swap to lose.
+        let outcome = Slots::update(store, &key, self.max_retries, Missing::Create, |stored| {
+            // Missing or garbage: a fresh state.
+            let state = stored.and_then(State::decode).unwrap_or_default();
+            match self.apply_failure(state, now_ms) {
+                (Some(next), failure) => Update::Write(next.encode(), failure),
+                (None, failure) => Update::Keep(failure),
             }
-        }
-        Ok(Failure::Contended)
+        })?;
+        Ok(match outcome {
+            Outcome::Done { value, .. } => value,
+            Outcome::Exhausted { .. } => Failure::Contended,
+        })
     }
 }
 
