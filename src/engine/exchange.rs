@@ -849,3 +849,331 @@ impl Exchange {
         self.reply(engine, &d, io)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    const POLICY: &str = r#"{
+        "dry_run_header": "x-tollgate-dry-run",
+        "responses": {"mask_upstream_errors": true},
+        "routes": [
+            {"name": "health", "path": "/health", "methods": ["GET"], "public": true},
+            {"name": "echo", "path": "/echo", "methods": ["POST"], "public": true,
+             "request": {"body": {"type": "object", "required": ["a"]}, "max_body_bytes": 16}},
+            {"name": "shadow", "path": "/shadow", "methods": ["POST"], "public": true,
+             "mode": "dry-run", "request": {"body": {"type": "object", "required": ["a"]}}},
+            {"name": "block", "path": "/block", "methods": ["GET"], "public": true,
+             "response": {"schemas": {"200": {"type": "object", "required": ["id"]}}}},
+            {"name": "redact", "path": "/redact", "methods": ["GET"], "public": true,
+             "response": {"schemas": {"200": {"type": "object", "properties": {"id": {}},
+                          "additionalProperties": false}}, "mode": "redact"}},
+            {"name": "report", "path": "/report", "methods": ["GET"], "public": true,
+             "mode": "dry-run",
+             "response": {"schemas": {"200": {"type": "object", "required": ["id"]}}}}
+        ]
+    }"#;
+
+    /// Records what the exchange asks of its host; bodies come from `request` / `response`.
+    #[derive(Default)]
+    struct Host {
+        request: Vec<u8>,
+        response: Vec<u8>,
+        upstream: Vec<String>,
+        downstream: Vec<String>,
+        metrics: Vec<String>,
+        logs: Vec<(Level, String)>,
+        fail_edits: bool,
+    }
+
+    impl Io for Host {
+        fn request_header(&mut self, edit: Edit<'_>) -> Result<(), HostError> {
+            if self.fail_edits {
+                return Err(HostError);
+            }
+            self.upstream.push(format!("{edit:?}"));
+            Ok(())
+        }
+        fn response_header(&mut self, edit: Edit<'_>) {
+            self.downstream.push(format!("{edit:?}"));
+        }
+        fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
+            let b = match which {
+                Body::Request => &self.request,
+                Body::Response => &self.response,
+            };
+            b.get(..size).map(<[u8]>::to_vec)
+        }
+        fn count(&mut self, metric: Metric<'_>) {
+            self.metrics.push(format!("{metric:?}"));
+        }
+        fn log(&mut self, level: Level, message: &str) {
+            self.logs.push((level, message.to_string()));
+        }
+        fn peer(&mut self) -> Option<String> {
+            Some("10.0.0.9:1234".into())
+        }
+    }
+
+    struct Run {
+        engine: Engine,
+        state: VmState,
+        store: MemoryStore,
+    }
+
+    impl Run {
+        fn new() -> Run {
+            let engine = Engine::compile(POLICY.as_bytes()).unwrap();
+            let state = engine.new_state();
+            Run {
+                engine,
+                state,
+                store: MemoryStore::default(),
+            }
+        }
+
+        /// Request headers for `method path`; `body`: whether a body follows.
+        fn start(
+            &mut self,
+            ex: &mut Exchange,
+            host: &mut Host,
+            method: &str,
+            path: &str,
+            body: bool,
+        ) -> Step {
+            let headers = vec![
+                (":authority".to_string(), "api".to_string()),
+                (":method".to_string(), method.to_string()),
+                (":path".to_string(), path.to_string()),
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-tollgate-principal".to_string(), "forged".to_string()),
+            ];
+            let req = Request {
+                method,
+                path,
+                headers: &headers,
+                peer: None,
+            };
+            let vm = Vm {
+                state: &mut self.state,
+                store: &self.store,
+            };
+            ex.on_request_headers(&self.engine, &req, !body, 1_800_000_000_000, vm, host)
+        }
+
+        fn respond(&self, ex: &mut Exchange, host: &mut Host, status: u16, body: &[u8]) -> Step {
+            host.response = body.to_vec();
+            let headers = vec![(":status".to_string(), status.to_string())];
+            match ex.on_response_headers(&self.engine, &headers, body.is_empty(), host) {
+                Step::Pause => ex.on_response_body(&self.engine, body.len(), true, host),
+                other => other,
+            }
+        }
+    }
+
+    fn status(step: &Step) -> Option<u16> {
+        match step {
+            Step::Reply(r) => Some(r.status),
+            _ => None,
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_plain_request_goes_on_and_forged_identity_is_removed() {
+        let mut run = Run::new();
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        assert_eq!(
+            run.start(&mut ex, &mut host, "GET", "/health", false),
+            Step::Continue
+        );
+        assert_eq!(ex.state(), State::Forwarded);
+        assert!(host
+            .upstream
+            .contains(&"Remove(\"x-tollgate-principal\")".to_string()));
+        assert_eq!(run.respond(&mut ex, &mut host, 200, b""), Step::Continue);
+        assert_eq!(ex.state(), State::Complete);
+        // Security headers the response lacks are added.
+        assert!(host
+            .downstream
+            .iter()
+            .any(|e| e.contains("x-content-type-options")));
+        let (level, line) = ex.on_done(&run.engine, &mut host).unwrap();
+        assert_eq!(level, Level::Info);
+        assert!(
+            line.contains("\"decision\":\"allow\"") && line.contains("\"status\":200"),
+            "{line}"
+        );
+        assert!(line.contains("\"client_ip\":\"10.0.0.9\""), "{line}");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_body_is_held_until_it_passes() {
+        let mut run = Run::new();
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        host.request = br#"{"a": 1}"#.to_vec();
+        assert_eq!(
+            run.start(&mut ex, &mut host, "POST", "/echo", true),
+            Step::Pause
+        );
+        assert!(matches!(ex.state(), State::RequestBody { .. }));
+        assert_eq!(
+            ex.on_request_body(&run.engine, 3, false, &mut host),
+            Step::Pause
+        );
+        assert!(!host.metrics.iter().any(|m| m.starts_with("Allowed")));
+        assert_eq!(
+            ex.on_request_body(&run.engine, 8, true, &mut host),
+            Step::Continue
+        );
+        assert!(host.metrics.iter().any(|m| m.starts_with("Allowed")));
+
+        // Refused on size as soon as it is known, on content once complete.
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        run.start(&mut ex, &mut host, "POST", "/echo", true);
+        let step = ex.on_request_body(&run.engine, 17, false, &mut host);
+        assert_eq!(status(&step), Some(413));
+        assert_eq!(ex.refusal(), Some((DenialCode::PayloadTooLarge, true)));
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        host.request = br#"{"b": 1}"#.to_vec();
+        run.start(&mut ex, &mut host, "POST", "/echo", true);
+        // Trailers end the body instead of a data frame.
+        ex.on_request_body(&run.engine, 8, false, &mut host);
+        let step = ex.on_request_trailers(&run.engine, &mut host);
+        let Step::Reply(reply) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(ex.refusal(), Some((DenialCode::RequestInvalid, true)));
+        assert!(reply.body.contains("\"violations\""));
+        assert!(reply.headers.iter().any(|(k, _)| k == "x-frame-options"));
+        // A body the host cannot give back is never judged as if read.
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        run.start(&mut ex, &mut host, "POST", "/echo", true);
+        assert_eq!(
+            status(&ex.on_request_body(&run.engine, 8, true, &mut host)),
+            Some(500)
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_dry_run_reports_a_body_refusal_and_goes_on() {
+        let mut run = Run::new();
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        host.request = b"{}".to_vec();
+        run.start(&mut ex, &mut host, "POST", "/shadow", true);
+        assert_eq!(
+            ex.on_request_body(&run.engine, 2, true, &mut host),
+            Step::Continue
+        );
+        assert_eq!(ex.refusal(), Some((DenialCode::RequestInvalid, false)));
+        assert!(host
+            .upstream
+            .contains(&"Set(\"x-tollgate-dry-run\", \"request_invalid\")".to_string()));
+        assert!(host.metrics.iter().any(|m| m.starts_with("DryRun")));
+        let (_, line) = ex.on_done(&run.engine, &mut host).unwrap();
+        assert!(line.contains("\"decision\":\"would_deny\""), "{line}");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn upstream_5xx_is_masked_once_its_text_is_read() {
+        let mut run = Run::new();
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        run.start(&mut ex, &mut host, "GET", "/health", false);
+        host.response = b"db password=hunter2 stack trace".to_vec();
+        let headers = vec![(":status".to_string(), "503".to_string())];
+        assert_eq!(
+            ex.on_response_headers(&run.engine, &headers, false, &mut host),
+            Step::Pause
+        );
+        assert_eq!(ex.state(), State::Masking { status: 503 });
+        let step = ex.on_response_body(&run.engine, host.response.len(), true, &mut host);
+        let Step::Reply(reply) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(reply.status, 503);
+        assert!(!reply.body.contains("hunter2") && reply.body.contains("upstream_error"));
+        assert!(host
+            .logs
+            .iter()
+            .any(|(l, m)| *l == Level::Debug && m.contains("hunter2")));
+        assert!(!host
+            .logs
+            .iter()
+            .any(|(l, m)| *l > Level::Debug && m.contains("hunter2")));
+        // Tollgate's own reply passes through the response phase untouched.
+        let own = vec![(":status".to_string(), "503".to_string())];
+        assert_eq!(
+            ex.on_response_headers(&run.engine, &own, false, &mut host),
+            Step::Continue
+        );
+        assert_eq!(ex.state(), State::Responded);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn responses_are_blocked_redacted_or_reported() {
+        let mut run = Run::new();
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        run.start(&mut ex, &mut host, "GET", "/block", false);
+        assert_eq!(
+            status(&run.respond(&mut ex, &mut host, 200, br#"{"x": 1}"#)),
+            Some(502)
+        );
+        assert_eq!(ex.refusal(), Some((DenialCode::ResponseInvalid, true)));
+
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        run.start(&mut ex, &mut host, "GET", "/redact", false);
+        let step = run.respond(&mut ex, &mut host, 200, br#"{"id": 1, "secret": 2}"#);
+        assert_eq!(
+            step,
+            Step::ReplaceBody {
+                size: 22,
+                body: br#"{"id":1}"#.to_vec()
+            }
+        );
+        assert!(host
+            .downstream
+            .contains(&"Set(\"content-length\", \"8\")".to_string()));
+        // If the host cannot replace it, a generic 500 goes out, never the original.
+        assert_eq!(status(&ex.on_host_error(&run.engine, &mut host)), Some(500));
+
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        run.start(&mut ex, &mut host, "GET", "/report", false);
+        assert_eq!(run.respond(&mut ex, &mut host, 200, b"{}"), Step::Continue);
+        assert_eq!(ex.refusal(), Some((DenialCode::ResponseInvalid, false)));
+        // Not JSON: the block route refuses what it cannot check.
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        run.start(&mut ex, &mut host, "GET", "/block", false);
+        assert_eq!(
+            status(&run.respond(&mut ex, &mut host, 200, b"<html>")),
+            Some(502)
+        );
+        assert_eq!(ex.refusal(), Some((DenialCode::ResponseUnchecked, true)));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn refusals_are_replies_and_host_failures_are_500s() {
+        let mut run = Run::new();
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        let step = run.start(&mut ex, &mut host, "GET", "/nowhere", false);
+        assert_eq!(status(&step), Some(404));
+        assert_eq!(ex.state(), State::Responded);
+        assert!(host.metrics.iter().any(|m| m.contains("RouteNotFound")));
+        // A header Tollgate must set that the host refuses is never skipped.
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        host.fail_edits = true;
+        let headers = vec![(":method".to_string(), "GET".to_string())];
+        let req = Request {
+            method: "GET",
+            path: "/health/../health",
+            headers: &headers,
+            peer: None,
+        };
+        let vm = Vm {
+            state: &mut run.state,
+            store: &run.store,
+        };
+        let step = ex.on_request_headers(&run.engine, &req, true, 0, vm, &mut host);
+        assert_eq!(status(&step), Some(500), "{step:?}");
+    }
+}
