@@ -95,10 +95,11 @@ test: lint test-unit test-policies test-schema-suite test-wasm test-e2e ## Run e
 lint: ## rustfmt and clippy (-D warnings) on the engine, the CLI and the proxy-wasm adapter
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --lib --features lint-host -- -D warnings
+	cargo clippy --lib --tests --features lint-host -- -D warnings
 
-test-unit: ## Native unit tests of the engine
+test-unit: ## Native unit tests of the engine, the CLI and the proxy-wasm adapter
 	cargo test
+	cargo test --lib --features lint-host host::
 
 $(TOOLS)/bin/wasm-bindgen-test-runner: Cargo.lock
 	cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)

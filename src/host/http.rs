@@ -32,11 +32,7 @@ impl Io for Stream<'_> {
         if size == 0 {
             return Some(Vec::new());
         }
-        let buffer = match which {
-            Body::Request => BufferType::HttpRequestBody,
-            Body::Response => BufferType::HttpResponseBody,
-        };
-        let body = hostcalls::get_buffer(buffer, 0, size).ok()??;
+        let body = hostcalls::get_buffer(buffer_of(which), 0, size).ok()??;
         (body.len() == size).then_some(body)
     }
 
@@ -50,6 +46,29 @@ impl Io for Stream<'_> {
 
     fn peer(&mut self) -> Option<String> {
         peer_address()
+    }
+}
+
+fn buffer_of(which: Body) -> BufferType {
+    match which {
+        Body::Request => BufferType::HttpRequestBody,
+        Body::Response => BufferType::HttpResponseBody,
+    }
+}
+
+/// The request view of Envoy's header map: pseudo-headers read once, an absent one empty.
+fn request_view<'a>(headers: &'a [(String, String)], peer: Option<&'a str>) -> Request<'a> {
+    let pseudo = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    Request {
+        method: pseudo(":method"),
+        path: pseudo(":path"),
+        headers,
+        peer,
     }
 }
 
@@ -150,18 +169,7 @@ impl HttpContext for Http {
         } else {
             None
         };
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map_or("", |(_, v)| v.as_str())
-        };
-        let request = Request {
-            method: pseudo(":method"),
-            path: pseudo(":path"),
-            headers: &headers,
-            peer: peer.as_deref(),
-        };
+        let request = request_view(&headers, peer.as_deref());
         // INVARIANT: contexts of one VM run one at a time, so the state is never borrowed here.
         let step = match shared.state.try_borrow_mut() {
             Ok(mut state) => self.exchange.on_request_headers(
@@ -224,5 +232,39 @@ impl HttpContext for Http {
         if let Some((level, line)) = self.exchange.on_done(&shared.engine, &mut io) {
             log(level, &line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_view_reads_pseudo_headers() {
+        let headers = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), "/a?b=1".to_string()),
+            ("x".to_string(), "y".to_string()),
+        ];
+        let r = request_view(&headers, Some("10.0.0.1:5"));
+        assert_eq!(
+            (r.method, r.path, r.peer),
+            ("POST", "/a?b=1", Some("10.0.0.1:5"))
+        );
+        assert_eq!(r.headers.len(), 3);
+        let none = request_view(&[], None);
+        assert_eq!((none.method, none.path), ("", ""));
+    }
+
+    #[test]
+    fn bodies_map_to_their_own_buffers() {
+        assert_eq!(
+            buffer_of(Body::Request) as u32,
+            BufferType::HttpRequestBody as u32
+        );
+        assert_eq!(
+            buffer_of(Body::Response) as u32,
+            BufferType::HttpResponseBody as u32
+        );
     }
 }

@@ -147,3 +147,15 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_slot() {
+        for (i, c) in DenialCode::ALL.iter().enumerate() {
+            assert_eq!(code_index(*c), Some(i));
+        }
+    }
+}
