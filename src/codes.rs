@@ -631,16 +631,17 @@ mod tests {
         }
     }
 
-    /// The README's table of codes lists every code with its status and detail.
+    /// The table of codes in policies/README.md ("Responses") lists every code with its status
+    /// and detail.
     #[wasm_bindgen_test(unsupported = test)]
     fn readme_lists_every_code() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../policies/README.md");
         for code in DenialCode::ALL {
             let info = code.info();
             let row = readme
                 .lines()
                 .find(|l| l.starts_with(&format!("| `{}` |", info.code)))
-                .unwrap_or_else(|| panic!("README has no row for `{}`", info.code));
+                .unwrap_or_else(|| panic!("policies/README.md has no row for `{}`", info.code));
             assert!(row.ends_with(&format!("| {} |", info.detail)), "{row}");
             if code != DenialCode::UpstreamError {
                 assert!(row.contains(&format!("| {}", info.status)), "{row}");
