@@ -1,6 +1,6 @@
 //! `tollgate test`: a file of request cases with the decisions they must get, run through the
 //! engine (`Session::decide`). Tokens are minted when the cases run, since a stored token would
-//! expire; see the README section "Command-line tool" for the format.
+//! expire; see policies/README.md, "Command-line tool", for the format.
 
 use super::keys::{self, SigningKey};
 use super::request::{self, Session, Spec, Verdict};

@@ -1,7 +1,7 @@
 //! Safe path normalisation before route matching, so that `/%61dmin`, `/public/../admin` and
 //! `//admin` are all judged as `/admin`.
 //!
-//! Rules (documented in the README):
+//! Rules (documented in policies/README.md, "Path normalisation"):
 //! - percent-encoded *unreserved* characters (`A-Z a-z 0-9 - . _ ~`) are decoded; other escapes are
 //!   kept, with uppercase hex;
 //! - an encoded `/` (`%2F`) or `\` (`%5C`), a raw `\`, a NUL, a malformed escape, escapes that

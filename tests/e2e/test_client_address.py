@@ -2,7 +2,7 @@
 With the shipped template (`use_remote_address: true`, `xff_num_trusted_hops: 0`) an
 `X-Forwarded-For` the client writes changes neither a per-IP bucket nor an IP allow list (before
 the fix both followed the header); with `xff_num_trusted_hops: 1` (one trusted load balancer,
-the README's recommended set-up) Envoy hands Tollgate the balancer's entry and Tollgate's
+envoy/README.md's recommended set-up) Envoy hands Tollgate the balancer's entry and Tollgate's
 `trusted_hops` stays 0."""
 import pytest
 

@@ -30,7 +30,8 @@ def test_envoy_validates(tmp_path, template, policy, as_type):
     assert "tollgate: policy loaded" in logs, logs[-3000:]
 
 
-# The connection-manager settings Tollgate relies on (README, "Envoy settings Tollgate relies on").
+# The connection-manager settings Tollgate relies on (envoy/README.md, "Envoy settings Tollgate
+# relies on").
 SECURE_HCM = {
     "use_remote_address": True,
     "xff_num_trusted_hops": 0,

@@ -1,4 +1,4 @@
-"""What clients see when the filter cannot run (README, "Failure modes").
+"""What clients see when the filter cannot run (envoy/README.md, "Failure modes").
 
 Two ways to fail, each with the Envoy configs in envoy/ and Envoy 1.40:
 - a policy that refuses to load (proxy_on_configure fails): in a static config Envoy does not
