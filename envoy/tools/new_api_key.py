@@ -4,7 +4,7 @@
     envoy/tools/new_api_key.py --id reporting-batch [--scopes "orders:read"] [--days 90]
     make api-key ID=reporting-batch SCOPES="orders:read" DAYS=90
 
-Give the key to the client once; the policy keeps only its SHA-256 (see README, "API keys").
+Give the key to the client once; the policy keeps only its SHA-256 (see policies/README.md, "API keys").
 """
 import argparse
 import datetime
