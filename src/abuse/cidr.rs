@@ -170,10 +170,10 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// The client address as the engine matches it, from the text `ratelimit::client_ip` returns:
-/// IPv4-mapped addresses become IPv4; an IPv6 zone (`fe80::1%eth0`) is dropped, since it only
-/// says which interface a link-local address was seen on and entries cannot name one. Anything
-/// else that is not a bare address (a port, brackets, spaces) is `None`.
+/// The client address as the engine matches it, from the text `engine::request::client_ip`
+/// returns: IPv4-mapped addresses become IPv4; an IPv6 zone (`fe80::1%eth0`) is dropped, since it
+/// only says which interface a link-local address was seen on and entries cannot name one.
+/// Anything else that is not a bare address (a port, brackets, spaces) is `None`.
 pub fn parse_client_ip(text: &str) -> Option<IpAddr> {
     let addr = match text.split_once('%') {
         Some((addr, zone)) if !zone.is_empty() => IpAddr::V6(addr.parse::<Ipv6Addr>().ok()?),
@@ -214,9 +214,9 @@ impl IpList {
         &self.deny
     }
 
-    /// Whether a request from `client_ip` (as `ratelimit::client_ip` returns it) may proceed:
-    /// not inside any `deny` block and, when `allow` is non-empty, inside one of its blocks. A
-    /// missing or unparsable address is refused unless the list is empty.
+    /// Whether a request from `client_ip` (as `engine::request::client_ip` returns it) may
+    /// proceed: not inside any `deny` block and, when `allow` is non-empty, inside one of its
+    /// blocks. A missing or unparsable address is refused unless the list is empty.
     pub fn permits(&self, client_ip: Option<&str>) -> bool {
         if self.is_empty() {
             return true;

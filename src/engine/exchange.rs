@@ -549,7 +549,7 @@ impl Exchange {
         // Only for a line that is written: Envoy answers this property slowly.
         if record.client_ip.is_none() && engine.limit_options.trusted_hops == 0 {
             record.client_ip = io.peer().map(|p| {
-                crate::ratelimit::client_ip(Some(&p), None, 0)
+                super::request::client_ip(Some(&p), None, 0)
                     .unwrap_or_default()
                     .to_string()
             });

@@ -30,7 +30,7 @@ fn key_material<'a>(
         },
         KeyPart::ClientIp => {
             let xff = req.header_values("x-forwarded-for").last();
-            ratelimit::client_ip(req.peer, xff, engine.limit_options.trusted_hops)
+            super::request::client_ip(req.peer, xff, engine.limit_options.trusted_hops)
                 .unwrap_or("")
                 .to_string()
         }

@@ -581,7 +581,7 @@ impl Engine {
     /// The client address (see `rate_limit_options.trusted_hops`).
     pub fn client_ip<'a>(&self, req: &Request<'a>) -> Option<&'a str> {
         let xff = req.header_values("x-forwarded-for").last();
-        crate::ratelimit::client_ip(req.peer, xff, self.limit_options.trusted_hops)
+        request::client_ip(req.peer, xff, self.limit_options.trusted_hops)
     }
 
     pub fn new_state(&self) -> VmState {

@@ -256,38 +256,6 @@ pub fn acquire(
     })
 }
 
-/// The client address for `client_ip`: the peer address (port removed) with no trusted hops, else
-/// the `x-forwarded-for` entry written by the outermost trusted proxy.
-pub fn client_ip<'a>(
-    peer: Option<&'a str>,
-    xff: Option<&'a str>,
-    trusted_hops: u32,
-) -> Option<&'a str> {
-    if trusted_hops == 0 {
-        let peer = peer?;
-        return Some(match peer.strip_prefix('[') {
-            Some(rest) => rest.split(']').next().unwrap_or(rest),
-            None => match peer.rsplit_once(':') {
-                Some((host, port))
-                    if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
-                {
-                    host
-                }
-                _ => peer,
-            },
-        });
-    }
-    let entries: Vec<&str> = xff?
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .collect();
-    let index = entries
-        .len()
-        .checked_sub(usize::try_from(trusted_hops).ok()?)?;
-    entries.get(index).copied()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,32 +372,5 @@ mod tests {
             acquire(&store, &l, "k", 1, 0, 8).unwrap(),
             Verdict::Contended { retries: 8 }
         );
-    }
-
-    #[wasm_bindgen_test(unsupported = test)]
-    fn client_ip_selection() {
-        assert_eq!(
-            client_ip(Some("10.0.0.1:5555"), Some("1.1.1.1"), 0),
-            Some("10.0.0.1")
-        );
-        assert_eq!(
-            client_ip(Some("[2001:db8::1]:443"), None, 0),
-            Some("2001:db8::1")
-        );
-        assert_eq!(client_ip(Some("2001:db8::1"), None, 0), Some("2001:db8::1"));
-        assert_eq!(
-            client_ip(None, Some("1.1.1.1, 2.2.2.2, 3.3.3.3"), 1),
-            Some("3.3.3.3")
-        );
-        assert_eq!(
-            client_ip(None, Some("1.1.1.1, 2.2.2.2, 3.3.3.3"), 2),
-            Some("2.2.2.2")
-        );
-        assert_eq!(
-            client_ip(None, Some("1.1.1.1"), 2),
-            None,
-            "fewer entries than trusted hops"
-        );
-        assert_eq!(client_ip(None, None, 1), None);
     }
 }
