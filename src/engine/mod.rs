@@ -13,7 +13,7 @@ pub mod headers;
 pub mod lifecycle;
 mod limits;
 pub mod path;
-mod request;
+pub(crate) mod request;
 mod routes;
 pub mod timefmt;
 

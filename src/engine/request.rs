@@ -106,6 +106,18 @@ impl<'a> Request<'a> {
     }
 }
 
+/// `name=value` pairs of the query string, undecoded: token sources compare them as they are (a
+/// JWT is base64url and dots, so a percent-encoded token is not a valid one anyway); query checks
+/// decode them.
+pub fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
 /// The client address for `client_ip`: the peer address (port removed) with no trusted hops, else
 /// the `x-forwarded-for` entry written by the outermost trusted proxy.
 pub fn client_ip<'a>(

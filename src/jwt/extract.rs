@@ -1,7 +1,7 @@
 //! Where a token is read from: a header (with a prefix such as `Bearer `), a query parameter or a
 //! cookie. Every occurrence is returned so that a request carrying two tokens can be refused.
 
-use crate::engine::Request;
+use crate::engine::request::{query_pairs, Request};
 use crate::policy::{ConfigError, SourceDoc};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -111,17 +111,6 @@ impl Source {
             }
         }
     }
-}
-
-/// `name=value` pairs of the query string, undecoded (a JWT is base64url and dots, so a
-/// percent-encoded token is not a valid one anyway).
-pub fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
-    let query = path.split_once('?').map_or("", |(_, q)| q);
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
 fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {

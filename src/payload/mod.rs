@@ -444,7 +444,7 @@ impl RequestRules {
                 );
             }
         }
-        let pairs: Vec<(String, String)> = crate::jwt::extract::query_pairs(path)
+        let pairs: Vec<(String, String)> = crate::engine::request::query_pairs(path)
             .map(|(k, v)| (decode_query(k), decode_query(v)))
             .collect();
         for name in &self.required_query {
