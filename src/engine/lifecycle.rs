@@ -2,8 +2,7 @@
 //! is deprecated, `410 route_retired` with a `Link` to its successor once it is retired or past
 //! its sunset. Header values are rendered at configure time.
 
-use super::apikeys::parse_rfc3339;
-use super::timefmt::http_date;
+use super::timefmt::{http_date, parse_rfc3339};
 use crate::policy::{ConfigError, LifecycleDoc};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ pub(crate) mod request;
 mod routes;
 pub mod timefmt;
 
-pub use apikeys::{parse_rfc3339, ApiKeys};
+pub use apikeys::ApiKeys;
 pub use audit::Mode;
 pub use authn::{authenticate, Authenticated, Principal};
 pub use authz::Check;
@@ -25,6 +25,7 @@ pub use decision::{Allow, Decision, Denial, Effects, Outcome};
 pub use exchange::{Exchange, Step};
 pub use request::{normalize_host, Request};
 pub use routes::{Access, Matched, Route, RouteTable};
+pub use timefmt::parse_rfc3339;
 
 use crate::abuse::brute::{self, BruteForce};
 use crate::abuse::cidr::IpList;

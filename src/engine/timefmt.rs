@@ -1,5 +1,55 @@
-//! Formatting times for headers and logs: RFC 3339 (audit lines) and IMF-fixdate (`Sunset`).
-//! The inverse of `apikeys::parse_rfc3339`; no calendar crate for two formats.
+//! Times as policies, headers and logs write them: parsing RFC 3339 dates (key and route
+//! lifecycles), formatting RFC 3339 (audit lines) and IMF-fixdate (`Sunset`). No calendar crate
+//! for three formats.
+
+/// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` or `YYYY-MM-DD` (UTC) to seconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let num = |a: usize, b: usize| -> Option<i64> {
+        let part = s.get(a..b)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then_some(())?;
+        part.parse().ok()
+    };
+    let (date_len, time) = match s.len() {
+        10 => (10, (0, 0, 0)),
+        20 if s.get(10..11) == Some("T") && s.get(19..20) == Some("Z") => {
+            (10, (num(11, 13)?, num(14, 16)?, num(17, 19)?))
+        }
+        _ => return None,
+    };
+    if s.get(4..5) != Some("-") || s.get(7..8) != Some("-") || date_len != 10 {
+        return None;
+    }
+    if s.len() == 20 && (s.get(13..14) != Some(":") || s.get(16..17) != Some(":")) {
+        return None;
+    }
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hh, mm, ss) = time;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    // Reject dates like 2026-02-31 that roll over.
+    let month_days = days_from_civil(
+        if m == 12 { y + 1 } else { y },
+        if m == 12 { 1 } else { m + 1 },
+        1,
+    ) - days_from_civil(y, m, 1);
+    if d > month_days {
+        return None;
+    }
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
 
 /// `(year, month, day)` of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -58,7 +108,6 @@ pub fn http_date(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::parse_rfc3339;
     use wasm_bindgen_test::wasm_bindgen_test;
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -80,6 +129,26 @@ mod tests {
             let secs = parse_rfc3339(text).unwrap();
             let back = rfc3339_millis(secs * 1000);
             assert_eq!(back, text.replace('Z', ".000Z"));
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2000-03-01"), Some(951_868_800));
+        assert_eq!(parse_rfc3339("2026-11-23T01:02:03Z"), Some(1_795_395_723));
+        assert_eq!(parse_rfc3339("2024-02-29"), Some(1_709_164_800));
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:00:00",
+            "26-01-01",
+            "2026/01/01",
+            "2026-01-01T00:00:00+01:00",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 }
