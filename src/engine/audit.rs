@@ -3,6 +3,7 @@
 //! A record never holds a token, an API key, a body, a query string or a header value other
 //! than the request id.
 
+use super::decision::Mode;
 use super::timefmt::rfc3339_millis;
 use crate::codes::DenialCode;
 use crate::policy::{AuditDoc, ConfigError};
@@ -95,25 +96,6 @@ pub enum Verdict {
     Deny,
     /// A `dry-run` policy or route would have refused it; it went through.
     WouldDeny,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub enum Mode {
-    #[default]
-    #[serde(rename = "enforce")]
-    Enforce,
-    #[serde(rename = "dry-run")]
-    DryRun,
-}
-
-impl Mode {
-    pub fn parse(text: &str) -> Option<Mode> {
-        match text {
-            "enforce" => Some(Mode::Enforce),
-            "dry-run" => Some(Mode::DryRun),
-            _ => None,
-        }
-    }
 }
 
 /// One audit line.

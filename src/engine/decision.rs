@@ -1,7 +1,7 @@
 //! What the engine decides, as data. The host turns it into Envoy calls in one place.
 
-use super::audit::Mode;
 use crate::codes::DenialCode;
+use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -79,6 +79,27 @@ pub struct Effects {
 pub struct Outcome {
     pub decision: Decision,
     pub effects: Effects,
+}
+
+/// Whether the policy or a route refuses (`enforce`) or only reports what it would have refused
+/// (`dry-run`). Serialised as the policy spells it, for the audit log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    #[default]
+    #[serde(rename = "enforce")]
+    Enforce,
+    #[serde(rename = "dry-run")]
+    DryRun,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text {
+            "enforce" => Some(Mode::Enforce),
+            "dry-run" => Some(Mode::DryRun),
+            _ => None,
+        }
+    }
 }
 
 impl Denial {

@@ -18,10 +18,9 @@ mod routes;
 pub mod timefmt;
 
 pub use apikeys::ApiKeys;
-pub use audit::Mode;
 pub use authn::{authenticate, Authenticated, Principal};
 pub use authz::Check;
-pub use decision::{Allow, Decision, Denial, Effects, Outcome};
+pub use decision::{Allow, Decision, Denial, Effects, Mode, Outcome};
 pub use exchange::{Exchange, Step};
 pub use request::{normalize_host, Request};
 pub use routes::{Access, Matched, Route, RouteTable};

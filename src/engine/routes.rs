@@ -40,7 +40,7 @@ pub struct Route {
     /// Index into `RouteTable::response_rules`.
     pub response: Option<usize>,
     /// The route's own `mode`; `None` follows the policy's.
-    pub mode: Option<crate::engine::audit::Mode>,
+    pub mode: Option<super::decision::Mode>,
     /// The route's own IP list, checked after the global one.
     pub ip_access: Option<crate::abuse::cidr::IpList>,
     pub lifecycle: Option<super::lifecycle::Lifecycle>,
@@ -371,7 +371,7 @@ impl RouteTable {
                 .as_ref()
                 .map(|r| payload.compile_response(r, &at, errors));
             let mode = doc.mode.as_deref().and_then(|m| {
-                let parsed = crate::engine::audit::Mode::parse(m);
+                let parsed = super::decision::Mode::parse(m);
                 if parsed.is_none() {
                     errors.push(ConfigError::new(
                         format!("{at}.mode"),
