@@ -18,10 +18,9 @@
 //! configuration under this clock, so it is discarded rather than trusted to block until the clock
 //! catches up.
 
-use crate::policy::ConfigError;
+use crate::policy::{BruteForceDoc, ConfigError};
 use crate::store::slots::{self, Missing, Outcome, Slots, Update};
 use crate::store::{SharedStore, StoreError};
-use serde::Deserialize;
 
 pub const DEFAULT_SLOTS: u32 = slots::DEFAULT_COUNT;
 pub const MAX_SLOTS: u32 = slots::MAX_COUNT;
@@ -35,24 +34,6 @@ const KEY_PREFIX: &str = "tollgate/v1/bf/";
 /// Separates these slots from rate-limit slots hashed with the same secret: a limit's hash domain
 /// is its name, an identifier, which never starts with 0x1e.
 const HASH_DOMAIN: &[u8] = b"\x1ebrute_force";
-
-/// `brute_force` as written in the policy.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct BruteForceDoc {
-    /// Failures within `window_seconds` that start a block (1 to 10000).
-    pub max_failures: u32,
-    /// Length of the fixed counting window, from the first failure (1 to 86400).
-    pub window_seconds: u64,
-    /// Length of a block (1 to 86400).
-    pub block_seconds: u64,
-    /// Shared-data slots (1 to 2^20, default 16384).
-    #[serde(default)]
-    pub slots: Option<u32>,
-    /// Compare-and-swap attempts per failure (1 to 64, default 8).
-    #[serde(default)]
-    pub max_retries: Option<u32>,
-}
 
 /// Compiled `brute_force`.
 #[derive(Clone, Debug, PartialEq, Eq)]

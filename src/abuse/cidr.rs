@@ -10,22 +10,9 @@
 //! Fail closed: once any entry is configured, a request whose client address is missing or is not
 //! an address is refused, since it can be shown neither outside `deny` nor inside `allow`.
 
-use crate::policy::ConfigError;
-use serde::Deserialize;
+use crate::policy::{ConfigError, IpAccessDoc};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-/// `ip_access` as written in the policy.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct IpAccessDoc {
-    /// When non-empty, only clients inside one of these blocks pass.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// Clients inside any of these blocks are refused, whatever `allow` says.
-    #[serde(default)]
-    pub deny: Vec<String>,
-}
 
 /// One CIDR block (`10.0.0.0/8`, `2001:db8::/32`) with its mask precomputed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -65,10 +65,10 @@ pub struct PolicyDoc {
     pub responses: Option<ResponsesDoc>,
     /// Client addresses allowed or refused on every route (checked before the route's own list).
     #[serde(default)]
-    pub ip_access: Option<crate::abuse::cidr::IpAccessDoc>,
+    pub ip_access: Option<IpAccessDoc>,
     /// Temporary blocks after repeated authentication failures from one client.
     #[serde(default)]
-    pub brute_force: Option<crate::abuse::brute::BruteForceDoc>,
+    pub brute_force: Option<BruteForceDoc>,
     /// How requests that could change after they were judged are handled.
     #[serde(default)]
     pub requests: Option<RequestsDoc>,
@@ -459,7 +459,7 @@ pub struct RouteDoc {
     pub mode: Option<String>,
     /// Client addresses allowed or refused on this route, after the global `ip_access`.
     #[serde(default)]
-    pub ip_access: Option<crate::abuse::cidr::IpAccessDoc>,
+    pub ip_access: Option<IpAccessDoc>,
     #[serde(default)]
     pub lifecycle: Option<LifecycleDoc>,
 }
@@ -491,6 +491,36 @@ pub struct ResponseCheckDoc {
 pub struct TokenCacheDoc {
     /// Verified tokens remembered per VM; 0 disables the cache.
     pub max_entries: usize,
+}
+
+/// `ip_access` as written in the policy.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IpAccessDoc {
+    /// When non-empty, only clients inside one of these blocks pass.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Clients inside any of these blocks are refused, whatever `allow` says.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// `brute_force` as written in the policy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BruteForceDoc {
+    /// Failures within `window_seconds` that start a block (1 to 10000).
+    pub max_failures: u32,
+    /// Length of the fixed counting window, from the first failure (1 to 86400).
+    pub window_seconds: u64,
+    /// Length of a block (1 to 86400).
+    pub block_seconds: u64,
+    /// Shared-data slots (1 to 2^20, default 16384).
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// Compare-and-swap attempts per failure (1 to 64, default 8).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
 }
 
 /// Names the policy gives things (providers, limits): letters, digits, `-` and `_`.
