@@ -478,35 +478,24 @@ impl Exchange {
     ) -> Step {
         self.response_body_size = size;
         match self.state {
-            State::Masking { status } => {
-                if !end_of_stream && size < MASKED_DETAIL_BYTES {
-                    return Step::Pause;
-                }
-                let detail = io
-                    .body(Body::Response, size.min(MASKED_DETAIL_BYTES))
-                    .unwrap_or_default();
-                self.mask(engine, status, &detail, io)
-            }
-            State::ResponseBody { rules, status, max } => {
-                if size > max {
-                    self.state = State::Complete;
-                    return self.unchecked_response(engine, rules, Unchecked::TooLarge, io);
-                }
-                if !end_of_stream {
-                    return Step::Pause;
-                }
+            State::Masking { .. } if !end_of_stream && size < MASKED_DETAIL_BYTES => Step::Pause,
+            State::ResponseBody { rules, max, .. } if size > max => {
                 self.state = State::Complete;
-                match io.body(Body::Response, size) {
-                    Some(body) => self.judge_response(engine, rules, status, &body, size, io),
-                    None => self.unchecked_response(engine, rules, Unchecked::NotJson, io),
-                }
+                self.unchecked_response(engine, rules, Unchecked::TooLarge, io)
             }
-            _ => Step::Continue,
+            State::ResponseBody { .. } if !end_of_stream => Step::Pause,
+            _ => self.response_complete(engine, io),
         }
     }
 
     /// Event: the upstream ended its response with trailers: the buffered body is complete.
     pub fn on_response_trailers(&mut self, engine: &Engine, io: &mut dyn Io) -> Step {
+        self.response_complete(engine, io)
+    }
+
+    /// The buffered response body is all there is (its last data frame or its trailers came):
+    /// a masked 5xx is replaced, a checked body judged.
+    fn response_complete(&mut self, engine: &Engine, io: &mut dyn Io) -> Step {
         let size = self.response_body_size;
         match self.state {
             State::Masking { status } => {
