@@ -259,9 +259,9 @@ pub fn acquire(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::Contended;
     use crate::store::MemoryStore;
     use serde_json::json;
-    use std::cell::Cell;
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn limit(v: serde_json::Value) -> Limit {
@@ -330,43 +330,15 @@ mod tests {
         assert_eq!(allowed, 3);
     }
 
-    /// Injected contention: a store whose CAS loses `losses` times before succeeding.
-    struct Contended {
-        inner: MemoryStore,
-        losses: Cell<u32>,
-    }
-
-    impl SharedStore for Contended {
-        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-            self.inner.get(key)
-        }
-        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-            if cas != 0 && cas != u32::MAX && self.losses.get() > 0 {
-                self.losses.set(self.losses.get() - 1);
-                // Another worker wrote meanwhile: bump the CAS by rewriting the same value.
-                let (v, _) = self.inner.get(key)?.ok_or(StoreError::Unavailable)?;
-                self.inner.set(key, &v, 0)?;
-                return Err(StoreError::CasMismatch);
-            }
-            self.inner.set(key, value, cas)
-        }
-    }
-
     #[wasm_bindgen_test(unsupported = test)]
     fn cas_retries_are_bounded() {
         let l = limit(json!({"rate": 1, "per": "second", "burst": 5, "key": ["route"]}));
-        let store = Contended {
-            inner: MemoryStore::default(),
-            losses: Cell::new(3),
-        };
+        let store = Contended::new(3);
         match acquire(&store, &l, "k", 1, 0, 8).unwrap() {
             Verdict::Taken { take, retries } => assert!(take.allowed && retries == 3),
             v => panic!("{v:?}"),
         }
-        let store = Contended {
-            inner: MemoryStore::default(),
-            losses: Cell::new(100),
-        };
+        let store = Contended::new(100);
         // Creating the slot is not an attempt: all 8 attempts lose their CAS.
         assert_eq!(
             acquire(&store, &l, "k", 1, 0, 8).unwrap(),

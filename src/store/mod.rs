@@ -65,6 +65,56 @@ impl SharedStore for MemoryStore {
     }
 }
 
+/// Test stores shared by the users of shared data.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{MemoryStore, SharedStore, StoreError};
+    use std::cell::Cell;
+
+    /// Injected contention: another worker wins the next `losses` compare-and-swap writes
+    /// (creations with `u32::MAX` pass); every other write is counted.
+    pub(crate) struct Contended {
+        pub(crate) inner: MemoryStore,
+        pub(crate) losses: Cell<u32>,
+        sets: Cell<u32>,
+    }
+
+    impl Contended {
+        pub(crate) fn new(losses: u32) -> Contended {
+            Contended {
+                inner: MemoryStore::default(),
+                losses: Cell::new(losses),
+                sets: Cell::new(0),
+            }
+        }
+
+        /// Writes other than creations, won or lost.
+        pub(crate) fn sets(&self) -> u32 {
+            self.sets.get()
+        }
+    }
+
+    impl SharedStore for Contended {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+            if cas == u32::MAX {
+                return self.inner.set(key, value, cas);
+            }
+            self.sets.set(self.sets.get() + 1);
+            if self.losses.get() > 0 {
+                self.losses.set(self.losses.get() - 1);
+                // The other worker rewrote the value: same bytes, new CAS.
+                let (v, _) = self.inner.get(key)?.ok_or(StoreError::Unavailable)?;
+                self.inner.set(key, &v, 0)?;
+                return Err(StoreError::CasMismatch);
+            }
+            self.inner.set(key, value, cas)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

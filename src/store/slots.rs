@@ -172,8 +172,8 @@ fn create(store: &dyn SharedStore, key: &str, value: &[u8]) -> Result<bool, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::Contended;
     use crate::store::MemoryStore;
-    use std::cell::Cell;
     use std::collections::HashSet;
     use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -194,43 +194,6 @@ mod tests {
 
     fn value(store: &dyn SharedStore, key: &str) -> Option<Vec<u8>> {
         store.get(key).unwrap().map(|(v, _)| v)
-    }
-
-    /// Another worker wins the next `losses` compare-and-swap writes (creations pass).
-    struct Lossy {
-        inner: MemoryStore,
-        losses: Cell<u32>,
-        sets: Cell<u32>,
-    }
-
-    impl Lossy {
-        fn new(losses: u32) -> Lossy {
-            Lossy {
-                inner: MemoryStore::default(),
-                losses: Cell::new(losses),
-                sets: Cell::new(0),
-            }
-        }
-    }
-
-    impl SharedStore for Lossy {
-        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-            self.inner.get(key)
-        }
-        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-            if cas == u32::MAX {
-                return self.inner.set(key, value, cas);
-            }
-            self.sets.set(self.sets.get() + 1);
-            if self.losses.get() > 0 {
-                self.losses.set(self.losses.get() - 1);
-                // The other worker rewrote the value: same bytes, new CAS.
-                let (v, _) = self.inner.get(key)?.ok_or(StoreError::Unavailable)?;
-                self.inner.set(key, &v, 0)?;
-                return Err(StoreError::CasMismatch);
-            }
-            self.inner.set(key, value, cas)
-        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -292,7 +255,7 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn missing_slot_is_created_without_a_swap() {
         // Every swap loses, yet a creation goes through.
-        let store = Lossy::new(u32::MAX);
+        let store = Contended::new(u32::MAX);
         let got = Slots::update(&store, "k", 3, Missing::Create, increment(9));
         assert_eq!(
             got,
@@ -302,7 +265,7 @@ mod tests {
             })
         );
         assert_eq!(value(&store, "k"), Some(vec![1]));
-        assert_eq!(store.sets.get(), 0);
+        assert_eq!(store.sets(), 0);
 
         // Keep on a missing slot leaves it missing.
         let store = MemoryStore::default();
@@ -372,7 +335,7 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn lost_swaps_are_retried_and_counted() {
-        let store = Lossy::new(0);
+        let store = Contended::new(0);
         store.inner.set("k", &[1], 0).unwrap();
         store.losses.set(3);
         let got = Slots::update(&store, "k", 4, Missing::Create, increment(9));
@@ -384,21 +347,21 @@ mod tests {
             })
         );
         assert_eq!(value(&store, "k"), Some(vec![2]), "counted once");
-        assert_eq!(store.sets.get(), 4);
+        assert_eq!(store.sets(), 4);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn exhaustion_is_bounded_and_reported() {
-        let store = Lossy::new(u32::MAX);
+        let store = Contended::new(u32::MAX);
         store.inner.set("k", &[1], 0).unwrap();
         let got = Slots::update(&store, "k", 5, Missing::Create, increment(9));
         assert_eq!(got, Ok(Outcome::Exhausted { retries: 5 }));
-        assert_eq!(store.sets.get(), 5, "exactly `attempts` swaps");
+        assert_eq!(store.sets(), 5, "exactly `attempts` swaps");
         assert_eq!(value(&store, "k"), Some(vec![1]), "nothing written");
 
         let got = Slots::update(&store, "k", 0, Missing::Create, increment(9));
         assert_eq!(got, Ok(Outcome::Exhausted { retries: 0 }));
-        assert_eq!(store.sets.get(), 5, "no attempts, no swaps");
+        assert_eq!(store.sets(), 5, "no attempts, no swaps");
 
         // Keep never swaps, so contention cannot exhaust it.
         let got = Slots::update(&store, "k", 1, Missing::Create, increment(1));
