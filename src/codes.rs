@@ -204,6 +204,11 @@ impl DenialCode {
     /// presented and refused as forged or unknown. A missing credential is not an attempt, and
     /// neither is a genuine token used outside its validity window (expired, not yet valid, too
     /// old): honest clients with stale tokens must not lock themselves out.
+    /// Position in [`DenialCode::ALL`] (the host's per-code counter tables).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether the code refuses a request (and so has `denied` / `dry_run` counters).
     /// `upstream_error` is not a refusal: it names the body that replaces a masked upstream 5xx,
     /// counted in [`Counter::UpstreamMasked`].
@@ -652,6 +657,9 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn counters_are_listed_once_in_order() {
         let mut seen = HashSet::new();
+        for (i, c) in DenialCode::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c:?}");
+        }
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(c.index(), i, "{c:?}");
             assert!(seen.insert(c.name()), "duplicate counter {}", c.name());

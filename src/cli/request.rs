@@ -1,7 +1,7 @@
 //! One request through the engine's exchange, as the filter runs it in Envoy (the same state
 //! machine: headers, body, response headers, audit line). Shared by `explain` and `test`.
 
-use crate::codes::DenialCode;
+use crate::codes::{metrics, Counter, DenialCode};
 use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric, Reply, State, Vm};
 use crate::engine::{Engine, Exchange, Mode, Request, Step, VmState};
 use crate::jwt::jwks::KeySet;
@@ -189,9 +189,15 @@ impl Io for Recorder<'_> {
     fn count(&mut self, metric: Metric<'_>) {
         let name = match metric {
             Metric::Add(c, n) => format!("{} +{n}", c.name()),
-            Metric::Allowed { route } => format!("tollgate.requests.allowed (route `{route}`)"),
-            Metric::Denied { code, .. } => format!("tollgate.requests.denied.{}", code.as_str()),
-            Metric::DryRun { code, .. } => format!("tollgate.requests.dry_run.{}", code.as_str()),
+            Metric::Allowed { route } => {
+                format!("{} (route `{route}`)", Counter::RequestsAllowed.name())
+            }
+            Metric::Denied { code, .. } => {
+                format!("{}.{}", metrics::REQUESTS_DENIED_PREFIX, code.as_str())
+            }
+            Metric::DryRun { code, .. } => {
+                format!("{}.{}", metrics::REQUESTS_DRY_RUN_PREFIX, code.as_str())
+            }
         };
         self.verdict.metrics.push(name);
     }
