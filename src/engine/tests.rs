@@ -1,6 +1,7 @@
 //! Decision tables for the engine: a policy, a request, the expected decision.
 
 use super::*;
+use crate::codes::DenialCode;
 use crate::jwt::remote;
 use crate::store::MemoryStore;
 use crate::testkit::{self, Mint};

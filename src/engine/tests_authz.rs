@@ -2,6 +2,7 @@
 //! conditions, owner (BOLA) checks, API keys, unknown routes and path-normalisation attacks.
 
 use super::*;
+use crate::codes::DenialCode;
 use crate::testkit::Mint;
 use serde_json::json;
 use wasm_bindgen_test::wasm_bindgen_test;

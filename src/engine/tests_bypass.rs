@@ -4,6 +4,8 @@
 //! Each case was a request that got past the policy before the fix.
 
 use super::*;
+use crate::codes::DenialCode;
+use crate::policy::ConfigError;
 use crate::testkit::{self, Mint};
 use serde_json::{json, Value};
 use wasm_bindgen_test::wasm_bindgen_test;

@@ -1,6 +1,7 @@
 //! Rate limits through the engine: keys, costs, shadow mode, headers, independence of keys.
 
 use super::*;
+use crate::codes::DenialCode;
 use crate::store::MemoryStore;
 use serde_json::{json, Value};
 use wasm_bindgen_test::wasm_bindgen_test;

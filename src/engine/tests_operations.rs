@@ -2,6 +2,7 @@
 //! blocks, API lifecycle, and their configuration errors.
 
 use super::*;
+use crate::codes::DenialCode;
 use crate::store::MemoryStore;
 use crate::testkit::{self, Mint};
 use serde_json::{json, Value};

@@ -1,0 +1,415 @@
+//! Deciding one request: the stages a request passes in order (IP access, route match,
+//! lifecycle, brute-force block, authentication, authorization, limits, payload), the dry-run
+//! conversion, and the checks run later on the request body and the upstream's response.
+
+use super::{authn, authz, headers, limits, path, request};
+use super::{Access, Allow, Decision, Denial, Effects, Engine, Matched, Mode, Outcome};
+use super::{Request, VmState};
+use crate::abuse::brute;
+use crate::codes::DenialCode;
+use crate::jwt::extract::{strip_cookie, strip_query};
+use crate::payload::Failure;
+use crate::store::SharedStore;
+
+/// What evaluation learnt that the dry-run conversion needs.
+struct Trace {
+    mode: Mode,
+    principal: Option<String>,
+}
+
+impl Engine {
+    /// The client address (see `rate_limit_options.trusted_hops`).
+    pub fn client_ip<'a>(&self, req: &Request<'a>) -> Option<&'a str> {
+        let xff = req.header_values("x-forwarded-for").last();
+        request::client_ip(req.peer, xff, self.limit_options.trusted_hops)
+    }
+
+    /// Decides one request at `now` (seconds) with a throwaway store: for tests of routes that
+    /// have no rate limits.
+    #[cfg(test)]
+    pub fn decide(&self, req: &Request<'_>, now: u64, state: &mut VmState) -> Outcome {
+        self.decide_at(
+            req,
+            now.saturating_mul(1000),
+            state,
+            &crate::store::MemoryStore::default(),
+        )
+    }
+
+    /// Decides one request at `now_ms` (milliseconds since the epoch, host clock), with `store`
+    /// holding the shared rate-limit buckets.
+    pub fn decide_at(
+        &self,
+        req: &Request<'_>,
+        now_ms: u64,
+        state: &mut VmState,
+        store: &dyn SharedStore,
+    ) -> Outcome {
+        let mut trace = Trace {
+            mode: self.mode,
+            principal: None,
+        };
+        let mut outcome = self.evaluate(req, now_ms, state, store, &mut trace);
+        match &mut outcome.decision {
+            Decision::Allow(allow) => allow.mode = trace.mode,
+            Decision::Deny(denial) if trace.mode == Mode::DryRun => {
+                // Everything was evaluated (and counted: buckets, failures); only the refusal is
+                // not carried out. Headers clients could forge are still removed.
+                let set_headers = self
+                    .dry_run_header
+                    .iter()
+                    .map(|h| (h.clone(), denial.code.as_str().to_string()))
+                    .collect();
+                outcome.decision = Decision::Allow(Allow {
+                    route: denial.route.take().unwrap_or_default(),
+                    principal: trace.principal.take(),
+                    remove_headers: self.removed_headers(req),
+                    set_headers,
+                    would_deny: Some(denial.code),
+                    mode: Mode::DryRun,
+                    ..Allow::default()
+                });
+            }
+            Decision::Deny(denial) => denial.principal = trace.principal.take(),
+        }
+        outcome
+    }
+
+    fn evaluate(
+        &self,
+        req: &Request<'_>,
+        now_ms: u64,
+        state: &mut VmState,
+        store: &dyn SharedStore,
+        trace: &mut Trace,
+    ) -> Outcome {
+        let now = now_ms / 1000;
+        let mut effects = Effects::default();
+        let Some(path) = path::normalize(req.path) else {
+            return self.deny(DenialCode::PathInvalid, None, effects);
+        };
+        let client_ip = self.client_ip(req);
+        if self
+            .ip_access
+            .as_ref()
+            .is_some_and(|l| !l.permits(client_ip))
+        {
+            return self.deny(DenialCode::IpDenied, None, effects);
+        }
+        let Ok(host) = req.host() else {
+            return self.deny(DenialCode::RequestAmbiguous, None, effects);
+        };
+        if self.override_headers == headers::OverrideAction::Refuse
+            && req.headers.iter().any(|(name, _)| {
+                headers::OVERRIDE_HEADERS
+                    .iter()
+                    .any(|o| headers::folds_to(name, o))
+            })
+        {
+            return self.deny(DenialCode::RequestAmbiguous, None, effects);
+        }
+        let Some(Matched { route, params }) = self.routes.find(&host, req.method, &path) else {
+            if self.allow_unknown {
+                let allow = Allow {
+                    remove_headers: self.removed_headers(req),
+                    set_headers: self
+                        .path_rewrite(req.path, &path, None)
+                        .into_iter()
+                        .collect(),
+                    unknown_route: true,
+                    ..Allow::default()
+                };
+                return Outcome {
+                    decision: Decision::Allow(allow),
+                    effects,
+                };
+            }
+            return self.deny(DenialCode::RouteNotFound, None, effects);
+        };
+        // Only a refusal needs its own copy of the name.
+        let route_name = || Some(route.name.clone());
+        trace.mode = route.mode.unwrap_or(self.mode);
+        if route
+            .ip_access
+            .as_ref()
+            .is_some_and(|l| !l.permits(client_ip))
+        {
+            return self.deny(DenialCode::IpDenied, route_name(), effects);
+        }
+        if let Some(l) = route.lifecycle.as_ref().filter(|l| l.is_retired(now)) {
+            let mut d = crate::problem::denial(&self.realm, DenialCode::RouteRetired, route_name());
+            if let Some(link) = &l.link {
+                d.headers.push(("link", link.clone()));
+            }
+            return Outcome {
+                decision: Decision::Deny(d),
+                effects,
+            };
+        }
+        // Brute-force subject: the client's canonical address, IPv6 by its /64 (one host usually
+        // owns the whole prefix and could otherwise change address on every attempt). An address
+        // that cannot be parsed is not tracked.
+        let subject = match (&self.brute_force, client_ip) {
+            (Some(_), Some(ip)) if route.access != Access::Public => {
+                crate::abuse::cidr::parse_client_ip(ip).map(|addr| match addr {
+                    std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
+                    std::net::IpAddr::V6(v6) => {
+                        let [a, b, c, d, ..] = v6.segments();
+                        format!("ip6:{a:x}:{b:x}:{c:x}:{d:x}::/64")
+                    }
+                })
+            }
+            _ => None,
+        };
+        if let (Some(bf), Some(subject)) = (&self.brute_force, &subject) {
+            // A store failure does not block: the limit is a brake, not the lock.
+            if let Ok(Some(retry)) = bf.blocked(store, &state.limit_secret, subject, now_ms) {
+                let mut d =
+                    crate::problem::denial(&self.realm, DenialCode::ClientBlocked, route_name());
+                d.headers.push(("retry-after", retry.to_string()));
+                return Outcome {
+                    decision: Decision::Deny(d),
+                    effects,
+                };
+            }
+        }
+        let mut remove_headers = self.removed_headers(req);
+        let mut set_headers = Vec::new();
+        let mut strip = None;
+        let principal = if route.access == Access::Public {
+            None
+        } else {
+            let who = match authn::authenticate(self, &route.access, req, now, state, &mut effects)
+            {
+                Ok(who) => who,
+                Err(code) => {
+                    if let (Some(bf), Some(subject), true) =
+                        (&self.brute_force, &subject, code.is_failed_attempt())
+                    {
+                        if let Ok(brute::Failure::Blocked { .. }) =
+                            bf.record_failure(store, &state.limit_secret, subject, now_ms)
+                        {
+                            effects.block_started = true;
+                        }
+                    }
+                    return self.deny(code, route_name(), effects);
+                }
+            };
+            // For the audit line of a later refusal (scope, owner, limit) and of a dry run.
+            trace.principal = Some(who.principal.id.clone());
+            match route.rules.check(&who.principal, req, &params) {
+                Ok(()) => {}
+                Err(authz::Refusal::MissingScopes(scopes)) => {
+                    let d = crate::problem::insufficient_scope(
+                        &self.realm,
+                        route_name(),
+                        &scopes,
+                        who.principal.bearer,
+                    );
+                    return Outcome {
+                        decision: Decision::Deny(d),
+                        effects,
+                    };
+                }
+                Err(authz::Refusal::Forbidden) => {
+                    return self.deny(DenialCode::Forbidden, route_name(), effects)
+                }
+            }
+            remove_headers.extend(who.remove_headers);
+            set_headers.extend(who.principal.forward.iter().cloned());
+            set_headers.push((self.identity_header.clone(), who.principal.id.clone()));
+            strip = who.strip_query;
+            if let Some(name) = &who.strip_cookie {
+                let joined: Vec<&str> = req.header_values("cookie").collect();
+                match strip_cookie(&joined.join("; "), name) {
+                    Some(rest) => set_headers.push(("cookie".into(), rest)),
+                    None => remove_headers.push("cookie".into()),
+                }
+            }
+            Some(who.principal)
+        };
+        let response_headers = match limits::check(
+            self,
+            route,
+            principal.as_deref(),
+            req,
+            now_ms,
+            state,
+            store,
+            &mut effects,
+        ) {
+            Ok(headers) => headers,
+            Err(denial) => {
+                return Outcome {
+                    decision: Decision::Deny(denial),
+                    effects,
+                }
+            }
+        };
+        let mut response_headers = response_headers;
+        if let Some(l) = &route.lifecycle {
+            response_headers.extend(l.headers.iter().cloned());
+            effects.deprecated = l.deprecated.is_some_and(|d| now >= d);
+        }
+        let mut body_check = None;
+        if let Some(index) = route.request {
+            let Some(rules) = self.routes.request_rules.get(index) else {
+                return self.deny(DenialCode::InternalError, route_name(), effects);
+            };
+            let header = |name: &str| {
+                req.header_values(name)
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            };
+            if let Err(f) = rules.check_head(&self.payload_options, &params, req.path, &header) {
+                return Outcome {
+                    decision: Decision::Deny(self.payload_denial(f, route_name())),
+                    effects,
+                };
+            }
+            if rules.has_body() {
+                body_check = Some(index);
+            }
+        }
+        set_headers.extend(self.path_rewrite(req.path, &path, strip.as_deref()));
+        if route.response.is_some() {
+            // Tollgate judges JSON, not gzip: the upstream is asked for an uncompressed response
+            // (one it compresses anyway is not checked: `on_unchecked`). A compressor filter
+            // after Tollgate can still compress for the client.
+            remove_headers.push("accept-encoding".into());
+        }
+        let allow = Allow {
+            response_check: route.response,
+            body_check,
+            route: route.name.clone(),
+            principal: trace.principal.take(),
+            remove_headers,
+            set_headers,
+            unknown_route: false,
+            response_headers,
+            authenticated: route.access != Access::Public,
+            ..Allow::default()
+        };
+        Outcome {
+            decision: Decision::Allow(allow),
+            effects,
+        }
+    }
+
+    /// Headers removed from a request before the upstream: every header Tollgate writes and
+    /// every override header it strips, plus the spellings of those the request actually carries
+    /// that an upstream framework would read as the same header (`x_user_id`).
+    fn removed_headers(&self, req: &Request<'_>) -> Vec<String> {
+        let mut out = self.forwarded_headers.clone();
+        for (name, _) in req.headers {
+            if headers::is_variant_of(name, &self.forwarded_headers) && !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+
+    /// `:path` to send upstream when it must change: the normalised path (so the upstream serves
+    /// what was authorised) and the query without a stripped credential.
+    fn path_rewrite(
+        &self,
+        raw: &str,
+        normalized: &str,
+        strip: Option<&str>,
+    ) -> Option<(String, String)> {
+        let (raw_path, query) = match raw.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (raw, None),
+        };
+        if strip.is_none() && raw_path == normalized {
+            // The common case: nothing to rewrite, nothing to allocate.
+            return None;
+        }
+        let with_query = match query {
+            Some(q) => format!("{normalized}?{q}"),
+            None => normalized.to_string(),
+        };
+        let new = match strip {
+            Some(name) => strip_query(&with_query, name),
+            None => with_query,
+        };
+        (new != raw).then(|| (":path".to_string(), new))
+    }
+
+    /// Checks a complete request body for the rules named by `Allow::body_check`.
+    pub fn check_body(&self, rules: usize, route: &str, body: &[u8]) -> Result<(), Denial> {
+        let Some(r) = self.routes.request_rules.get(rules) else {
+            return Err(crate::problem::denial(
+                &self.realm,
+                DenialCode::InternalError,
+                Some(route.to_string()),
+            ));
+        };
+        r.check_body(&self.payload_options, body)
+            .map_err(|f| self.payload_denial(f, Some(route.to_string())))
+    }
+
+    /// Whether a response with `status` is checked by the rules named in `Allow::response_check`,
+    /// and the largest body that is buffered for it.
+    pub fn response_applies(&self, rules: usize, status: u16) -> Option<usize> {
+        let r = self.routes.response_rules.get(rules)?;
+        r.applies(status).then_some(r.max_body_bytes)
+    }
+
+    /// Judges a buffered upstream response.
+    pub fn check_response(
+        &self,
+        rules: usize,
+        status: u16,
+        body: &[u8],
+    ) -> crate::payload::response::Verdict {
+        match self.routes.response_rules.get(rules) {
+            Some(r) => r.check(&self.payload_options, status, body),
+            None => crate::payload::response::Verdict::Pass,
+        }
+    }
+
+    /// The verdict on a response the rules named in `Allow::response_check` could not check.
+    pub fn unchecked_response(
+        &self,
+        rules: usize,
+        why: crate::payload::response::Unchecked,
+    ) -> crate::payload::response::Verdict {
+        match self.routes.response_rules.get(rules) {
+            Some(r) => r.unchecked(why),
+            None => crate::payload::response::Verdict::Pass,
+        }
+    }
+
+    /// Largest body the rules named by `Allow::body_check` accept (the host stops buffering there).
+    pub fn max_body_bytes(&self, rules: usize) -> usize {
+        self.routes
+            .request_rules
+            .get(rules)
+            .map_or(0, |r| r.max_body_bytes)
+    }
+
+    fn payload_denial(&self, failure: Failure, route: Option<String>) -> Denial {
+        match failure {
+            Failure::UnsupportedMediaType => {
+                crate::problem::denial(&self.realm, DenialCode::UnsupportedMediaType, route)
+            }
+            Failure::TooLarge => {
+                crate::problem::denial(&self.realm, DenialCode::PayloadTooLarge, route)
+            }
+            Failure::Malformed => {
+                crate::problem::denial(&self.realm, DenialCode::BodyMalformed, route)
+            }
+            Failure::Invalid(v) => {
+                crate::problem::invalid(&self.realm, route, self.payload_options.invalid_status, v)
+            }
+        }
+    }
+
+    fn deny(&self, code: DenialCode, route: Option<String>, effects: Effects) -> Outcome {
+        Outcome {
+            decision: Decision::Deny(crate::problem::denial(&self.realm, code, route)),
+            effects,
+        }
+    }
+}
