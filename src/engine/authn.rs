@@ -209,7 +209,7 @@ fn verify_fresh(
     now: u64,
     state: &VmState,
     effects: &mut Effects,
-) -> Result<Verified, DenialCode> {
+) -> Result<Verified<Principal>, DenialCode> {
     let header = verify::parse_header(token)?;
     // Refused before any key is touched: no algorithm confusion.
     if !provider.algorithms.contains(&header.alg) {

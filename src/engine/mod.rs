@@ -107,7 +107,7 @@ pub struct Engine {
 
 /// Mutable per-VM state: the token cache and the remote key sets installed in this VM.
 pub struct VmState {
-    pub cache: TokenCache,
+    pub cache: TokenCache<Principal>,
     /// Indexed like `Engine::providers`; `None` for inline providers and remote ones not loaded yet.
     pub remote: Vec<Option<Installed>>,
     /// Process-wide secret that rate-limit keys are hashed with (from shared data).

@@ -3,7 +3,6 @@
 //! re-checks the token's validity window and the key-set generation it was verified with.
 
 use super::verify::Window;
-use crate::engine::Principal;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -91,28 +90,29 @@ pub fn canonical_id(alg: super::Alg, token: &str) -> Option<TokenHash> {
     Some(out)
 }
 
-/// What a hit gives back: enough to allow the request without verifying again.
+/// What a hit gives back: enough to allow the request without verifying again. `P` is the
+/// engine's principal; the cache only stores it (generic so that `jwt` does not import `engine`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verified {
+pub struct Verified<P> {
     pub provider: usize,
     /// Key-set generation used for verification; a rotated set invalidates the entry.
     pub generation: u64,
     pub window: Window,
     /// Who the token identifies, with everything authorization and forwarding need.
-    pub principal: Rc<Principal>,
+    pub principal: Rc<P>,
 }
 
-pub struct TokenCache {
+pub struct TokenCache<P> {
     capacity: usize,
-    entries: HashMap<TokenHash, Verified>,
+    entries: HashMap<TokenHash, Verified<P>>,
     /// Insertion order, for first-in-first-out eviction when full.
     order: VecDeque<TokenHash>,
     pub hits: u64,
     pub misses: u64,
 }
 
-impl TokenCache {
-    pub fn new(capacity: usize) -> TokenCache {
+impl<P: Clone> TokenCache<P> {
+    pub fn new(capacity: usize) -> TokenCache<P> {
         TokenCache {
             capacity,
             entries: HashMap::with_capacity(capacity.min(4096)),
@@ -136,7 +136,7 @@ impl TokenCache {
         key: &TokenHash,
         now: u64,
         generation_of: impl Fn(usize) -> u64,
-    ) -> Option<Verified> {
+    ) -> Option<Verified<P>> {
         if self.capacity == 0 {
             return None;
         }
@@ -157,7 +157,7 @@ impl TokenCache {
         fresh
     }
 
-    pub fn insert(&mut self, key: TokenHash, value: Verified) {
+    pub fn insert(&mut self, key: TokenHash, value: Verified<P>) {
         if self.capacity == 0 {
             return;
         }
@@ -185,6 +185,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Principal;
     use wasm_bindgen_test::wasm_bindgen_test;
 
     /// The token with its ECDSA `s` replaced by `n - s` (the high-S twin, or back).
@@ -238,7 +239,7 @@ mod tests {
         assert_eq!(canonical_id(Alg::ES256, "a.b.!!"), None);
     }
 
-    fn v(provider: usize, not_before: u64, not_after: u64) -> Verified {
+    fn v(provider: usize, not_before: u64, not_after: u64) -> Verified<Principal> {
         Verified {
             provider,
             generation: 0,
