@@ -2,12 +2,21 @@
 //! generic texts of `codes` go out: never a token, key, claim value or library message.
 
 use crate::codes::{DenialCode, PROBLEM_TYPE_PREFIX};
-use crate::engine::Denial;
+use crate::engine::decision::Denial;
 use serde_json::json;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 /// Seconds a client should wait when keys are not loaded yet.
 pub const KEYS_UNAVAILABLE_RETRY_AFTER: &str = "5";
+
+// Beside the constructors below rather than in engine/decision.rs: decisions stay plain data, and
+// only this module knows what a problem body looks like.
+impl Denial {
+    /// The `application/problem+json` body sent to the client.
+    pub fn body(&self) -> String {
+        render(self.code, self.status, &self.violations)
+    }
+}
 
 pub fn body(code: DenialCode) -> String {
     render(code, code.info().status, &[])

@@ -1,4 +1,5 @@
-//! What the engine decides, as data. The host turns it into Envoy calls in one place.
+//! What the engine decides, as data. The host turns it into Envoy calls in one place; the
+//! problem bodies of denials are built and rendered in `crate::problem`.
 
 use crate::codes::DenialCode;
 use serde::Serialize;
@@ -99,13 +100,6 @@ impl Mode {
             "dry-run" => Some(Mode::DryRun),
             _ => None,
         }
-    }
-}
-
-impl Denial {
-    /// The `application/problem+json` body sent to the client.
-    pub fn body(&self) -> String {
-        crate::problem::render(self.code, self.status, &self.violations)
     }
 }
 

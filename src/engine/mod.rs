@@ -7,7 +7,7 @@ pub mod audit;
 mod authn;
 mod authz;
 mod compile;
-mod decision;
+pub(crate) mod decision;
 pub mod exchange;
 pub mod hardening;
 pub mod headers;
