@@ -1,10 +1,10 @@
-//! `tollgate explain`: one request through the engine, with a trace of how it was judged. The
-//! decision is the engine's (`Session::decide`: `decide_at`, then the body check); the trace
-//! around it is read from the compiled engine and computed with the engine's own functions
-//! (`path::normalize`, `RouteTable::find`, `authenticate`, `Rules::explain`), never re-decided.
+//! `tollgate explain`: one request through the engine's exchange, with a trace of how it was
+//! judged. The decision and the trace are the engine's own (`Session::decide` runs an
+//! `Exchange::explained`, whose diagnostics name the route, the credential and each requirement);
+//! this file only adds what the compiled policy says about the route and renders it all.
 
 use super::request::{Change, Session, Spec, Verdict};
-use crate::engine::{authenticate, path, Access, Effects, Engine, Request};
+use crate::engine::{Access, Engine, Request};
 use crate::jwt::extract::Source;
 use crate::policy::PolicyDoc;
 use crate::ratelimit::KeyPart;
@@ -21,7 +21,7 @@ pub fn explain(
     jwks: &[(String, Vec<u8>)],
 ) -> Result<Value, String> {
     let verdict = Session::new(engine, jwks)?.decide(spec, now_ms);
-    let mut trace_session = Session::new(engine, jwks)?;
+    let diag = &verdict.diagnostics;
     let now = now_ms / 1000;
     let headers = spec.envoy_headers();
     let req = Request {
@@ -41,25 +41,15 @@ pub fn explain(
         }),
     );
     out.insert("now".into(), Value::from(super::keys::seconds_rfc3339(now)));
-    let normalized = path::normalize(&spec.path);
-    out.insert("normalized_path".into(), json!(normalized));
-    let host = headers
-        .iter()
-        .find(|(k, _)| k == ":authority")
-        .map_or("", |(_, v)| v.as_str());
-    let host = crate::engine::normalize_host(host).ok();
-    let matched = normalized
-        .as_deref()
-        .zip(host.as_deref())
-        .and_then(|(p, h)| engine.routes.find(h, &spec.method, p));
-    if let Some(m) = &matched {
-        let route = m.route;
-        let rdoc =
-            doc.routes.iter().enumerate().find(|(i, r)| {
-                r.name.clone().unwrap_or_else(|| format!("routes[{i}]")) == route.name
-            });
+    out.insert("normalized_path".into(), json!(diag.normalized_path));
+    let matched = diag
+        .route
+        .as_ref()
+        .and_then(|hit| engine.routes.get(hit.index).map(|r| (hit, r)));
+    if let Some((hit, route)) = matched {
+        let rdoc = doc.routes.get(hit.index);
         let (pattern, methods) = match rdoc {
-            Some((_, r)) => (
+            Some(r) => (
                 match (&r.path, &r.prefix) {
                     (Some(p), _) => format!("path {p}"),
                     (_, Some(p)) => format!("prefix {p}"),
@@ -82,11 +72,11 @@ pub fn explain(
         out.insert(
             "route".into(),
             json!({
-                "name": route.name,
-                "index": rdoc.map(|(i, _)| i),
+                "name": hit.name,
+                "index": hit.index,
                 "pattern": pattern,
                 "methods": methods,
-                "params": m.params.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<Map<_, _>>(),
+                "params": hit.params.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<Map<_, _>>(),
                 "access": access,
                 "mode": route.mode,
             }),
@@ -94,46 +84,34 @@ pub fn explain(
         if let Some(cred) = credential(engine, &route.access, &req) {
             out.insert("credential".into(), cred);
         }
-        if route.access != Access::Public {
-            let mut effects = Effects::default();
-            match authenticate(
-                engine,
-                &route.access,
-                &req,
-                now,
-                &mut trace_session.state,
-                &mut effects,
-            ) {
-                Ok(who) => {
-                    let p = &who.principal;
-                    out.insert(
-                        "authentication".into(),
-                        json!({
-                            "result": "passed",
-                            "principal": p.id,
-                            "provider": p.id.strip_prefix("jwt:").and_then(|r| r.split_once(':')).map(|(n, _)| n),
-                            "scopes": p.scopes,
-                        }),
-                    );
-                    let checks = route.rules.explain(p, &req, &m.params);
-                    out.insert(
-                        "authorization".into(),
-                        Value::Array(
-                            checks
-                                .iter()
-                                .map(|c| json!({"requirement": c.requirement, "passed": c.passed}))
-                                .collect(),
-                        ),
-                    );
-                }
-                Err(code) => {
-                    let info = code.info();
-                    out.insert(
-                        "authentication".into(),
-                        json!({"result": "refused", "code": code.as_str(), "detail": info.detail}),
-                    );
-                }
+        match &diag.authentication {
+            Some(Ok(p)) => {
+                out.insert(
+                    "authentication".into(),
+                    json!({
+                        "result": "passed",
+                        "principal": p.principal,
+                        "provider": p.principal.strip_prefix("jwt:").and_then(|r| r.split_once(':')).map(|(n, _)| n),
+                        "scopes": p.scopes,
+                    }),
+                );
+                out.insert(
+                    "authorization".into(),
+                    Value::Array(
+                        diag.authorization
+                            .iter()
+                            .map(|c| json!({"requirement": c.requirement, "passed": c.passed}))
+                            .collect(),
+                    ),
+                );
             }
+            Some(Err(code)) => {
+                out.insert(
+                    "authentication".into(),
+                    json!({"result": "refused", "code": code.as_str(), "detail": code.info().detail}),
+                );
+            }
+            None => {}
         }
         let limits: Vec<Value> = route
             .limits
@@ -152,7 +130,7 @@ pub fn explain(
             })
             .collect();
         out.insert("limits".into(), Value::Array(limits));
-        if let Some(r) = rdoc.and_then(|(_, r)| r.request.as_ref()) {
+        if let Some(r) = rdoc.and_then(|r| r.request.as_ref()) {
             let mut checks = Vec::new();
             if r.body.is_some() {
                 checks.push("body schema".to_string());
@@ -333,8 +311,13 @@ pub fn render_text(t: &Value) -> String {
         None => line("path", "cannot be normalised safely".into()),
     }
     let route = &t["route"];
-    if route.is_null() {
+    let unmatched = t["decision"]["code"] == "route_not_found"
+        || t["decision"]["would_deny"] == "route_not_found"
+        || t["decision"]["unknown_route"] == true;
+    if route.is_null() && unmatched {
         line("route", "no route matches".into());
+    } else if route.is_null() {
+        line("route", "not reached: refused before route matching".into());
     } else {
         let params: Vec<String> = route["params"]
             .as_object()
@@ -644,5 +627,57 @@ mod tests {
             t["decision"]
         );
         assert_eq!(t["authentication"]["principal"], "api_key:reporting-2026q1");
+    }
+
+    #[test]
+    fn the_trace_is_the_engines_own() {
+        let (engine, doc) = orders();
+        // Refused before routes are matched: no route is claimed to have matched or not.
+        let t = explain(
+            &engine,
+            &doc,
+            &spec(
+                "GET",
+                "/orders",
+                &[("host", "a.example"), ("host", "b.example")],
+            ),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t["decision"]["code"], "request_ambiguous");
+        assert!(t["route"].is_null() && t["authentication"].is_null());
+        assert!(
+            render_text(&t).contains("route      not reached: refused before route matching"),
+            "{}",
+            render_text(&t)
+        );
+        // The engine's diagnostics: the route by its index, requirements as it judged them.
+        let token = Mint::demo(NOW).claim("scope", "orders:read".into()).sign();
+        let auth = format!("Bearer {token}");
+        let t = explain(
+            &engine,
+            &doc,
+            &spec("DELETE", "/orders/9", &[("authorization", &auth)]),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        let index = t["route"]["index"].as_u64().unwrap() as usize;
+        assert_eq!(
+            doc.routes[index].name.as_deref(),
+            t["route"]["name"].as_str()
+        );
+        assert_eq!(t["authentication"]["scopes"], json!(["orders:read"]));
+        assert!(t["authorization"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["passed"] == false));
+        assert!(t["decision"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m.as_str().unwrap().starts_with("tollgate.requests.denied.")));
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::codes::{metrics, Counter, DenialCode};
 use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric, Reply, State, Vm};
-use crate::engine::{Engine, Exchange, Mode, Request, Step, VmState};
+use crate::engine::{Diagnostics, Engine, Exchange, Mode, Request, Step, VmState};
 use crate::jwt::jwks::KeySet;
 use crate::jwt::remote::Installed;
 use crate::store::MemoryStore;
@@ -117,6 +117,8 @@ pub struct Verdict {
     pub metrics: Vec<String>,
     /// Log lines the exchange wrote (the audit line included).
     pub logs: Vec<(Level, String)>,
+    /// How the engine judged the headers.
+    pub diagnostics: Diagnostics,
 }
 
 impl Verdict {
@@ -266,7 +268,7 @@ impl<'e> Session<'e> {
             peer: Some(spec.peer.as_deref().unwrap_or(DEFAULT_PEER)),
         };
         let mut verdict = Verdict::default();
-        let mut exchange = Exchange::new();
+        let mut exchange = Exchange::explained();
         let mut io = Recorder {
             spec,
             verdict: &mut verdict,
@@ -302,6 +304,7 @@ impl<'e> Session<'e> {
         verdict.principal = exchange.principal().map(String::from);
         verdict.unknown_route = exchange.unknown_route();
         verdict.mode = exchange.mode();
+        verdict.diagnostics = exchange.diagnostics().cloned().unwrap_or_default();
         verdict
     }
 }

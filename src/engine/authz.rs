@@ -3,6 +3,7 @@
 //! check (a path parameter must equal a claim, unless an override scope is held).
 
 use super::authn::Principal;
+use super::decision::Check;
 use super::Request;
 use crate::policy::{ClaimsDoc, ConditionDoc, ConfigError, OperandDoc, OwnerDoc, ScopesDoc};
 use serde_json::Value;
@@ -297,13 +298,6 @@ impl Rules {
         }
         out
     }
-}
-
-/// One requirement of a route, judged for one principal (`Rules::explain`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub requirement: String,
-    pub passed: bool,
 }
 
 fn quoted(list: &[String]) -> String {

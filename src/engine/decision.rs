@@ -111,3 +111,43 @@ impl Decision {
         }
     }
 }
+
+/// How the engine reached its decision on a request's headers, for `tollgate explain`: which
+/// route, which credential, which requirement passed or failed. Collected only when asked for
+/// ([`super::Engine::decide_explained`]); the request path of Envoy never builds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// The path routes are matched against; `None`: it cannot be normalised safely.
+    pub normalized_path: Option<String>,
+    /// The route that matched.
+    pub route: Option<RouteHit>,
+    /// The route's credential check: who passed, or why not. `None`: not reached, or public.
+    pub authentication: Option<Result<Passed, DenialCode>>,
+    /// Each requirement of the route and whether the caller met it.
+    pub authorization: Vec<Check>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteHit {
+    /// Position in the policy's `routes` ([`super::RouteTable::get`]).
+    pub index: usize,
+    pub name: String,
+    /// Decoded path parameters.
+    pub params: Vec<(String, String)>,
+}
+
+/// A caller who passed authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Passed {
+    /// `jwt:<provider>:<sub>` or `api_key:<id>`.
+    pub principal: String,
+    /// Sorted, deduplicated.
+    pub scopes: Vec<String>,
+}
+
+/// One requirement of a route, judged for one principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub requirement: String,
+    pub passed: bool,
+}

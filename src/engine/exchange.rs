@@ -7,7 +7,7 @@
 //! very same code.
 
 use super::audit::{AuditLevel, AuditRecord};
-use super::{Decision, Denial, Engine, Mode, ProviderKeys, Request, VmState};
+use super::{Decision, Denial, Diagnostics, Engine, Mode, ProviderKeys, Request, VmState};
 use crate::codes::{Counter, DenialCode};
 use crate::payload::response::{Unchecked, Verdict};
 use crate::payload::Violation;
@@ -161,6 +161,8 @@ pub struct Exchange {
     /// Started with the request (its time, id, address, method and path), completed when the
     /// stream ends; `None` when the audit log is off.
     audit: Option<AuditRecord>,
+    /// How the headers were judged; only for an exchange made by [`Exchange::explained`].
+    diagnostics: Option<Diagnostics>,
 }
 
 impl Default for Exchange {
@@ -199,7 +201,22 @@ impl Exchange {
             refusal: None,
             unknown_route: false,
             audit: None,
+            diagnostics: None,
         }
+    }
+
+    /// An exchange that also keeps how the engine decided ([`Exchange::diagnostics`]), for
+    /// `tollgate explain`. Envoy's streams never pay for it.
+    pub fn explained() -> Exchange {
+        Exchange {
+            diagnostics: Some(Diagnostics::default()),
+            ..Exchange::new()
+        }
+    }
+
+    /// How the request's headers were judged (route, credential, each requirement).
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        self.diagnostics.as_ref()
     }
 
     pub fn state(&self) -> State {
@@ -267,7 +284,14 @@ impl Exchange {
                 Mode::Enforce,
             ));
         }
-        let outcome = engine.decide_at(req, now_ms, state, store);
+        let outcome = match self.diagnostics.as_mut() {
+            None => engine.decide_at(req, now_ms, state, store),
+            Some(d) => {
+                let (outcome, diagnostics) = engine.decide_explained(req, now_ms, state, store);
+                *d = diagnostics;
+                outcome
+            }
+        };
         let effects = &outcome.effects;
         if let Some(hit) = effects.cache_hit {
             io.count(Metric::Add(
@@ -1164,5 +1188,20 @@ mod tests {
         };
         let step = ex.on_request_headers(&run.engine, &req, true, 0, vm, &mut host);
         assert_eq!(status(&step), Some(500), "{step:?}");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn diagnostics_only_when_explained() {
+        let mut run = Run::new();
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        run.start(&mut ex, &mut host, "GET", "/x/../health", false);
+        assert!(ex.diagnostics().is_none());
+        let (mut ex, mut host) = (Exchange::explained(), Host::default());
+        run.start(&mut ex, &mut host, "GET", "/x/../health", false);
+        let d = ex.diagnostics().unwrap();
+        assert_eq!(d.normalized_path.as_deref(), Some("/health"));
+        let hit = d.route.as_ref().unwrap();
+        assert_eq!((hit.index, hit.name.as_str()), (0, "health"));
+        assert_eq!(d.authentication, None, "public route");
     }
 }

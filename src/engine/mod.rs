@@ -21,8 +21,9 @@ pub mod timefmt;
 
 pub use apikeys::ApiKeys;
 pub use authn::{authenticate, Authenticated, Principal};
-pub use authz::Check;
-pub use decision::{Allow, Decision, Denial, Effects, Mode, Outcome};
+pub use decision::{
+    Allow, Check, Decision, Denial, Diagnostics, Effects, Mode, Outcome, Passed, RouteHit,
+};
 pub use exchange::{Exchange, Step};
 pub use request::{normalize_host, Request};
 pub use routes::{Access, Matched, Route, RouteTable};

@@ -3,7 +3,8 @@
 //! conversion, and the checks run later on the request body and the upstream's response.
 
 use super::{authn, authz, headers, limits, path, request};
-use super::{Access, Allow, Decision, Denial, Effects, Engine, Matched, Mode, Outcome};
+use super::{Access, Allow, Decision, Denial, Diagnostics, Effects, Engine, Matched, Mode};
+use super::{Outcome, Passed, RouteHit};
 use super::{Request, VmState};
 use crate::abuse::brute;
 use crate::codes::DenialCode;
@@ -11,10 +12,12 @@ use crate::jwt::extract::{strip_cookie, strip_query};
 use crate::payload::Failure;
 use crate::store::SharedStore;
 
-/// What evaluation learnt that the dry-run conversion needs.
+/// What evaluation learnt that the dry-run conversion needs, and, when asked for, how it
+/// decided.
 struct Trace {
     mode: Mode,
     principal: Option<String>,
+    diagnostics: Option<Diagnostics>,
 }
 
 impl Engine {
@@ -48,8 +51,37 @@ impl Engine {
         let mut trace = Trace {
             mode: self.mode,
             principal: None,
+            diagnostics: None,
         };
-        let mut outcome = self.evaluate(req, now_ms, state, store, &mut trace);
+        self.decide_with(req, now_ms, state, store, &mut trace)
+    }
+
+    /// [`Engine::decide_at`], also saying how the decision was reached (`tollgate explain`).
+    pub fn decide_explained(
+        &self,
+        req: &Request<'_>,
+        now_ms: u64,
+        state: &mut VmState,
+        store: &dyn SharedStore,
+    ) -> (Outcome, Diagnostics) {
+        let mut trace = Trace {
+            mode: self.mode,
+            principal: None,
+            diagnostics: Some(Diagnostics::default()),
+        };
+        let outcome = self.decide_with(req, now_ms, state, store, &mut trace);
+        (outcome, trace.diagnostics.unwrap_or_default())
+    }
+
+    fn decide_with(
+        &self,
+        req: &Request<'_>,
+        now_ms: u64,
+        state: &mut VmState,
+        store: &dyn SharedStore,
+        trace: &mut Trace,
+    ) -> Outcome {
+        let mut outcome = self.evaluate(req, now_ms, state, store, trace);
         match &mut outcome.decision {
             Decision::Allow(allow) => allow.mode = trace.mode,
             Decision::Deny(denial) if trace.mode == Mode::DryRun => {
@@ -88,6 +120,9 @@ impl Engine {
         let Some(path) = path::normalize(req.path) else {
             return self.deny(DenialCode::PathInvalid, None, effects);
         };
+        if let Some(d) = trace.diagnostics.as_mut() {
+            d.normalized_path = Some(path.to_string());
+        }
         let client_ip = self.client_ip(req);
         if self
             .ip_access
@@ -108,7 +143,12 @@ impl Engine {
         {
             return self.deny(DenialCode::RequestAmbiguous, None, effects);
         }
-        let Some(Matched { route, params }) = self.routes.find(&host, req.method, &path) else {
+        let Some(Matched {
+            route,
+            index,
+            params,
+        }) = self.routes.find(&host, req.method, &path)
+        else {
             if self.allow_unknown {
                 let allow = Allow {
                     remove_headers: self.removed_headers(req),
@@ -126,6 +166,13 @@ impl Engine {
             }
             return self.deny(DenialCode::RouteNotFound, None, effects);
         };
+        if let Some(d) = trace.diagnostics.as_mut() {
+            d.route = Some(RouteHit {
+                index,
+                name: route.name.clone(),
+                params: params.clone(),
+            });
+        }
         // Only a refusal needs its own copy of the name.
         let route_name = || Some(route.name.clone());
         trace.mode = route.mode.unwrap_or(self.mode);
@@ -183,6 +230,9 @@ impl Engine {
             {
                 Ok(who) => who,
                 Err(code) => {
+                    if let Some(d) = trace.diagnostics.as_mut() {
+                        d.authentication = Some(Err(code));
+                    }
                     if let (Some(bf), Some(subject), true) =
                         (&self.brute_force, &subject, code.is_failed_attempt())
                     {
@@ -197,6 +247,13 @@ impl Engine {
             };
             // For the audit line of a later refusal (scope, owner, limit) and of a dry run.
             trace.principal = Some(who.principal.id.clone());
+            if let Some(d) = trace.diagnostics.as_mut() {
+                d.authentication = Some(Ok(Passed {
+                    principal: who.principal.id.clone(),
+                    scopes: who.principal.scopes.clone(),
+                }));
+                d.authorization = route.rules.explain(&who.principal, req, &params);
+            }
             match route.rules.check(&who.principal, req, &params) {
                 Ok(()) => {}
                 Err(authz::Refusal::MissingScopes(scopes)) => {

@@ -55,6 +55,8 @@ impl Route {
 /// A matched route with its decoded path parameters.
 pub struct Matched<'a> {
     pub route: &'a Route,
+    /// The route's position in the policy's `routes` ([`RouteTable::get`]).
+    pub index: usize,
     pub params: Vec<(String, String)>,
 }
 
@@ -482,11 +484,22 @@ impl RouteTable {
             .or_else(|| self.any_host.find(&self.routes, method, path))?;
         let route = self.routes.get(index)?;
         let params = route.params.iter().cloned().zip(values).collect();
-        Some(Matched { route, params })
+        Some(Matched {
+            route,
+            index,
+            params,
+        })
     }
 
     pub fn len(&self) -> usize {
         self.routes.len()
+    }
+
+    /// The route at `index` in the policy's `routes`.
+    // INVARIANT: a table is only used when every route of the document compiled, each pushed in
+    // document order, so `index` is also the route's index in `PolicyDoc::routes`.
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
     }
 
     pub fn is_empty(&self) -> bool {
