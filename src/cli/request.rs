@@ -184,7 +184,7 @@ impl Io for Recorder<'_> {
                 let body = self.spec.body.as_deref().unwrap_or_default();
                 body.get(..size).map(<[u8]>::to_vec)
             }
-            Body::Response => None,
+            Body::Response | Body::CallResponse => None,
         }
     }
 

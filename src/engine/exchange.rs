@@ -67,6 +67,8 @@ pub struct Reply {
 pub enum Body {
     Request,
     Response,
+    /// The answer to an outgoing call ([`super::refresh::Call`]).
+    CallResponse,
 }
 
 /// A header change.
@@ -915,7 +917,7 @@ mod tests {
         fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
             let b = match which {
                 Body::Request => &self.request,
-                Body::Response => &self.response,
+                Body::Response | Body::CallResponse => &self.response,
             };
             b.get(..size).map(<[u8]>::to_vec)
         }

@@ -15,6 +15,7 @@ pub mod lifecycle;
 mod limits;
 pub mod path;
 mod pipeline;
+pub mod refresh;
 pub(crate) mod request;
 mod routes;
 pub mod timefmt;

@@ -1,7 +1,8 @@
 //! Per-stream adapter: Envoy's HTTP callbacks become events of the engine's [`Exchange`], and
 //! the steps it answers with become Envoy calls. No policy decision is made here.
 
-use super::{log, now_ms, probe, store::HostStore, Shared};
+use super::vm::{log, now_ms, Shared};
+use super::{probe, store::HostStore};
 use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric, Reply, Vm};
 use crate::engine::{Exchange, Request, Step};
 use proxy_wasm::hostcalls;
@@ -49,10 +50,11 @@ impl Io for Stream<'_> {
     }
 }
 
-fn buffer_of(which: Body) -> BufferType {
+pub(super) fn buffer_of(which: Body) -> BufferType {
     match which {
         Body::Request => BufferType::HttpRequestBody,
         Body::Response => BufferType::HttpResponseBody,
+        Body::CallResponse => BufferType::HttpCallResponseBody,
     }
 }
 

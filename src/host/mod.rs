@@ -1,25 +1,26 @@
-//! The proxy-wasm adapter: the only module that names `proxy_wasm`. It reads the policy and
-//! requests from Envoy, asks the engine, and carries out its decisions. Host calls go through
-//! `proxy_wasm::hostcalls` (which return `Result`) rather than the trait helpers that unwrap.
+//! The proxy-wasm adapter: the only module that names `proxy_wasm`. The root context loads the
+//! policy and turns its tick and call answers into events of the engine's key refresh; each HTTP
+//! stream is translated by `http.rs`. Host calls go through `proxy_wasm::hostcalls` (which return
+//! `Result`) rather than the trait helpers that unwrap.
 
 mod http;
 mod metrics;
 mod probe;
 mod store;
+mod vm;
 
-use crate::codes::Counter;
-use crate::engine::exchange::Level;
-use crate::engine::{Engine, VmState};
-use crate::jwt::remote::{self, FetchFailure};
+use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric, Vm};
+use crate::engine::refresh::{Call, CallReply, KeyRefresh};
+use crate::engine::Engine;
 use metrics::Metrics;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 use store::HostStore;
+use vm::{log, now_ms, Shared};
 
 /// On this period, on every worker: counters are handed to Envoy, and remote JWKS state is
 /// checked (and fetched when due).
@@ -30,157 +31,101 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-pub(crate) fn log(level: Level, message: &str) {
-    let _ = hostcalls::log(log_level(level), message);
-}
-
-fn log_level(level: Level) -> LogLevel {
-    match level {
-        Level::Trace => LogLevel::Trace,
-        Level::Debug => LogLevel::Debug,
-        Level::Info => LogLevel::Info,
-        Level::Warn => LogLevel::Warn,
-        Level::Error => LogLevel::Error,
-    }
-}
-
-/// Seconds since the epoch from Envoy's clock (not the wasm runtime's).
-pub(crate) fn now() -> Option<u64> {
-    now_ms().map(|ms| ms / 1000)
-}
-
-/// Milliseconds since the epoch from Envoy's clock.
-pub(crate) fn now_ms() -> Option<u64> {
-    let t = hostcalls::get_current_time().ok()?;
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
-}
-
-/// The process-wide secret rate-limit keys are hashed with: created once in shared data by the
-/// first VM (create-if-absent), read by every other. Randomness comes from std's `RandomState`,
-/// which the WASI target seeds from the host's `random_get`.
-fn limit_secret() -> Vec<u8> {
-    use crate::store::SharedStore;
+/// Random bytes for the process secret, from std's `RandomState`, which the WASI target seeds
+/// from the host's `random_get`.
+fn random_secret() -> Vec<u8> {
     use std::hash::{BuildHasher, Hasher};
-    let store = HostStore;
-    if let Ok(Some((secret, _))) = store.get(crate::ratelimit::SECRET_KEY) {
-        return secret;
-    }
     let mut fresh = Vec::with_capacity(32);
     for i in 0..4u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(i ^ now_ms().unwrap_or(0));
         fresh.extend_from_slice(&h.finish().to_le_bytes());
     }
-    let _ = store.create(crate::ratelimit::SECRET_KEY, &fresh);
-    match store.get(crate::ratelimit::SECRET_KEY) {
-        Ok(Some((secret, _))) => secret,
-        _ => {
-            log(Level::Warn,
-                "tollgate: shared data unavailable: this worker hashes rate-limit keys with its own secret, so its buckets are not shared",
-            );
-            fresh
-        }
-    }
+    fresh
 }
 
-/// Everything an HTTP context needs, shared with the root context of its VM.
-pub(crate) struct Shared {
-    pub engine: Engine,
-    pub state: RefCell<VmState>,
-    pub metrics: Metrics,
+/// [`Io`] of the root context: counters, logs and the answer of a call; it has no stream.
+struct RootIo<'a> {
+    shared: &'a Shared,
+}
+
+impl Io for RootIo<'_> {
+    fn request_header(&mut self, _edit: Edit<'_>) -> Result<(), HostError> {
+        Err(HostError)
+    }
+
+    fn response_header(&mut self, _edit: Edit<'_>) {}
+
+    fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
+        // Only a call's answer exists outside a stream.
+        match which {
+            Body::CallResponse => hostcalls::get_buffer(http::buffer_of(which), 0, size).ok()?,
+            Body::Request | Body::Response => None,
+        }
+    }
+
+    fn count(&mut self, metric: Metric<'_>) {
+        self.shared.metrics.count(metric);
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        log(level, message);
+    }
+
+    fn peer(&mut self) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
-    /// In-flight JWKS calls: token -> provider index.
-    calls: HashMap<u32, usize>,
+    refresh: KeyRefresh,
+}
+
+fn dispatch(call: &Call) -> Result<u32, String> {
+    let headers: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let timeout = Duration::from_millis(call.timeout_ms);
+    hostcalls::dispatch_http_call(&call.cluster, headers, None, vec![], timeout)
+        .map_err(|status| format!("{status:?}"))
 }
 
 impl Root {
-    fn tick(&mut self, shared: &Rc<Shared>) {
-        let Some(now) = now() else { return };
-        let store = HostStore;
-        for (index, provider, spec) in shared.engine.remote_providers() {
-            {
-                let mut state = shared.state.borrow_mut();
-                let Some(slot) = state.remote.get_mut(index) else {
-                    continue;
-                };
-                if let Ok(true) = remote::sync(&store, spec, &provider.algorithms, slot) {
-                    shared.metrics.add(Counter::JwksInstalled, 1);
-                }
-            }
-            if self.calls.values().any(|i| *i == index) {
-                continue;
-            }
-            if !matches!(remote::claim_fetch(&store, spec, now), Ok(true)) {
-                continue;
-            }
-            let headers = vec![
-                (":method", "GET"),
-                (":path", spec.path.as_str()),
-                (":authority", spec.authority.as_str()),
-                (":scheme", spec.scheme.as_str()),
-                ("accept", "application/json"),
-            ];
-            let timeout = Duration::from_millis(spec.timeout_ms);
-            match hostcalls::dispatch_http_call(&spec.cluster, headers, None, vec![], timeout) {
-                Ok(token) => {
-                    self.calls.insert(token, index);
-                }
-                Err(status) => {
-                    log(Level::Warn,
-                        &format!("tollgate: jwks fetch for provider `{}` could not be dispatched to cluster `{}` ({status:?})", provider.name, spec.cluster),
+    fn tick(&mut self, shared: &Shared) {
+        let Some(now) = now_ms().map(|ms| ms / 1000) else {
+            return;
+        };
+        let Ok(mut state) = shared.state.try_borrow_mut() else {
+            return;
+        };
+        let mut io = RootIo { shared };
+        let vm = Vm {
+            state: &mut state,
+            store: &HostStore,
+        };
+        let calls = self.refresh.on_tick(&shared.engine, now, vm, &mut io);
+        for (provider, call) in calls {
+            match dispatch(&call) {
+                Ok(id) => self.refresh.dispatched(id, provider),
+                Err(why) => {
+                    let vm = Vm {
+                        state: &mut state,
+                        store: &HostStore,
+                    };
+                    self.refresh.on_dispatch_failed(
+                        &shared.engine,
+                        provider,
+                        &why,
+                        now,
+                        vm,
+                        &mut io,
                     );
-                    self.finish(shared, index, now, Err(FetchFailure::Unreachable));
                 }
             }
-        }
-    }
-
-    fn finish(
-        &self,
-        shared: &Rc<Shared>,
-        index: usize,
-        now: u64,
-        outcome: Result<&[u8], FetchFailure>,
-    ) {
-        let Some(provider) = shared.engine.providers.get(index) else {
-            return;
-        };
-        let crate::engine::ProviderKeys::Remote(spec) = &provider.keys else {
-            return;
-        };
-        let mut state = shared.state.borrow_mut();
-        let Some(slot) = state.remote.get_mut(index) else {
-            return;
-        };
-        match remote::complete_fetch(&HostStore, spec, &provider.algorithms, now, outcome, slot) {
-            Ok(Ok(())) => {
-                shared.metrics.add(Counter::JwksFetchOk, 1);
-                let (generation, keys) = slot
-                    .as_ref()
-                    .map_or((0, 0), |i| (i.generation, i.keys.len()));
-                log(Level::Info,
-                    &format!("tollgate: jwks for provider `{}` fetched: {keys} usable keys, generation {generation}", provider.name),
-                );
-            }
-            Ok(Err(failure)) => {
-                shared.metrics.add(Counter::JwksFetchFailed, 1);
-                log(Level::Warn,
-                    &format!("tollgate: jwks fetch for provider `{}` failed: {failure}; keeping the last good key set", provider.name),
-                );
-            }
-            Err(e) => log(
-                Level::Warn,
-                &format!(
-                    "tollgate: shared data unavailable for provider `{}`: {e:?}",
-                    provider.name
-                ),
-            ),
         }
     }
 }
@@ -201,34 +146,28 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(index) = self.calls.remove(&token_id) else {
-            return;
-        };
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        let now = now().unwrap_or(0);
+        let Ok(mut state) = shared.state.try_borrow_mut() else {
+            return;
+        };
+        let now = now_ms().map_or(0, |ms| ms / 1000);
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten();
-        let max = match shared.engine.providers.get(index).map(|p| &p.keys) {
-            Some(crate::engine::ProviderKeys::Remote(spec)) => spec.max_bytes,
-            _ => 0,
+        let mut io = RootIo { shared: &shared };
+        let vm = Vm {
+            state: &mut state,
+            store: &HostStore,
         };
-        let body;
-        let outcome = match status.as_deref().map(str::parse::<u32>) {
-            None | Some(Err(_)) => Err(FetchFailure::Unreachable),
-            Some(Ok(200)) if body_size > max => Err(FetchFailure::TooLarge),
-            Some(Ok(200)) => {
-                body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                Ok(body.as_slice())
-            }
-            Some(Ok(code)) => Err(FetchFailure::Status(code)),
+        let reply = CallReply {
+            id: token_id,
+            status: status.as_deref(),
+            body_size,
         };
-        self.finish(&shared, index, now, outcome);
+        self.refresh
+            .on_reply(&shared.engine, reply, now, vm, &mut io);
     }
 }
 
@@ -274,7 +213,16 @@ impl RootContext for Root {
         let mut state = engine.new_state();
         // Rate-limit and brute-force slots are hashed with the secret.
         if !engine.limits.is_empty() || engine.brute_force.is_some() {
-            state.limit_secret = limit_secret();
+            let fresh = random_secret();
+            state.limit_secret = crate::store::slots::process_secret(
+                &HostStore,
+                crate::ratelimit::SECRET_KEY,
+                &fresh,
+            )
+            .unwrap_or_else(|| {
+                log(Level::Warn, "tollgate: shared data unavailable: this worker hashes rate-limit keys with its own secret, so its buckets are not shared");
+                fresh
+            });
         }
         let state = RefCell::new(state);
         let shared = Rc::new(Shared {
@@ -301,26 +249,5 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-// The adapter's own logic, natively (`cargo test --lib --features lint-host`): nothing here may
-// call into Envoy, whose host functions exist only inside its VM.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_level_reaches_envoy_as_itself() {
-        let pairs = [
-            (Level::Trace, LogLevel::Trace),
-            (Level::Debug, LogLevel::Debug),
-            (Level::Info, LogLevel::Info),
-            (Level::Warn, LogLevel::Warn),
-            (Level::Error, LogLevel::Error),
-        ];
-        for (ours, envoys) in pairs {
-            assert_eq!(log_level(ours) as u32, envoys as u32, "{ours:?}");
-        }
     }
 }

@@ -32,7 +32,7 @@ mod imp {
             .and_then(|n| n.parse::<u8>().ok())
             .unwrap_or(0);
         STOP.with(|s| s.set(stage));
-        super::super::log(
+        super::super::vm::log(
             crate::engine::exchange::Level::Warn,
             &format!("tollgate: stage probe: requests stop after stage {stage} (0: none)"),
         );

@@ -169,6 +169,18 @@ fn create(store: &dyn SharedStore, key: &str, value: &[u8]) -> Result<bool, Stor
     }
 }
 
+/// The process-wide secret slot keys are hashed with, kept at `key`: the first VM to get here
+/// creates it from `fresh` (its own random bytes), every other VM reads that one, so all workers
+/// of a process hash alike. `None`: shared data is unavailable, and the caller's buckets are its
+/// own.
+pub fn process_secret(store: &dyn SharedStore, key: &str, fresh: &[u8]) -> Option<Vec<u8>> {
+    if let Ok(Some((secret, _))) = store.get(key) {
+        return Some(secret);
+    }
+    let _ = store.create(key, fresh);
+    store.get(key).ok().flatten().map(|(secret, _)| secret)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,5 +436,12 @@ mod tests {
                 "{missing:?}: created yet missing"
             );
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_first_secret_wins_for_every_vm() {
+        let store = MemoryStore::default();
+        assert_eq!(process_secret(&store, "s", b"one"), Some(b"one".to_vec()));
+        assert_eq!(process_secret(&store, "s", b"two"), Some(b"one".to_vec()));
     }
 }
