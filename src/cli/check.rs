@@ -2,7 +2,8 @@
 //! `policy::from_value`, `Engine::from_doc`), print every problem at its line and column, and warn
 //! about choices that are legal but risky.
 
-use super::source::{short, Document, Format, Pos};
+use super::place::Pos;
+use super::source::{short, Document, Format};
 use crate::engine::Engine;
 use crate::policy::{self, ConfigError, PolicyDoc};
 use serde_json::{json, Value};

@@ -7,6 +7,7 @@ pub mod cases;
 pub mod check;
 pub mod explain;
 pub mod keys;
+pub mod place;
 pub mod render;
 pub mod request;
 pub mod source;

@@ -2,7 +2,7 @@
 //! `saphyr-parser`, which carry spans; plain scalars are typed by the YAML 1.2 core schema
 //! (`null`, `true`, `42`, `1.5`), quoted ones stay strings, and anchors/aliases are expanded.
 
-use super::source::{element, member, LoadError, Place, Places, Pos};
+use super::place::{element, member, LoadError, Place, Places, Pos};
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
