@@ -261,9 +261,9 @@ pub fn report_text(r: &Report) -> String {
         Some(e) => out.push_str(&format!(
             "{}: valid ({}, {}, {}); {}\n",
             r.file,
-            plural(e.routes.len(), "route"),
-            plural(e.providers.len(), "provider"),
-            plural(e.limits.len(), "rate limit"),
+            plural(e.routes().len(), "route"),
+            plural(e.providers().len(), "provider"),
+            plural(e.limits().len(), "rate limit"),
             plural(r.warnings.len(), "warning"),
         )),
         None => out.push_str(&format!(

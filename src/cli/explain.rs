@@ -45,7 +45,7 @@ pub fn explain(
     let matched = diag
         .route
         .as_ref()
-        .and_then(|hit| engine.routes.get(hit.index).map(|r| (hit, r)));
+        .and_then(|hit| engine.routes().get(hit.index).map(|r| (hit, r)));
     if let Some((hit, route)) = matched {
         let rdoc = doc.routes.get(hit.index);
         let (pattern, methods) = match rdoc {
@@ -65,7 +65,7 @@ pub fn explain(
                 providers,
                 api_keys,
             } => json!({
-                "providers": providers.iter().filter_map(|i| engine.providers.get(*i)).map(|p| p.name.clone()).collect::<Vec<_>>(),
+                "providers": providers.iter().filter_map(|i| engine.providers().get(*i)).map(|p| p.name.clone()).collect::<Vec<_>>(),
                 "api_keys": api_keys,
             }),
         };
@@ -116,7 +116,7 @@ pub fn explain(
         let limits: Vec<Value> = route
             .limits
             .iter()
-            .filter_map(|(i, cost)| engine.limits.get(*i).map(|l| (l, cost)))
+            .filter_map(|(i, cost)| engine.limits().get(*i).map(|l| (l, cost)))
             .map(|(l, cost)| {
                 json!({
                     "limit": l.name,
@@ -188,14 +188,14 @@ fn credential(engine: &Engine, access: &Access, req: &Request<'_>) -> Option<Val
         return None;
     };
     let mut sources: Vec<(&Source, &str)> = Vec::new();
-    for p in providers.iter().filter_map(|i| engine.providers.get(*i)) {
+    for p in providers.iter().filter_map(|i| engine.providers().get(*i)) {
         for s in &p.sources {
             if !sources.iter().any(|(x, _)| *x == s) {
                 sources.push((s, "token"));
             }
         }
     }
-    if let (Some(k), true) = (&engine.api_keys, api_keys) {
+    if let (Some(k), true) = (&engine.api_keys(), api_keys) {
         sources.extend(k.sources.iter().map(|s| (s, "api_key")));
     }
     let mut found = Vec::new();

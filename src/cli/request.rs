@@ -232,12 +232,12 @@ impl<'e> Session<'e> {
         let mut state = engine.new_state();
         for (name, body) in jwks {
             let index = engine
-                .providers
+                .providers()
                 .iter()
                 .position(|p| p.name == *name)
                 .ok_or_else(|| format!("the policy has no provider `{name}`"))?;
             let provider = engine
-                .providers
+                .providers()
                 .get(index)
                 .ok_or_else(|| format!("the policy has no provider `{name}`"))?;
             let keys = KeySet::from_fetched(body, &provider.algorithms)

@@ -79,32 +79,32 @@ impl std::ops::Deref for ApiKeyConfig {
 
 /// The compiled policy. Immutable; shared by every HTTP context of a VM.
 pub struct Engine {
-    pub realm: String,
-    pub providers: Vec<Provider>,
-    pub routes: RouteTable,
-    pub token_cache_entries: usize,
+    realm: String,
+    providers: Vec<Provider>,
+    routes: RouteTable,
+    token_cache_entries: usize,
     /// Removed from every request: every header Tollgate writes upstream (forwarded claims, the
     /// identity header) so clients cannot forge them, and the API-key header, a secret.
-    pub forwarded_headers: Vec<String>,
-    pub identity_header: String,
-    pub api_keys: Option<ApiKeyConfig>,
+    forwarded_headers: Vec<String>,
+    identity_header: String,
+    api_keys: Option<ApiKeyConfig>,
     /// Let requests that match no route through (logged as unknown endpoints).
-    pub allow_unknown: bool,
-    pub limits: Vec<Limit>,
-    pub limit_options: LimitOptions,
-    pub payload_options: PayloadOptions,
+    allow_unknown: bool,
+    limits: Vec<Limit>,
+    limit_options: LimitOptions,
+    payload_options: PayloadOptions,
     /// The policy's mode; routes may override it.
-    pub mode: Mode,
+    mode: Mode,
     /// Upstream header naming the code a dry run would have refused with.
-    pub dry_run_header: Option<String>,
-    pub audit: AuditOptions,
-    pub responses: ResponsePolicy,
+    dry_run_header: Option<String>,
+    audit: AuditOptions,
+    responses: ResponsePolicy,
     /// Checked on every request, before route matching.
-    pub ip_access: Option<IpList>,
-    pub brute_force: Option<BruteForce>,
+    ip_access: Option<IpList>,
+    brute_force: Option<BruteForce>,
     /// Whether decisions read the downstream peer address (the host skips fetching it if not).
-    pub uses_peer: bool,
-    pub override_headers: headers::OverrideAction,
+    uses_peer: bool,
+    override_headers: headers::OverrideAction,
 }
 
 /// Mutable per-VM state: the token cache and the remote key sets installed in this VM.
@@ -128,6 +128,36 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// The compiled routes, in the policy's order.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The JWT providers, indexed as `Access::Authenticated::providers` names them.
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// The rate limits, indexed as `Route::limits` names them.
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
+    }
+
+    pub fn api_keys(&self) -> Option<&ApiKeyConfig> {
+        self.api_keys.as_ref()
+    }
+
+    /// Whether decisions read the downstream peer address (the host skips fetching it if not).
+    pub fn uses_peer(&self) -> bool {
+        self.uses_peer
+    }
+
+    /// Whether state is kept in slots hashed with the process secret (rate limits, brute force):
+    /// the host then provides the secret (`VmState::limit_secret`).
+    pub fn uses_slots(&self) -> bool {
+        !self.limits.is_empty() || self.brute_force.is_some()
+    }
+
     pub fn new_state(&self) -> VmState {
         VmState {
             cache: TokenCache::new(self.token_cache_entries),

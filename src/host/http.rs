@@ -166,7 +166,7 @@ impl HttpContext for Http {
         }
         // A host call per request, so only when a decision needs it; the audit line asks for it
         // when it is written.
-        let peer = if engine.uses_peer {
+        let peer = if engine.uses_peer() {
             peer_address()
         } else {
             None

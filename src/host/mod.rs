@@ -202,8 +202,8 @@ impl RootContext for Root {
             Level::Info,
             &format!(
                 "tollgate: policy loaded: {} providers, {} routes, compiled in {} ms",
-                engine.providers.len(),
-                engine.routes.len(),
+                engine.providers().len(),
+                engine.routes().len(),
                 match (started, now_ms()) {
                     (Some(a), Some(b)) => b.saturating_sub(a),
                     _ => 0,
@@ -212,7 +212,7 @@ impl RootContext for Root {
         );
         let mut state = engine.new_state();
         // Rate-limit and brute-force slots are hashed with the secret.
-        if !engine.limits.is_empty() || engine.brute_force.is_some() {
+        if engine.uses_slots() {
             let fresh = random_secret();
             state.limit_secret = crate::store::slots::process_secret(
                 &HostStore,

@@ -359,11 +359,11 @@ fn use_engine(engine: &Engine) {
     ] {
         decide(engine, method, path, &json);
     }
-    for i in 0..engine.routes.request_rules.len() {
+    for i in 0..engine.routes().request_rules.len() {
         let _ = engine.max_body_bytes(i);
         let _ = engine.check_body(i, "r", br#"{"a": [1, "x", null]}"#);
     }
-    for i in 0..engine.routes.response_rules.len() {
+    for i in 0..engine.routes().response_rules.len() {
         for status in [200, 404, 500] {
             if engine.response_applies(i, status).is_some() {
                 let _ = engine.check_response(i, status, br#"{"a": {"b": [1]}}"#);
@@ -495,10 +495,10 @@ fn has_member(v: &Value, names: &[&str]) -> bool {
 pub fn bodies(data: &[u8]) {
     BODIES.with(|engine| {
         let _ = tollgate::payload::is_json_media_type(&String::from_utf8_lossy(data));
-        for i in 0..engine.routes.request_rules.len() {
+        for i in 0..engine.routes().request_rules.len() {
             let _ = engine.check_body(i, "r", data);
         }
-        for i in 0..engine.routes.response_rules.len() {
+        for i in 0..engine.routes().response_rules.len() {
             for status in [200, 201, 404, 500] {
                 if engine.response_applies(i, status).is_none() {
                     continue;
