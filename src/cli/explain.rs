@@ -522,19 +522,21 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
+    /// The trace of `spec` at `NOW`, without remote key sets.
+    fn trace(engine: &Engine, doc: &PolicyDoc, spec: &Spec) -> Value {
+        explain(engine, doc, spec, NOW * 1000, &[]).unwrap()
+    }
+
     #[test]
     fn an_allowed_token_request_is_traced() {
         let (engine, doc) = orders();
         let token = Mint::demo(NOW).claim("scope", "orders:read".into()).sign();
         let auth = format!("Bearer {token}");
-        let t = explain(
+        let t = trace(
             &engine,
             &doc,
             &spec("GET", "/orders/42", &[("authorization", &auth)]),
-            NOW * 1000,
-            &[],
-        )
-        .unwrap();
+        );
         assert_eq!(t["decision"]["decision"], "allow");
         assert_eq!(t["route"]["name"], "get-order");
         assert_eq!(t["route"]["params"]["id"], "42");
@@ -567,14 +569,11 @@ mod tests {
         let (engine, doc) = orders();
         let token = Mint::demo(NOW).claim("scope", "orders:write".into()).sign();
         let auth = format!("Bearer {token}");
-        let t = explain(
+        let t = trace(
             &engine,
             &doc,
             &spec("DELETE", "/orders/9", &[("authorization", &auth)]),
-            NOW * 1000,
-            &[],
-        )
-        .unwrap();
+        );
         assert_eq!(t["decision"]["code"], "forbidden");
         let text = render_text(&t);
         assert!(
@@ -585,29 +584,19 @@ mod tests {
 
         let expired = Mint::demo(NOW - 7200).sign();
         let auth = format!("Bearer {expired}");
-        let t = explain(
+        let t = trace(
             &engine,
             &doc,
             &spec("GET", "/users/alice", &[("authorization", &auth)]),
-            NOW * 1000,
-            &[],
-        )
-        .unwrap();
+        );
         assert_eq!(t["authentication"]["code"], "token_expired");
         assert!(render_text(&t).contains("(expired 3600 s ago)"));
 
-        let t = explain(
-            &engine,
-            &doc,
-            &spec("GET", "/nowhere", &[]),
-            NOW * 1000,
-            &[],
-        )
-        .unwrap();
+        let t = trace(&engine, &doc, &spec("GET", "/nowhere", &[]));
         assert!(t["route"].is_null());
         assert!(render_text(&t).contains("decision   DENY 404 route_not_found"));
 
-        let t = explain(
+        let t = trace(
             &engine,
             &doc,
             &spec(
@@ -615,10 +604,7 @@ mod tests {
                 "/orders?limit=500",
                 &[("x-api-key", "demo-key-reporting-2026q1")],
             ),
-            NOW * 1000,
-            &[],
-        )
-        .unwrap();
+        );
         assert_eq!(t["decision"]["code"], "request_invalid");
         assert_eq!(t["decision"]["status"], 422);
         assert!(
@@ -633,7 +619,7 @@ mod tests {
     fn the_trace_is_the_engines_own() {
         let (engine, doc) = orders();
         // Refused before routes are matched: no route is claimed to have matched or not.
-        let t = explain(
+        let t = trace(
             &engine,
             &doc,
             &spec(
@@ -641,10 +627,7 @@ mod tests {
                 "/orders",
                 &[("host", "a.example"), ("host", "b.example")],
             ),
-            NOW * 1000,
-            &[],
-        )
-        .unwrap();
+        );
         assert_eq!(t["decision"]["code"], "request_ambiguous");
         assert!(t["route"].is_null() && t["authentication"].is_null());
         assert!(
@@ -655,14 +638,11 @@ mod tests {
         // The engine's diagnostics: the route by its index, requirements as it judged them.
         let token = Mint::demo(NOW).claim("scope", "orders:read".into()).sign();
         let auth = format!("Bearer {token}");
-        let t = explain(
+        let t = trace(
             &engine,
             &doc,
             &spec("DELETE", "/orders/9", &[("authorization", &auth)]),
-            NOW * 1000,
-            &[],
-        )
-        .unwrap();
+        );
         let index = t["route"]["index"].as_u64().unwrap() as usize;
         assert_eq!(
             doc.routes[index].name.as_deref(),
