@@ -8,6 +8,9 @@ use serde::Serialize;
 pub enum Decision {
     Allow(Allow),
     Deny(Denial),
+    /// A refusal that a dry run (of the policy or of the route) does not carry out: the exchange
+    /// reports it and lets the request through with the headers clients could forge removed.
+    WouldDeny(Denial),
 }
 
 /// Let the request through, after these header changes.
@@ -34,8 +37,6 @@ pub struct Allow {
     pub response_check: Option<usize>,
     /// The mode that applied: in `dry-run`, body and response refusals are reported, not sent.
     pub mode: Mode,
-    /// Dry run: the code the request would have been refused with.
-    pub would_deny: Option<DenialCode>,
     /// A credential was verified (responses get `Cache-Control: no-store`).
     pub authenticated: bool,
 }
@@ -106,7 +107,7 @@ impl Mode {
 impl Decision {
     pub fn denial_code(&self) -> Option<DenialCode> {
         match self {
-            Decision::Allow(_) => None,
+            Decision::Allow(_) | Decision::WouldDeny(_) => None,
             Decision::Deny(d) => Some(d.code),
         }
     }

@@ -341,9 +341,6 @@ impl Exchange {
                 self.authenticated = allow.authenticated;
                 self.principal = allow.principal;
                 self.unknown_route = allow.unknown_route;
-                if let Some(code) = allow.would_deny {
-                    self.would_deny(code, io);
-                }
                 for name in &allow.remove_headers {
                     if req.headers.iter().any(|(k, _)| k == name) {
                         // Removing a header the host holds cannot fail in a way that lets a
@@ -381,6 +378,18 @@ impl Exchange {
                 self.state = State::Forwarded;
                 io.count(Metric::Allowed { route: &self.route });
                 Step::Continue
+            }
+            Decision::WouldDeny(denial) => {
+                self.route = denial.route.unwrap_or_default();
+                self.principal = denial.principal;
+                self.mode = Mode::DryRun;
+                // Headers clients could forge are removed as on any request that goes on.
+                for name in engine.removed_headers(req) {
+                    if req.headers.iter().any(|(k, _)| *k == name) {
+                        let _ = io.request_header(Edit::Remove(&name));
+                    }
+                }
+                self.pass_dry_run(engine, denial.code, io)
             }
             Decision::Deny(denial) => {
                 self.route = denial.route.clone().unwrap_or_default();
@@ -637,11 +646,18 @@ impl Exchange {
         if self.mode != Mode::DryRun {
             return self.reply(engine, &denial, io);
         }
-        self.would_deny(denial.code, io);
+        self.pass_dry_run(engine, denial.code, io)
+    }
+
+    /// A dry run lets the request through that `code` refuses: reported (counted, logged,
+    /// audited), marked for the upstream with `dry_run_header` while the request headers are
+    /// still held (on the headers, or while a body check pauses them), and counted as allowed.
+    fn pass_dry_run(&mut self, engine: &Engine, code: DenialCode, io: &mut dyn Io) -> Step {
+        self.would_deny(code, io);
         if let Some(h) = &engine.dry_run_header {
-            // The request headers are still held (body checks pause them), so this reaches the
-            // upstream; failing to mark a dry run changes nothing the upstream relies on.
-            let _ = io.request_header(Edit::Set(h, denial.code.as_str()));
+            if io.request_header(Edit::Set(h, code.as_str())).is_err() {
+                return self.internal_error(engine, io);
+            }
         }
         self.state = State::Forwarded;
         io.count(Metric::Allowed { route: &self.route });
@@ -885,6 +901,8 @@ mod tests {
             {"name": "redact", "path": "/redact", "methods": ["GET"], "public": true,
              "response": {"schemas": {"200": {"type": "object", "properties": {"id": {}},
                           "additionalProperties": false}}, "mode": "redact"}},
+            {"name": "dryq", "path": "/dryq", "methods": ["GET"], "public": true, "mode": "dry-run",
+             "request": {"required_query": ["q"]}},
             {"name": "report", "path": "/report", "methods": ["GET"], "public": true,
              "mode": "dry-run",
              "response": {"schemas": {"200": {"type": "object", "required": ["id"]}}}}
@@ -1205,5 +1223,31 @@ mod tests {
         let hit = d.route.as_ref().unwrap();
         assert_eq!((hit.index, hit.name.as_str()), (0, "health"));
         assert_eq!(d.authentication, None, "public route");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_dry_run_lets_a_header_refusal_through_marked_and_without_forgeries() {
+        let mut run = Run::new();
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        assert_eq!(
+            run.start(&mut ex, &mut host, "GET", "/dryq", false),
+            Step::Continue
+        );
+        assert_eq!(ex.refusal(), Some((DenialCode::RequestInvalid, false)));
+        assert_eq!((ex.mode(), ex.route()), (Mode::DryRun, "dryq"));
+        assert_eq!(
+            host.upstream,
+            [
+                "Remove(\"x-tollgate-principal\")",
+                "Set(\"x-tollgate-dry-run\", \"request_invalid\")"
+            ]
+        );
+        assert!(host.metrics.iter().any(|m| m.starts_with("DryRun")));
+        assert!(host.metrics.iter().any(|m| m.starts_with("Allowed")));
+        // A mark the host refuses to set is never skipped.
+        let (mut ex, mut host) = (Exchange::new(), Host::default());
+        host.fail_edits = true;
+        let step = run.start(&mut ex, &mut host, "GET", "/dryq", false);
+        assert_eq!(status(&step), Some(500));
     }
 }

@@ -84,25 +84,16 @@ impl Engine {
         let mut outcome = self.evaluate(req, now_ms, state, store, trace);
         match &mut outcome.decision {
             Decision::Allow(allow) => allow.mode = trace.mode,
-            Decision::Deny(denial) if trace.mode == Mode::DryRun => {
-                // Everything was evaluated (and counted: buckets, failures); only the refusal is
-                // not carried out. Headers clients could forge are still removed.
-                let set_headers = self
-                    .dry_run_header
-                    .iter()
-                    .map(|h| (h.clone(), denial.code.as_str().to_string()))
-                    .collect();
-                outcome.decision = Decision::Allow(Allow {
-                    route: denial.route.take().unwrap_or_default(),
-                    principal: trace.principal.take(),
-                    remove_headers: self.removed_headers(req),
-                    set_headers,
-                    would_deny: Some(denial.code),
-                    mode: Mode::DryRun,
-                    ..Allow::default()
-                });
+            Decision::Deny(denial) | Decision::WouldDeny(denial) => {
+                denial.principal = trace.principal.take();
             }
-            Decision::Deny(denial) => denial.principal = trace.principal.take(),
+        }
+        if trace.mode == Mode::DryRun {
+            // Everything was evaluated (and counted: buckets, failures); only the refusal is not
+            // carried out (the exchange lets the request through).
+            if let Decision::Deny(denial) = outcome.decision {
+                outcome.decision = Decision::WouldDeny(denial);
+            }
         }
         outcome
     }
@@ -356,7 +347,7 @@ impl Engine {
     /// Headers removed from a request before the upstream: every header Tollgate writes and
     /// every override header it strips, plus the spellings of those the request actually carries
     /// that an upstream framework would read as the same header (`x_user_id`).
-    fn removed_headers(&self, req: &Request<'_>) -> Vec<String> {
+    pub(super) fn removed_headers(&self, req: &Request<'_>) -> Vec<String> {
         let mut out = self.forwarded_headers.clone();
         for (name, _) in req.headers {
             if headers::is_variant_of(name, &self.forwarded_headers) && !out.contains(name) {

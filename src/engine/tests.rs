@@ -97,7 +97,7 @@ fn code(o: &Outcome) -> Option<DenialCode> {
 fn allowed(o: &Outcome) -> &Allow {
     match &o.decision {
         Decision::Allow(a) => a,
-        Decision::Deny(d) => panic!("denied: {:?}", d.code),
+        Decision::Deny(d) | Decision::WouldDeny(d) => panic!("denied: {:?}", d.code),
     }
 }
 

@@ -70,14 +70,14 @@ fn run(e: &Engine, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcom
 fn verdict(o: &Outcome) -> Result<&str, DenialCode> {
     match &o.decision {
         Decision::Allow(a) => Ok(a.route.as_str()),
-        Decision::Deny(d) => Err(d.code),
+        Decision::Deny(d) | Decision::WouldDeny(d) => Err(d.code),
     }
 }
 
 fn allow(o: Outcome) -> Allow {
     match o.decision {
         Decision::Allow(a) => a,
-        Decision::Deny(d) => panic!("refused: {:?}", d.code),
+        Decision::Deny(d) | Decision::WouldDeny(d) => panic!("refused: {:?}", d.code),
     }
 }
 
@@ -155,13 +155,29 @@ fn underscore_spellings_of_protected_headers_are_removed() {
     assert!(!a.remove_headers.iter().any(|r| r == "x_other"));
     // Also on the unknown-route path and in a dry run.
     let e = engine(json!({"default": {"action": "allow"}, "mode": "dry-run"}));
-    let a = allow(run(
-        &e,
-        "GET",
-        "/users/a",
-        &[(":authority", "x"), ("x_user_id", "root")],
-    ));
-    assert!(a.remove_headers.iter().any(|r| r == "x_user_id"), "dry run");
+    let headers = [(":authority", "x"), ("x_user_id", "root")];
+    let o = run(&e, "GET", "/users/a", &headers);
+    assert!(matches!(o.decision, Decision::WouldDeny(_)), "{o:?}");
+    // What the exchange removes from a request a dry run lets through.
+    let owned: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let req = Request {
+        method: "GET",
+        path: "/users/a",
+        headers: &owned,
+        peer: None,
+    };
+    assert!(
+        e.removed_headers(&req).iter().any(|r| r == "x_user_id"),
+        "dry run"
+    );
+    let a = allow(run(&e, "GET", "/nowhere", &headers));
+    assert!(
+        a.remove_headers.iter().any(|r| r == "x_user_id"),
+        "unknown route"
+    );
 }
 
 #[wasm_bindgen_test(unsupported = test)]

@@ -675,7 +675,7 @@ pub fn paths(data: &[u8]) {
                     let again = decide(&f.engine, method, value, &headers);
                     match &again.decision {
                         Decision::Allow(a) => assert_eq!(a.route, allow.route, "{raw_path:?}"),
-                        Decision::Deny(d) => panic!(
+                        Decision::Deny(d) | Decision::WouldDeny(d) => panic!(
                             "{raw_path:?} is allowed on `{}`, its rewrite {value:?} refused: {:?}",
                             allow.route, d.code
                         ),
