@@ -187,6 +187,56 @@ fn describe(v: &[Violation]) -> String {
         .join(", ")
 }
 
+/// Counts and logs what deciding the headers did besides the decision (cache, buckets, blocks,
+/// deprecation), and asks for an early key refresh when a token named an unknown key.
+fn report_effects(
+    engine: &Engine,
+    effects: &super::Effects,
+    now_ms: u64,
+    store: &dyn SharedStore,
+    io: &mut dyn Io,
+) {
+    if let Some(hit) = effects.cache_hit {
+        io.count(Metric::Add(
+            if hit {
+                Counter::JwtCacheHit
+            } else {
+                Counter::JwtCacheMiss
+            },
+            1,
+        ));
+    }
+    if effects.cas_retries > 0 {
+        io.count(Metric::Add(
+            Counter::RatelimitCasRetries,
+            effects.cas_retries,
+        ));
+    }
+    if effects.cas_exhausted {
+        io.count(Metric::Add(Counter::RatelimitCasExhausted, 1));
+    }
+    for name in &effects.shadow_limited {
+        io.count(Metric::Add(Counter::RatelimitShadowLimited, 1));
+        io.log(
+            Level::Info,
+            &format!("tollgate: shadow limit `{name}` would have refused this request"),
+        );
+    }
+    if effects.block_started {
+        io.count(Metric::Add(Counter::BruteForceBlocks, 1));
+        io.log(Level::Warn, "tollgate: brute-force protection blocked a client after repeated authentication failures");
+    }
+    if effects.deprecated {
+        io.count(Metric::Add(Counter::DeprecatedRequests, 1));
+    }
+    if let Some(index) = effects.early_refresh {
+        if let Some(ProviderKeys::Remote(spec)) = engine.providers.get(index).map(|p| &p.keys) {
+            // The next tick of any worker fetches; a store failure only delays that.
+            let _ = crate::jwt::remote::request_early(store, spec, now_ms / 1000);
+        }
+    }
+}
+
 impl Exchange {
     pub fn new() -> Exchange {
         Exchange {
@@ -294,46 +344,7 @@ impl Exchange {
                 outcome
             }
         };
-        let effects = &outcome.effects;
-        if let Some(hit) = effects.cache_hit {
-            io.count(Metric::Add(
-                if hit {
-                    Counter::JwtCacheHit
-                } else {
-                    Counter::JwtCacheMiss
-                },
-                1,
-            ));
-        }
-        if effects.cas_retries > 0 {
-            io.count(Metric::Add(
-                Counter::RatelimitCasRetries,
-                effects.cas_retries,
-            ));
-        }
-        if effects.cas_exhausted {
-            io.count(Metric::Add(Counter::RatelimitCasExhausted, 1));
-        }
-        for name in &effects.shadow_limited {
-            io.count(Metric::Add(Counter::RatelimitShadowLimited, 1));
-            io.log(
-                Level::Info,
-                &format!("tollgate: shadow limit `{name}` would have refused this request"),
-            );
-        }
-        if effects.block_started {
-            io.count(Metric::Add(Counter::BruteForceBlocks, 1));
-            io.log(Level::Warn, "tollgate: brute-force protection blocked a client after repeated authentication failures");
-        }
-        if effects.deprecated {
-            io.count(Metric::Add(Counter::DeprecatedRequests, 1));
-        }
-        if let Some(index) = effects.early_refresh {
-            if let Some(ProviderKeys::Remote(spec)) = engine.providers.get(index).map(|p| &p.keys) {
-                // The next tick of any worker fetches; a store failure only delays that.
-                let _ = crate::jwt::remote::request_early(store, spec, now_ms / 1000);
-            }
-        }
+        report_effects(engine, &outcome.effects, now_ms, store, io);
         match outcome.decision {
             Decision::Allow(allow) => {
                 self.route = allow.route;
