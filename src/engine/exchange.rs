@@ -57,6 +57,9 @@ pub enum Step {
 /// body, rendered only now that it is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// What the problem says (`upstream_error` for a masked 5xx, which is no refusal); for the
+    /// CLI's report, the host sends only status, headers and body.
+    pub code: DenialCode,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -610,12 +613,13 @@ impl Exchange {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        self.send(engine, denial.status, headers, denial.body())
+        self.send(engine, denial.code, denial.status, headers, denial.body())
     }
 
     fn send(
         &mut self,
         engine: &Engine,
+        code: DenialCode,
         status: u16,
         mut headers: Vec<(String, String)>,
         body: String,
@@ -628,6 +632,7 @@ impl Exchange {
         self.state = State::Responded;
         self.status = status;
         Step::Reply(Reply {
+            code,
             status,
             headers,
             body,
@@ -764,7 +769,7 @@ impl Exchange {
         ];
         headers.append(&mut self.response_headers);
         let body = crate::problem::upstream_error(status);
-        self.send(engine, status, headers, body)
+        self.send(engine, DenialCode::UpstreamError, status, headers, body)
     }
 
     /// A response the route's checks cannot judge: refused (502) or passed as the engine says.
@@ -1135,7 +1140,7 @@ mod tests {
         let Step::Reply(reply) = step else {
             panic!("{step:?}")
         };
-        assert_eq!(reply.status, 503);
+        assert_eq!((reply.status, reply.code), (503, DenialCode::UpstreamError));
         assert!(!reply.body.contains("hunter2") && reply.body.contains("upstream_error"));
         assert!(host
             .logs
