@@ -289,6 +289,7 @@ pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Res
         headers,
         body,
         peer: case.request.peer.clone().or_else(|| defaults.peer.clone()),
+        response: None,
     })
 }
 

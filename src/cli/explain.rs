@@ -517,6 +517,7 @@ mod tests {
                 .collect(),
             body: None,
             peer: None,
+            response: None,
         }
     }
 

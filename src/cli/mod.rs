@@ -221,6 +221,7 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
         headers,
         body,
         peer: a.value("peer").map(String::from),
+        response: None,
     };
     let now_ms = now_arg(&a)?;
     let jwks = jwks_args(&a)?;

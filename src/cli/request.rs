@@ -25,6 +25,46 @@ pub struct Spec {
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
     pub peer: Option<String>,
+    /// What the upstream answers if the request reaches it; `None`: a `200` without a body is
+    /// assumed and only its headers are judged.
+    pub response: Option<Upstream>,
+}
+
+/// The upstream's response, as the user describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub status: u16,
+    /// Names as given; lowercased when the response is built, as Envoy's header maps are.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Default for Upstream {
+    fn default() -> Upstream {
+        Upstream {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}
+
+impl Upstream {
+    /// The header list the filter sees: `:status` first, names lowercase, and `content-length`
+    /// for the body unless given, as Envoy's HTTP/1 codec hands an upstream response on.
+    pub fn envoy_headers(&self) -> Vec<(String, String)> {
+        let mut out = vec![(":status".to_string(), self.status.to_string())];
+        for (k, v) in &self.headers {
+            let k = k.to_ascii_lowercase();
+            if !k.starts_with(':') {
+                out.push((k, v.clone()));
+            }
+        }
+        if !out.iter().any(|(k, _)| k == "content-length") {
+            out.push(("content-length".into(), self.body.len().to_string()));
+        }
+        out
+    }
 }
 
 impl Spec {
@@ -95,11 +135,61 @@ impl Change {
     }
 }
 
+/// What the client gets from the response phase, when the spec gives the upstream's response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// The upstream's response went on (its headers changed as [`Verdict::response`] says).
+    Upstream { status: u16, body: Vec<u8> },
+    /// The upstream's status with the body Tollgate rewrote (`redact`).
+    Redacted { status: u16, body: Vec<u8> },
+    /// Tollgate's own reply instead of the upstream's response (a blocked or unchecked response,
+    /// a masked 5xx).
+    Replaced(Reply),
+}
+
+impl Delivered {
+    /// The status the client receives.
+    pub fn status(&self) -> u16 {
+        match self {
+            Delivered::Upstream { status, .. } | Delivered::Redacted { status, .. } => *status,
+            Delivered::Replaced(reply) => reply.status,
+        }
+    }
+
+    /// Tollgate's code, when it replaced the response.
+    pub fn code(&self) -> Option<DenialCode> {
+        match self {
+            Delivered::Replaced(reply) => Some(reply.code),
+            _ => None,
+        }
+    }
+
+    /// The body the client receives.
+    pub fn body(&self) -> &[u8] {
+        match self {
+            Delivered::Upstream { body, .. } | Delivered::Redacted { body, .. } => body,
+            Delivered::Replaced(reply) => reply.body.as_bytes(),
+        }
+    }
+
+    /// `upstream`, `redacted` or `replaced`.
+    pub fn how(&self) -> &'static str {
+        match self {
+            Delivered::Upstream { .. } => "upstream",
+            Delivered::Redacted { .. } => "redacted",
+            Delivered::Replaced(_) => "replaced",
+        }
+    }
+}
+
 /// What one request did in the exchange, as Envoy would have carried it out.
 #[derive(Clone, Debug, Default)]
 pub struct Verdict {
     /// Tollgate's own reply to the request (a refusal before anything reached the upstream).
     pub reply: Option<Reply>,
+    /// What the client got from the response phase: only when the spec gives the upstream's
+    /// response and the request reached it.
+    pub delivered: Option<Delivered>,
     /// The refusal's code, or in a dry run the code it would have had.
     pub refusal: Option<(DenialCode, bool)>,
     /// Name of the matched route (empty: none).
@@ -109,7 +199,7 @@ pub struct Verdict {
     pub mode: Mode,
     /// Changes to the request on its way upstream.
     pub upstream: Vec<Change>,
-    /// Changes to the (simulated) upstream response's headers.
+    /// Changes to the upstream response's headers (a simulated `200` without a spec'd response).
     pub response: Vec<Change>,
     /// Whether the request body was checked, and the code of its refusal if any.
     pub body_checked: Option<Result<(), DenialCode>>,
@@ -126,9 +216,9 @@ impl Verdict {
         self.reply.is_none()
     }
 
-    /// The refusal that was carried out, if any.
+    /// The request's refusal that was carried out, if any.
     pub fn denied(&self) -> Option<DenialCode> {
-        self.refusal.filter(|(_, done)| *done).map(|(c, _)| c)
+        self.reply.as_ref().map(|r| r.code)
     }
 
     pub fn would_deny(&self) -> Option<DenialCode> {
@@ -139,8 +229,27 @@ impl Verdict {
         (!self.route.is_empty()).then(|| self.route.clone())
     }
 
-    /// `{decision, code, status, route, principal, would_deny}`: what `test` compares.
+    /// `{decision, code, status, route, principal, would_deny}` of the request, and
+    /// `{response_status, response_code, response_body}` of the response phase (`null` when it
+    /// did not run): what `test` compares.
     pub fn summary(&self) -> Value {
+        let mut out = self.request_summary();
+        if let (Value::Object(map), Some(d)) = (&mut out, &self.delivered) {
+            map.insert("response_status".into(), d.status().into());
+            map.insert("response_code".into(), json!(d.code().map(|c| c.as_str())));
+            map.insert(
+                "response_body".into(),
+                String::from_utf8_lossy(d.body()).into_owned().into(),
+            );
+        } else if let Value::Object(map) = &mut out {
+            for k in ["response_status", "response_code", "response_body"] {
+                map.insert(k.into(), Value::Null);
+            }
+        }
+        out
+    }
+
+    fn request_summary(&self) -> Value {
         match &self.reply {
             None => json!({
                 "decision": "allow",
@@ -184,7 +293,11 @@ impl Io for Recorder<'_> {
                 let body = self.spec.body.as_deref().unwrap_or_default();
                 body.get(..size).map(<[u8]>::to_vec)
             }
-            Body::Response | Body::CallResponse => None,
+            Body::Response => {
+                let body = self.spec.response.as_ref().map(|r| r.body.as_slice());
+                body.unwrap_or_default().get(..size).map(<[u8]>::to_vec)
+            }
+            Body::CallResponse => None,
         }
     }
 
@@ -258,7 +371,8 @@ impl<'e> Session<'e> {
 
     /// Runs `spec` through the engine's exchange at `now_ms`, as Envoy does: the headers, then
     /// the body when the decision holds the request for it, then - if the request went upstream -
-    /// the response's headers (`200`, its body not simulated).
+    /// the response's headers and, when they are held, its whole body. Without a response in the
+    /// spec, a `200` without a body is assumed and only its headers are judged.
     pub fn decide(&mut self, spec: &Spec, now_ms: u64) -> Verdict {
         let headers = spec.envoy_headers();
         let req = Request {
@@ -292,6 +406,8 @@ impl<'e> Session<'e> {
         }
         if let Step::Reply(reply) = step {
             io.verdict.reply = Some(reply);
+        } else if let Some(upstream) = &spec.response {
+            io.verdict.delivered = Some(respond(self.engine, &mut exchange, upstream, &mut io));
         } else {
             let upstream = [(":status".to_string(), "200".to_string())];
             exchange.on_response_headers(self.engine, &upstream, false, &mut io);
@@ -306,6 +422,35 @@ impl<'e> Session<'e> {
         verdict.mode = exchange.mode();
         verdict.diagnostics = exchange.diagnostics().cloned().unwrap_or_default();
         verdict
+    }
+}
+
+/// The response phase as Envoy's HTTP/1 codec drives it: the headers (ending the stream when
+/// there is no body), then the whole body in one buffer with the end of the stream, unless the
+/// headers already decided. Returns what the client gets.
+fn respond(
+    engine: &Engine,
+    exchange: &mut Exchange,
+    upstream: &Upstream,
+    io: &mut Recorder<'_>,
+) -> Delivered {
+    let headers = upstream.envoy_headers();
+    let body = &upstream.body;
+    let mut step = exchange.on_response_headers(engine, &headers, body.is_empty(), io);
+    if step == Step::Pause {
+        step = exchange.on_response_body(engine, body.len(), true, io);
+    }
+    match step {
+        Step::Reply(reply) => Delivered::Replaced(reply),
+        Step::ReplaceBody { body, .. } => Delivered::Redacted {
+            status: upstream.status,
+            body,
+        },
+        // Every state the exchange pauses in is left by a whole body that ends the stream.
+        Step::Continue | Step::Pause => Delivered::Upstream {
+            status: upstream.status,
+            body: body.clone(),
+        },
     }
 }
 
@@ -354,6 +499,7 @@ mod tests {
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: body.map(|b| b.as_bytes().to_vec()),
             peer: None,
+            response: None,
         }
     }
 
@@ -380,6 +526,128 @@ mod tests {
         let dry = s.decide(&spec("POST", "/shadow", Some("{}")), now);
         assert!(dry.allowed());
         assert_eq!(dry.summary()["would_deny"], "request_invalid");
+    }
+
+    const RESPONSES: &str = r#"{"responses": {"mask_upstream_errors": true}, "routes": [
+        {"name": "block", "path": "/block", "methods": ["GET"], "public": true,
+         "response": {"schemas": {"200": {"type": "object", "required": ["id"]}}}},
+        {"name": "redact", "path": "/redact", "methods": ["GET"], "public": true,
+         "response": {"schemas": {"200": {"type": "object", "properties": {"id": {}},
+                      "additionalProperties": false}}, "mode": "redact"}},
+        {"name": "shadow", "path": "/shadow", "methods": ["GET"], "public": true, "mode": "dry-run",
+         "response": {"schemas": {"200": {"type": "object", "required": ["id"]}}}}
+    ]}"#;
+
+    fn answered(path: &str, status: u16, headers: &[(&str, &str)], body: &str) -> Spec {
+        Spec {
+            response: Some(Upstream {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body: body.as_bytes().to_vec(),
+            }),
+            ..spec("GET", path, None)
+        }
+    }
+
+    #[test]
+    fn the_upstream_response_goes_through_the_response_phase() {
+        let engine = Engine::compile(RESPONSES.as_bytes()).unwrap();
+        let mut s = Session::new(&engine, &[]).unwrap();
+        let now = 1_800_000_000_000;
+        let ok = s.decide(&answered("/block", 200, &[], r#"{"id": 1}"#), now);
+        assert_eq!(
+            ok.delivered,
+            Some(Delivered::Upstream {
+                status: 200,
+                body: br#"{"id": 1}"#.to_vec()
+            })
+        );
+        let summary = ok.summary();
+        assert_eq!(
+            (&summary["decision"], &summary["response_status"]),
+            (&json!("allow"), &json!(200))
+        );
+        assert!(summary["response_code"].is_null());
+
+        let bad = s.decide(&answered("/block", 200, &[], "{}"), now);
+        let summary = bad.summary();
+        assert_eq!(
+            summary["decision"], "allow",
+            "the request itself went through"
+        );
+        assert!(summary["code"].is_null() && bad.denied().is_none());
+        assert_eq!(summary["response_status"], 502);
+        assert_eq!(summary["response_code"], "response_invalid");
+        // Bytes the route cannot read are refused, also when only the headers say so.
+        let gzip = answered(
+            "/block",
+            200,
+            &[("Content-Encoding", "gzip")],
+            r#"{"id":1}"#,
+        );
+        assert_eq!(
+            s.decide(&gzip, now).summary()["response_code"],
+            "response_unchecked"
+        );
+
+        let redacted = s.decide(&answered("/redact", 200, &[], r#"{"id":1,"x":2}"#), now);
+        assert_eq!(
+            redacted.delivered,
+            Some(Delivered::Redacted {
+                status: 200,
+                body: br#"{"id":1}"#.to_vec()
+            })
+        );
+        assert!(redacted
+            .response
+            .contains(&Change::Set("content-length".into(), "8".into())));
+
+        let masked = s.decide(&answered("/redact", 503, &[], "stack trace"), now);
+        let summary = masked.summary();
+        assert_eq!(
+            (&summary["response_status"], &summary["response_code"]),
+            (&json!(503), &json!("upstream_error"))
+        );
+        assert!(!summary["response_body"]
+            .as_str()
+            .unwrap()
+            .contains("stack trace"));
+
+        let dry = s
+            .decide(&answered("/shadow", 200, &[], "{}"), now)
+            .summary();
+        assert_eq!(
+            (&dry["would_deny"], &dry["response_status"]),
+            (&json!("response_invalid"), &json!(200))
+        );
+
+        // A refused request never reaches the upstream: no response phase.
+        let refused = s.decide(&answered("/nowhere", 200, &[], "{}"), now);
+        assert!(refused.delivered.is_none());
+        assert!(refused.summary()["response_status"].is_null());
+        // Without a response in the spec, only a `200`'s headers are judged, as before.
+        let plain = s.decide(&spec("GET", "/block", None), now);
+        assert!(plain.delivered.is_none() && plain.refusal.is_none());
+    }
+
+    #[test]
+    fn upstream_headers_are_lowercase_with_status_and_length() {
+        let u = Upstream {
+            status: 404,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: b"gone".to_vec(),
+        };
+        assert_eq!(
+            u.envoy_headers(),
+            [
+                (":status".to_string(), "404".to_string()),
+                ("content-type".into(), "text/plain".into()),
+                ("content-length".into(), "4".into())
+            ]
+        );
     }
 
     #[test]
