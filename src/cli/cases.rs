@@ -3,7 +3,7 @@
 //! expire; see policies/README.md, "Command-line tool", for the format.
 
 use super::keys::{self, SigningKey};
-use super::request::{self, Session, Spec, Verdict};
+use super::request::{self, Session, Spec, Upstream, Verdict};
 use super::source::Document;
 use crate::engine::Engine;
 use crate::jwt::Alg;
@@ -52,7 +52,28 @@ pub struct Case {
     /// Send the request this many times (one bucket store); the last decision is judged.
     #[serde(default)]
     pub repeat: Option<u32>,
+    /// What the upstream answers if the request reaches it; without it a `200` without a body is
+    /// assumed and only its headers are judged.
+    #[serde(default)]
+    pub response: Option<ResponseDoc>,
     pub want: Want,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseDoc {
+    #[serde(default = "ok")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValue>,
+    /// As `request.body`: a string is sent as is; anything else as JSON (with
+    /// `content-type: application/json` unless the headers say otherwise).
+    #[serde(default)]
+    pub body: Option<Value>,
+}
+
+fn ok() -> u16 {
+    200
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +186,21 @@ pub struct Want {
     pub principal: Option<String>,
     #[serde(default)]
     pub would_deny: Option<String>,
+    /// The status the client receives from the response phase (the case needs a `response`).
+    #[serde(default)]
+    pub response_status: Option<u16>,
+    /// Tollgate's code when it replaced the upstream's response (`response_invalid`,
+    /// `response_unchecked`, `upstream_error`); `null`: the upstream's response went on.
+    #[serde(default, deserialize_with = "nullable")]
+    pub response_code: Option<Option<String>>,
+    /// The body the client receives: a string compared as text, anything else as JSON.
+    #[serde(default)]
+    pub response_body: Option<Value>,
+}
+
+/// A field that may be given as `null` (`Some(None)`), apart from one left out (`None`).
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 const DEFAULT_TTL: i64 = 300;
@@ -233,16 +269,12 @@ fn time(t: &Time) -> Result<u64, String> {
     }
 }
 
-/// Builds the request of a case at `now` (seconds), minting its token.
-pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Result<Spec, String> {
-    let mut merged = defaults.headers.clone();
-    merged.extend(case.request.headers.clone());
-    let mut headers = header_values(&merged);
-    let mut path = case.request.path.clone();
-    let body = match &case.request.body {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone().into_bytes()),
-        Some(v) => {
+/// A case's body: a string as is, anything else as JSON, declared as such in `headers` unless
+/// they give a `content-type`.
+fn body_bytes(body: Option<&Value>, headers: &mut Vec<(String, String)>) -> Option<Vec<u8>> {
+    match body? {
+        Value::String(s) => Some(s.clone().into_bytes()),
+        v => {
             if !headers
                 .iter()
                 .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
@@ -251,7 +283,27 @@ pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Res
             }
             Some(v.to_string().into_bytes())
         }
-    };
+    }
+}
+
+/// The upstream's response of a case.
+fn upstream(doc: &ResponseDoc) -> Upstream {
+    let mut headers = header_values(&doc.headers);
+    let body = body_bytes(doc.body.as_ref(), &mut headers).unwrap_or_default();
+    Upstream {
+        status: doc.status,
+        headers,
+        body,
+    }
+}
+
+/// Builds the request of a case at `now` (seconds), minting its token.
+pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Result<Spec, String> {
+    let mut merged = defaults.headers.clone();
+    merged.extend(case.request.headers.clone());
+    let mut headers = header_values(&merged);
+    let mut path = case.request.path.clone();
+    let body = body_bytes(case.request.body.as_ref(), &mut headers);
     if let Some(field) = &case.token {
         let (token, place) = match field {
             TokenField::Raw(t) => (t.clone(), TokenDoc::default()),
@@ -289,7 +341,7 @@ pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Res
         headers,
         body,
         peer: case.request.peer.clone().or_else(|| defaults.peer.clone()),
-        response: None,
+        response: case.response.as_ref().map(upstream),
     })
 }
 
@@ -351,6 +403,29 @@ fn compare(want: &Want, got: &Value) -> Vec<String> {
     field("route", want.route.as_deref().map(Value::from));
     field("principal", want.principal.as_deref().map(Value::from));
     field("would_deny", want.would_deny.as_deref().map(Value::from));
+    field("response_status", want.response_status.map(Value::from));
+    field(
+        "response_code",
+        want.response_code
+            .as_ref()
+            .map(|c| c.as_deref().map_or(Value::Null, Value::from)),
+    );
+    match &want.response_body {
+        None => {}
+        Some(Value::String(text)) => field("response_body", Some(Value::from(text.as_str()))),
+        // Compared as JSON, so that a case need not spell the compact text Tollgate writes.
+        Some(data) => {
+            let seen = got["response_body"]
+                .as_str()
+                .and_then(|b| serde_json::from_str::<Value>(b).ok());
+            if seen.as_ref() != Some(data) {
+                failures.push(format!(
+                    "response_body: want {data}, got {}",
+                    got["response_body"]
+                ));
+            }
+        }
+    }
     failures
 }
 
@@ -425,6 +500,15 @@ fn run_case(
             case.want.decision
         ));
     }
+    let w = &case.want;
+    if case.response.is_none()
+        && (w.response_status.is_some() || w.response_code.is_some() || w.response_body.is_some())
+    {
+        return Err(
+            "want.response_status, response_code and response_body need the case's `response`"
+                .into(),
+        );
+    }
     let spec = build(case, defaults, base_dir, now_ms / 1000)?;
     let mut session = Session::new(engine, jwks)?;
     let mut verdict = session.decide(&spec, now_ms);
@@ -446,6 +530,12 @@ fn describe(v: &Value) -> String {
     }
     if let Some(r) = v["route"].as_str() {
         text.push_str(&format!(" (route {r})"));
+    }
+    if !v["response_status"].is_null() {
+        text.push_str(&format!(", response {}", v["response_status"]));
+        if let Some(c) = v["response_code"].as_str() {
+            text.push_str(&format!(" {c}"));
+        }
     }
     text
 }
@@ -493,6 +583,11 @@ pub fn render_json(policy: &str, cases_file: &str, results: &[Outcome]) -> Value
                 "path": s.path,
                 "headers": s.headers,
                 "body": s.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            })),
+            "response": r.spec.as_ref().and_then(|s| s.response.as_ref()).map(|u| json!({
+                "status": u.status,
+                "headers": u.headers,
+                "body": String::from_utf8_lossy(&u.body),
             })),
         })).collect::<Vec<_>>(),
     })
@@ -599,6 +694,63 @@ cases:
         assert_eq!(claims["header"]["alg"], "HS256");
         assert_eq!(claims["claims"], json!({"sub": "a", "iat": 10, "exp": 310}));
         assert_ne!(corrupt(&token), token);
+    }
+
+    #[test]
+    fn a_case_gives_the_upstream_response() {
+        let text = r#"
+cases:
+  - note: passed on
+    request: {path: /health}
+    response: {status: 404, headers: {X-Trace: [a, b]}, body: {b: 1, a: [2]}}
+    want: {decision: allow, response_status: 404, response_code: null, response_body: {a: [2], b: 1}}
+  - note: text compared as text
+    request: {path: /health}
+    response: {body: "plain"}
+    want: {decision: allow, response_status: 200, response_body: plain}
+  - note: wrong code
+    request: {path: /health}
+    response: {status: 503}
+    want: {decision: allow, response_code: upstream_error}
+  - note: a response field without a response
+    request: {path: /health}
+    want: {decision: allow, response_status: 200}
+"#;
+        let (engine, doc, file, dir) = setup(text);
+        let results = run(&engine, &doc, &file, &dir, 1_800_000_000_000).unwrap();
+        let failures: Vec<&[String]> = results.iter().map(|r| r.failures.as_slice()).collect();
+        assert!(
+            failures[0].is_empty() && failures[1].is_empty(),
+            "{results:#?}"
+        );
+        assert_eq!(
+            failures[2],
+            [r#"response_code: want "upstream_error", got null"#]
+        );
+        assert!(
+            failures[3][0].contains("need the case's `response`"),
+            "{failures:?}"
+        );
+        let spec = results[0].spec.as_ref().unwrap();
+        let upstream = spec.response.as_ref().unwrap();
+        assert_eq!(upstream.status, 404);
+        assert_eq!(upstream.body, br#"{"a":[2],"b":1}"#);
+        assert!(upstream
+            .headers
+            .contains(&("content-type".into(), "application/json".into())));
+        assert_eq!(
+            upstream
+                .headers
+                .iter()
+                .filter(|(k, _)| k == "X-Trace")
+                .count(),
+            2
+        );
+        let j = render_json("p", "c", &results);
+        assert_eq!(j["cases"][0]["response"]["status"], 404);
+        assert_eq!(j["cases"][0]["got"]["response_status"], 404);
+        assert!(j["cases"][0]["request"]["body"].is_null());
+        assert!(render_text("c", &results).contains("got allow (route health), response 503"));
     }
 
     #[test]
