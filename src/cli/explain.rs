@@ -3,7 +3,7 @@
 //! `Exchange::explained`, whose diagnostics name the route, the credential and each requirement);
 //! this file only adds what the compiled policy says about the route and renders it all.
 
-use super::request::{Change, Session, Spec, Verdict};
+use super::request::{Change, Delivered, Session, Spec, Verdict};
 use crate::engine::{Access, Engine, Request};
 use crate::jwt::extract::Source;
 use crate::policy::PolicyDoc;
@@ -40,6 +40,16 @@ pub fn explain(
             "body_bytes": spec.body.as_ref().map(Vec::len),
         }),
     );
+    if let Some(r) = &spec.response {
+        out.insert(
+            "response".into(),
+            json!({
+                "status": r.status,
+                "headers": r.envoy_headers(),
+                "body_bytes": r.body.len(),
+            }),
+        );
+    }
     out.insert("now".into(), Value::from(super::keys::seconds_rfc3339(now)));
     out.insert("normalized_path".into(), json!(diag.normalized_path));
     let matched = diag
@@ -259,6 +269,9 @@ pub fn decision_json(v: &Verdict) -> Value {
                 };
                 out.insert("body".into(), body);
             }
+            if let Some(d) = &v.delivered {
+                out.insert("delivered".into(), delivered_json(d));
+            }
         }
         Some(reply) => {
             if let Some(code) = v.denied() {
@@ -281,6 +294,20 @@ pub fn decision_json(v: &Verdict) -> Value {
             .collect::<Vec<_>>()),
     );
     Value::Object(out)
+}
+
+/// What the client got from the response phase: how, the status, and the body (as JSON when
+/// it is JSON); for Tollgate's own reply also its code, title and headers.
+fn delivered_json(d: &Delivered) -> Value {
+    let body = serde_json::from_slice::<Value>(d.body())
+        .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(d.body()).into_owned()));
+    let mut out = json!({"how": d.how(), "status": d.status(), "body": body});
+    if let (Delivered::Replaced(reply), Value::Object(map)) = (d, &mut out) {
+        map.insert("code".into(), json!(reply.code.as_str()));
+        map.insert("title".into(), json!(reply.code.info().title));
+        map.insert("headers".into(), json!(reply.headers));
+    }
+    out
 }
 
 /// The trace for people.
@@ -473,8 +500,50 @@ pub fn render_text(t: &Value) -> String {
         {
             line("upstream", format!("set {}: {}", s(&h[0]), s(&h[1])));
         }
-        for h in d["response_headers"].as_array().into_iter().flatten() {
-            line("response", format!("{}: {}", s(&h[0]), s(&h[1])));
+        let given = &t["response"];
+        if given.is_object() {
+            line(
+                "answered",
+                format!(
+                    "the upstream: {}, {} bytes",
+                    given["status"], given["body_bytes"]
+                ),
+            );
+        }
+        let got = &d["delivered"];
+        // Headers set on an upstream response that Tollgate then replaced never reach the client.
+        if got["how"] != "replaced" {
+            for h in d["response_headers"].as_array().into_iter().flatten() {
+                line("response", format!("{}: {}", s(&h[0]), s(&h[1])));
+            }
+        }
+        let body = |b: &Value| b.as_str().map_or(b.to_string(), String::from);
+        match got["how"].as_str() {
+            Some("upstream") => line(
+                "delivered",
+                format!("{} with the upstream's body, unchanged", got["status"]),
+            ),
+            Some("redacted") => line(
+                "delivered",
+                format!(
+                    "{} with the body redacted: {}",
+                    got["status"],
+                    body(&got["body"])
+                ),
+            ),
+            Some("replaced") => {
+                line(
+                    "delivered",
+                    format!(
+                        "{} {} ({}) instead of the upstream's response",
+                        got["status"],
+                        s(&got["code"]),
+                        s(&got["title"])
+                    ),
+                );
+                line("delivered", got["body"].to_string());
+            }
+            _ => {}
         }
     } else {
         line(
@@ -614,6 +683,81 @@ mod tests {
             t["decision"]
         );
         assert_eq!(t["authentication"]["principal"], "api_key:reporting-2026q1");
+    }
+
+    #[test]
+    fn the_upstream_response_is_traced() {
+        let text = include_str!("../../policies/directory.json");
+        let engine = Engine::compile(text.as_bytes()).unwrap();
+        let doc = crate::policy::parse(text.as_bytes()).unwrap();
+        let token = Mint::demo(NOW)
+            .claim("scope", "directory:read".into())
+            .sign();
+        let auth = format!("Bearer {token}");
+        let answered = |path: &str, status: u16, body: &str| Spec {
+            response: Some(crate::cli::request::Upstream {
+                status,
+                headers: vec![],
+                body: body.as_bytes().to_vec(),
+            }),
+            ..spec("GET", path, &[("authorization", &auth)])
+        };
+        let t = explain(
+            &engine,
+            &doc,
+            &answered("/teams/1", 200, r#"{"id": "x"}"#),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t["response"]["status"], 200);
+        assert_eq!(t["decision"]["decision"], "allow");
+        assert_eq!(t["decision"]["delivered"]["code"], "response_invalid");
+        let text = render_text(&t);
+        assert!(
+            text.contains("answered   the upstream: 200, 11 bytes"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "delivered  502 response_invalid (Bad gateway) instead of the upstream's response"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("response   "), "{text}");
+
+        let t = explain(
+            &engine,
+            &doc,
+            &answered("/people/7", 200, r#"{"id": 7, "name": "a", "ssn": "1"}"#),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        let text = render_text(&t);
+        assert!(
+            text.contains(r#"delivered  200 with the body redacted: {"id":7,"name":"a"}"#),
+            "{text}"
+        );
+        assert!(text.contains("response   content-length: 19"), "{text}");
+
+        let t = explain(
+            &engine,
+            &doc,
+            &answered("/search", 200, "[{}]"),
+            NOW * 1000,
+            &[],
+        )
+        .unwrap();
+        let text = render_text(&t);
+        assert!(
+            text.contains("(dry run: would deny with response_invalid)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("delivered  200 with the upstream's body, unchanged"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -34,7 +34,10 @@ usage:
       risky choices. Exit 1 when a policy is invalid (or, with --strict, has warnings).
   tollgate explain POLICY --request 'METHOD /path?query' [-H 'name: value']... [--body FILE | --data TEXT]
                    [--now TIME] [--peer ADDR] [--jwks PROVIDER=FILE]... [--json]
-      run one request through the engine and print the decision with its trace.
+                   [--response-status CODE] [--response-header 'name: value']...
+                   [--response-body FILE | --response-data TEXT]
+      run one request through the engine and print the decision with its trace; with --response-*,
+      the upstream's answer (status 200 unless given) through the response checks too.
   tollgate test POLICY CASES... [--json]
       run files of request cases with expected decisions. Exit 1 when a case fails.
   tollgate render envoy POLICY [--as struct|string] [--wasm PATH]
@@ -187,11 +190,66 @@ fn now_arg(a: &Args) -> Result<u64> {
     }
 }
 
+/// `--body FILE` or `--data TEXT` (or, with `prefix` `response-`, their response forms).
+fn body_arg(a: &Args, prefix: &str) -> Result<Option<Vec<u8>>> {
+    let (file, text) = (format!("{prefix}body"), format!("{prefix}data"));
+    match (a.value(&file), a.value(&text)) {
+        (Some(_), Some(_)) => usage(format!("give `--{file}` or `--{text}`, not both")),
+        (Some(f), None) => Ok(Some(
+            std::fs::read(f).map_err(|e| error(format!("{f}: {e}")))?,
+        )),
+        (None, Some(t)) => Ok(Some(t.as_bytes().to_vec())),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The upstream's response given by `--response-*` (status `200` unless given), if any.
+fn response_arg(a: &Args) -> Result<Option<request::Upstream>> {
+    let headers = a
+        .values("response-header")
+        .iter()
+        .map(|h| request::parse_header(h))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    let body = body_arg(a, "response-")?;
+    let status = match a.value("response-status") {
+        Some(s) => Some(
+            s.parse::<u16>()
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| {
+                    Failure::Usage(format!("`--response-status {s}`: expected 100 to 599"))
+                })?,
+        ),
+        None => None,
+    };
+    if status.is_none() && headers.is_empty() && body.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(request::Upstream {
+        status: status.unwrap_or(200),
+        headers,
+        body: body.unwrap_or_default(),
+    }))
+}
+
 fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
     let a = parse(
         args,
         &ArgSpec {
-            options: &["request", "header", "body", "data", "now", "peer", "jwks"],
+            options: &[
+                "request",
+                "header",
+                "body",
+                "data",
+                "now",
+                "peer",
+                "jwks",
+                "response-status",
+                "response-header",
+                "response-body",
+                "response-data",
+            ],
             flags: &["json"],
             short: &[("-H", "--header"), ("-X", "--request")],
         },
@@ -209,19 +267,14 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
         .map(|h| request::parse_header(h))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(Failure::Usage)?;
-    let body = match (a.value("body"), a.value("data")) {
-        (Some(_), Some(_)) => return usage("give `--body` or `--data`, not both"),
-        (Some(file), None) => Some(std::fs::read(file).map_err(|e| error(format!("{file}: {e}")))?),
-        (None, Some(text)) => Some(text.as_bytes().to_vec()),
-        (None, None) => None,
-    };
+    let body = body_arg(&a, "")?;
     let spec = request::Spec {
         method,
         path,
         headers,
         body,
         peer: a.value("peer").map(String::from),
-        response: None,
+        response: response_arg(&a)?,
     };
     let now_ms = now_arg(&a)?;
     let jwks = jwks_args(&a)?;
@@ -508,5 +561,37 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("upstream   set x-user-id: bob"), "{out}");
+
+        // The upstream's answer: the demo policy checks none, so it goes on as sent.
+        let (code, out, err) = run_args(&[
+            "explain",
+            &policy,
+            "--request",
+            "GET /api/orders",
+            "-H",
+            &auth,
+            "--response-status",
+            "404",
+            "--response-header",
+            "content-type: application/json",
+            "--response-data",
+            r#"{"title": "no orders"}"#,
+            "--json",
+        ]);
+        assert_eq!(code, OK, "{err}");
+        let t: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(t["response"]["status"], 404);
+        assert_eq!(t["decision"]["response_status"], 404);
+        assert_eq!(t["decision"]["delivered"]["how"], "upstream");
+        assert_eq!(t["decision"]["delivered"]["body"]["title"], "no orders");
+        for bad in [
+            &["--response-status", "99"][..],
+            &["--response-status", "ok"],
+            &["--response-body", "f", "--response-data", "x"],
+        ] {
+            let mut args = vec!["explain", &policy, "--request", "GET /health"];
+            args.extend_from_slice(bad);
+            assert_eq!(run_args(&args).0, USAGE, "{bad:?}");
+        }
     }
 }
