@@ -104,6 +104,8 @@ enum Snippet {
     EnvoyConfig,
     /// `<!-- not-a-policy -->`: a body, a response, anything that is not a policy.
     NotAPolicy,
+    /// `<!-- cases for FILE -->`: a case file (YAML) whose every case passes against FILE.
+    Cases(String),
 }
 
 fn parse_marker(marker: Option<&str>) -> Result<Snippet, String> {
@@ -129,6 +131,8 @@ fn parse_marker(marker: Option<&str>) -> Result<Snippet, String> {
             base: base(rest),
             copied: true,
         }
+    } else if let Some(rest) = m.strip_prefix("cases for ") {
+        Snippet::Cases(base(rest))
     } else if let Some(rest) = m.strip_prefix("route in ") {
         Snippet::Route {
             base: base(rest),
@@ -208,14 +212,38 @@ fn envoy_policies(v: &Value, out: &mut Vec<Value>) {
     }
 }
 
+/// Runs a case file snippet against the policy `file` (key paths relative to its directory), as
+/// `tollgate test` does; every case must pass.
+fn run_cases(text: &str, file: &str) -> Result<(), String> {
+    use tollgate::cli::{cases, request, source::Document};
+    let policy = Path::new(ROOT).join(file);
+    let bytes = fs::read(&policy).map_err(|e| format!("policy `{file}`: {e}"))?;
+    let engine = Engine::compile(&bytes).map_err(|e| format!("policy `{file}`: {e:?}"))?;
+    let doc = Document::parse("snippet.cases.yaml", text.to_string())
+        .map_err(|e| format!("cannot be read: {}", e.message))?;
+    let case_file: cases::CaseFile =
+        serde_json::from_value(doc.value.clone()).map_err(|e| format!("not a case file: {e}"))?;
+    let base = policy.parent().unwrap_or(Path::new(ROOT));
+    let results =
+        cases::run(&engine, &doc, &case_file, base, request::now_ms()).map_err(|e| e.0)?;
+    if results.iter().all(cases::Outcome::passed) {
+        Ok(())
+    } else {
+        Err(cases::render_text("snippet", &results))
+    }
+}
+
 fn check_snippet(block: &Block) -> Result<(), String> {
     let kind = parse_marker(block.marker.as_deref())?;
     if matches!(kind, Snippet::NotAPolicy) {
         return Ok(());
     }
+    if let Snippet::Cases(file) = &kind {
+        return run_cases(&block.text, file);
+    }
     let snippet = load(&block.lang, &block.text)?;
     match kind {
-        Snippet::NotAPolicy => Ok(()),
+        Snippet::NotAPolicy | Snippet::Cases(_) => Ok(()),
         Snippet::Policy => compile(&snippet),
         Snippet::Fails(want) => match compile(&snippet) {
             Ok(()) => Err(format!("compiles, but should fail with: {want}")),
