@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Demo upstream: answers every request with the request it received, as JSON
 ({"method", "path", "headers", "body"}). With `x-echo-respond: <status>` it answers with the
-request body itself and that status instead (the tests' configurable upstream response).
+request body itself and that status instead (the tests' configurable upstream response), and with
+each `x-echo-header: <name>: <value>` a response header (replacing its default of that name).
 Standard library only.
 
     envoy/demo/echo_upstream.py [--port 10001]
@@ -24,10 +25,15 @@ class Echo(BaseHTTPRequestHandler):
         respond = self.headers.get("x-echo-respond")
         if respond:
             # Test hook: answer with the request body itself, as JSON, with this status.
+            extra = [h.split(":", 1) for h in self.headers.get_all("x-echo-header") or [] if ":" in h]
+            extra = [(k.strip().lower(), v.strip()) for k, v in extra]
             self.send_response(int(respond))
-            self.send_header("content-type", "application/json")
+            for name, value in [("content-type", "application/json"), ("x-powered-by", "echo")]:
+                if all(k != name for k, _ in extra):
+                    self.send_header(name, value)
+            for name, value in extra:
+                self.send_header(name, value)
             self.send_header("content-length", str(len(body)))
-            self.send_header("x-powered-by", "echo")
             self.end_headers()
             self.wfile.write(body)
             return
