@@ -2,8 +2,12 @@
 case of the example policies (policies/NAME.cases.yaml) goes through `tollgate test --json` and
 `tollgate explain --json`, and the very same request (same minted token, headers and body) through
 a real Envoy running the built module, configured with the block `tollgate render envoy` prints.
-Decision, denial code and status must agree for every case. Also: the rendered block passes
-`envoy --mode validate` in both embeddings."""
+Decision, denial code and status must agree for every case. A case with a `response` (what the
+upstream answers) is sent with the echo upstream's test hook (`x-echo-respond: <status>`, its
+headers as `x-echo-header`, its body as the request's body, which the hook sends back); then what
+the client finally gets must agree too: the status, Tollgate's problem code if it replaced the
+response, and the body. Also: the rendered block passes `envoy --mode validate` in both
+embeddings."""
 import glob
 import http.client
 import json
@@ -68,6 +72,28 @@ def test_rendered_envoy_block_validates(cli, tmp_path, as_type):
     assert "tollgate: policy loaded" in logs, logs[-3000:]
 
 
+def unexpressible(case):
+    """Why the echo upstream's hook cannot give this case's upstream response, if it cannot."""
+    req, resp = case["request"], case["response"]
+    if resp is None:
+        return None
+    if req["body"] is not None and req["body"] != resp["body"]:
+        return "the echo upstream answers with the request's own body, and this request has another"
+    if any(name.lower() in ("content-length", "transfer-encoding") for name, _ in resp["headers"]):
+        return "the echo upstream frames its body itself"
+    return None
+
+
+def hooked(req, resp):
+    """The request Envoy gets for a case with an upstream response: the hook's headers added, and
+    the response body as the request's body (the hook answers with it)."""
+    if resp is None:
+        return req
+    headers = req["headers"] + [("x-echo-respond", str(resp["status"]))]
+    headers += [("x-echo-header", f"{name}: {value}") for name, value in resp["headers"]]
+    return {**req, "headers": headers, "body": resp["body"] or req["body"]}
+
+
 def send(port, req):
     """The request exactly as the case file built it: raw path, repeated headers kept."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -92,21 +118,59 @@ def envoy_decision(method, status, content_type, body):
     if status == 200:
         return {"decision": "allow", "code": None, "status": None}
     if content_type.startswith("application/problem+json"):
-        kind = json.loads(body)["type"]
-        # `about:blank`: Envoy's own reply (the templates' local_reply_config), not Tollgate's.
-        code = kind.rsplit(":", 1)[1] if kind.startswith("urn:tollgate:problem:") else None
-        return {"decision": "deny", "code": code, "status": status}
+        return {"decision": "deny", "code": problem_code(content_type, body), "status": status}
     return {"decision": "deny", "code": None, "status": status, "raw": body[:200]}
 
 
-def explain_decision(cli, policy, req):
+def problem_code(content_type, body):
+    """Tollgate's code in a problem body; None for any other body (`about:blank`: Envoy's own
+    reply, the templates' local_reply_config, not Tollgate's)."""
+    if not content_type.startswith("application/problem+json"):
+        return None
+    kind = json.loads(body)["type"]
+    return kind.rsplit(":", 1)[1] if kind.startswith("urn:tollgate:problem:") else None
+
+
+def as_data(body):
+    """A body as JSON data when it is JSON (key order and spacing aside), else as text."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+def delivered(d):
+    """What the client finally gets according to the CLI: the request's refusal, or what the
+    response phase delivered."""
+    if d["decision"] == "deny":
+        return {"status": d["status"], "code": d["code"]}
+    return {"status": d["response_status"], "code": d["response_code"], "body": as_data(d["response_body"])}
+
+
+def envoy_delivered(status, content_type, body, request_denied):
+    seen = {"status": status, "code": problem_code(content_type, body)}
+    return seen if request_denied else {**seen, "body": as_data(body)}
+
+
+def explain_decision(cli, policy, req, resp=None):
+    """`explain --json` on the request; with `resp`, the request Envoy gets (its body included)
+    and the upstream's response as --response-* options."""
     args = ["explain", policy, "--json", "--request", f"{req['method']} {req['path']}"]
     for name, value in req["headers"]:
         args += ["-H", f"{name}: {value}"]
-    if req["body"] is not None:
-        args += ["--data", req["body"]]
+    body = resp["body"] or req["body"] if resp else req["body"]
+    if body is not None:
+        args += ["--data", body]
+    if resp is not None:
+        args += ["--response-status", str(resp["status"])]
+        for name, value in resp["headers"]:
+            args += ["--response-header", f"{name}: {value}"]
+        if resp["body"]:
+            args += ["--response-data", resp["body"]]
     d = json.loads(tollgate(cli, *args).stdout)["decision"]
-    return {k: d[k] for k in ("decision", "code", "status")}
+    return {k: d.get(k) for k in ("decision", "code", "status", "response_status", "response_code", "response_body")}
 
 
 @pytest.mark.parametrize("cases", CASE_FILES, ids=os.path.basename)
@@ -118,17 +182,33 @@ def test_cli_and_envoy_decide_alike(cli, upstream, cases):
     ports = {"LISTEN_PORT": free_port(), "ADMIN_PORT": free_port(), "UPSTREAM_PORT": upstream.port, "JWKS_PORT": free_port()}
     envoy = Envoy.from_bootstrap(lambda e: config_with_rendered_block(cli, policy, "struct", {**ports, "LISTEN_PORT": e.port, "ADMIN_PORT": e.admin}),
                                  upstream.port).wait_ready()
-    compared, skipped, mismatches = 0, [], []
+    compared, responses, skipped, mismatches = 0, 0, [], []
     try:
         for case in results:
             # Pinned clocks and repeated requests (fresh buckets) have no counterpart in a
             # running Envoy, whose clock is the wall clock and whose buckets persist.
             if case["now_pinned"] or case["repeat"] > 1:
-                skipped.append(case["note"])
+                skipped.append((case["note"], "pinned clock or repeated request"))
                 continue
-            req = case["request"]
+            req, resp = case["request"], case["response"]
+            why = unexpressible(case)
+            if why:
+                skipped.append((case["note"], why))
+                continue
+            if resp is not None:
+                # The request phase as before, then what the client finally got.
+                got = {k: case["got"][k] for k in ("decision", "code", "status")}
+                explained = explain_decision(cli, policy, req, resp)
+                status, content_type, body = send(envoy.port, hooked(req, resp))
+                seen = envoy_delivered(status, content_type, body, got["decision"] == "deny")
+                compared += 1
+                responses += 1
+                want = delivered(case["got"])
+                if not (got == {k: explained[k] for k in got} and want == delivered(explained) == seen):
+                    mismatches.append({"note": case["note"], "test": case["got"], "explain": explained, "envoy": seen})
+                continue
             got = {k: case["got"][k] for k in ("decision", "code", "status")}
-            explained = explain_decision(cli, policy, req)
+            explained = {k: v for k, v in explain_decision(cli, policy, req).items() if k in got}
             seen = envoy_decision(req["method"], *send(envoy.port, req))
             compared += 1
             if seen.get("code") is None and seen["decision"] == "deny" and got["code"] == "path_invalid":
@@ -140,6 +220,7 @@ def test_cli_and_envoy_decide_alike(cli, upstream, cases):
                 mismatches.append({"note": case["note"], "test": got, "explain": explained, "envoy": seen})
     finally:
         envoy.stop()
-    print(f"{os.path.basename(cases)}: {compared} cases decided alike; not comparable: {skipped}")
+    print(f"{os.path.basename(cases)}: {compared} cases decided alike ({responses} with the upstream's "
+          f"response); not comparable: {skipped}")
     assert not mismatches, json.dumps(mismatches, indent=1)
     assert compared == len(results) - len(skipped) and compared >= 10, (compared, skipped)
