@@ -1,9 +1,10 @@
 //! Per-stream adapter: Envoy's HTTP callbacks become events of the engine's [`Exchange`], and
 //! the steps it answers with become Envoy calls. No policy decision is made here.
 
+use super::io::{peer_address, HostIo};
 use super::vm::{log, now_ms, Shared};
 use super::{probe, store::HostStore};
-use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric, Reply, Vm};
+use crate::engine::exchange::{Io, Level, Reply, Vm};
 use crate::engine::{Exchange, Request, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -13,49 +14,6 @@ use std::rc::Rc;
 pub(crate) struct Http {
     shared: Rc<Shared>,
     exchange: Exchange,
-}
-
-/// [`Io`] over the stream's header maps and buffers.
-struct Stream<'a> {
-    shared: &'a Shared,
-}
-
-impl Io for Stream<'_> {
-    fn request_header(&mut self, edit: Edit<'_>) -> Result<(), HostError> {
-        edit_map(MapType::HttpRequestHeaders, edit)
-    }
-
-    fn response_header(&mut self, edit: Edit<'_>) {
-        let _ = edit_map(MapType::HttpResponseHeaders, edit);
-    }
-
-    fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
-        if size == 0 {
-            return Some(Vec::new());
-        }
-        let body = hostcalls::get_buffer(buffer_of(which), 0, size).ok()??;
-        (body.len() == size).then_some(body)
-    }
-
-    fn count(&mut self, metric: Metric<'_>) {
-        self.shared.metrics.count(metric);
-    }
-
-    fn log(&mut self, level: Level, message: &str) {
-        log(level, message);
-    }
-
-    fn peer(&mut self) -> Option<String> {
-        peer_address()
-    }
-}
-
-pub(super) fn buffer_of(which: Body) -> BufferType {
-    match which {
-        Body::Request => BufferType::HttpRequestBody,
-        Body::Response => BufferType::HttpResponseBody,
-        Body::CallResponse => BufferType::HttpCallResponseBody,
-    }
 }
 
 /// The request view of Envoy's header map: pseudo-headers read once, an absent one empty.
@@ -72,23 +30,6 @@ fn request_view<'a>(headers: &'a [(String, String)], peer: Option<&'a str>) -> R
         headers,
         peer,
     }
-}
-
-fn edit_map(map: MapType, edit: Edit<'_>) -> Result<(), HostError> {
-    match edit {
-        Edit::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
-        Edit::Add(name, value) => hostcalls::add_map_value(map, name, value),
-        Edit::Remove(name) => hostcalls::remove_map_value(map, name),
-    }
-    .map_err(|_| HostError)
-}
-
-/// The downstream peer, `ip:port`.
-fn peer_address() -> Option<String> {
-    hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()
-        .and_then(|b| String::from_utf8(b).ok())
 }
 
 /// Sends a local reply; Envoy then ends the stream, so the filter chain stops here.
@@ -140,7 +81,7 @@ impl Http {
         f: impl FnOnce(&mut Exchange, &crate::engine::Engine, &mut dyn Io) -> Step,
     ) -> Step {
         let shared = Rc::clone(&self.shared);
-        let mut io = Stream { shared: &shared };
+        let mut io = HostIo::stream(&shared);
         f(&mut self.exchange, &shared.engine, &mut io)
     }
 }
@@ -153,7 +94,7 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         let shared = Rc::clone(&self.shared);
-        let mut io = Stream { shared: &shared };
+        let mut io = HostIo::stream(&shared);
         let engine = &shared.engine;
         let (Ok(headers), Some(now_ms)) =
             (hostcalls::get_map(MapType::HttpRequestHeaders), now_ms())
@@ -230,7 +171,7 @@ impl HttpContext for Http {
 
     fn on_log(&mut self) {
         let shared = Rc::clone(&self.shared);
-        let mut io = Stream { shared: &shared };
+        let mut io = HostIo::stream(&shared);
         if let Some((level, line)) = self.exchange.on_done(&shared.engine, &mut io) {
             log(level, &line);
         }
@@ -256,17 +197,5 @@ mod tests {
         assert_eq!(r.headers.len(), 3);
         let none = request_view(&[], None);
         assert_eq!((none.method, none.path), ("", ""));
-    }
-
-    #[test]
-    fn bodies_map_to_their_own_buffers() {
-        assert_eq!(
-            buffer_of(Body::Request) as u32,
-            BufferType::HttpRequestBody as u32
-        );
-        assert_eq!(
-            buffer_of(Body::Response) as u32,
-            BufferType::HttpResponseBody as u32
-        );
     }
 }

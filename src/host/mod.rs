@@ -4,14 +4,16 @@
 //! `Result`) rather than the trait helpers that unwrap.
 
 mod http;
+mod io;
 mod metrics;
 mod probe;
 mod store;
 mod vm;
 
-use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric, Vm};
+use crate::engine::exchange::{Level, Vm};
 use crate::engine::refresh::{Call, CallReply, KeyRefresh};
 use crate::engine::Engine;
+use io::HostIo;
 use metrics::Metrics;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -44,39 +46,6 @@ fn random_secret() -> Vec<u8> {
     fresh
 }
 
-/// [`Io`] of the root context: counters, logs and the answer of a call; it has no stream.
-struct RootIo<'a> {
-    shared: &'a Shared,
-}
-
-impl Io for RootIo<'_> {
-    fn request_header(&mut self, _edit: Edit<'_>) -> Result<(), HostError> {
-        Err(HostError)
-    }
-
-    fn response_header(&mut self, _edit: Edit<'_>) {}
-
-    fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
-        // Only a call's answer exists outside a stream.
-        match which {
-            Body::CallResponse => hostcalls::get_buffer(http::buffer_of(which), 0, size).ok()?,
-            Body::Request | Body::Response => None,
-        }
-    }
-
-    fn count(&mut self, metric: Metric<'_>) {
-        self.shared.metrics.count(metric);
-    }
-
-    fn log(&mut self, level: Level, message: &str) {
-        log(level, message);
-    }
-
-    fn peer(&mut self) -> Option<String> {
-        None
-    }
-}
-
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
@@ -102,7 +71,7 @@ impl Root {
         let Ok(mut state) = shared.state.try_borrow_mut() else {
             return;
         };
-        let mut io = RootIo { shared };
+        let mut io = HostIo::root(shared);
         let vm = Vm {
             state: &mut state,
             store: &HostStore,
@@ -156,7 +125,7 @@ impl Context for Root {
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten();
-        let mut io = RootIo { shared: &shared };
+        let mut io = HostIo::root(&shared);
         let vm = Vm {
             state: &mut state,
             store: &HostStore,

@@ -1,0 +1,110 @@
+//! The engine's [`Io`] over Envoy: header maps, buffers, counters, the log and the peer address.
+//! One type for the streams and the root context; the root has no stream, so its header edits
+//! fail and it reads only the answer of a call.
+
+use super::vm::{log, Shared};
+use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
+
+pub(super) struct HostIo<'a> {
+    shared: &'a Shared,
+    /// An HTTP stream's context (its header maps and bodies exist), not the root's.
+    stream: bool,
+}
+
+impl<'a> HostIo<'a> {
+    pub(super) fn stream(shared: &'a Shared) -> HostIo<'a> {
+        HostIo {
+            shared,
+            stream: true,
+        }
+    }
+
+    pub(super) fn root(shared: &'a Shared) -> HostIo<'a> {
+        HostIo {
+            shared,
+            stream: false,
+        }
+    }
+}
+
+impl Io for HostIo<'_> {
+    fn request_header(&mut self, edit: Edit<'_>) -> Result<(), HostError> {
+        if !self.stream {
+            return Err(HostError);
+        }
+        edit_map(MapType::HttpRequestHeaders, edit)
+    }
+
+    fn response_header(&mut self, edit: Edit<'_>) {
+        if self.stream {
+            let _ = edit_map(MapType::HttpResponseHeaders, edit);
+        }
+    }
+
+    fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
+        if self.stream == (which == Body::CallResponse) {
+            return None;
+        }
+        if size == 0 {
+            return Some(Vec::new());
+        }
+        let body = hostcalls::get_buffer(buffer_of(which), 0, size).ok()??;
+        (body.len() == size).then_some(body)
+    }
+
+    fn count(&mut self, metric: Metric<'_>) {
+        self.shared.metrics.count(metric);
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        log(level, message);
+    }
+
+    fn peer(&mut self) -> Option<String> {
+        self.stream.then(peer_address).flatten()
+    }
+}
+
+fn buffer_of(which: Body) -> BufferType {
+    match which {
+        Body::Request => BufferType::HttpRequestBody,
+        Body::Response => BufferType::HttpResponseBody,
+        Body::CallResponse => BufferType::HttpCallResponseBody,
+    }
+}
+
+fn edit_map(map: MapType, edit: Edit<'_>) -> Result<(), HostError> {
+    match edit {
+        Edit::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+        Edit::Add(name, value) => hostcalls::add_map_value(map, name, value),
+        Edit::Remove(name) => hostcalls::remove_map_value(map, name),
+    }
+    .map_err(|_| HostError)
+}
+
+/// The downstream peer, `ip:port`.
+pub(super) fn peer_address() -> Option<String> {
+    hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_map_to_their_own_buffers() {
+        let pairs = [
+            (Body::Request, BufferType::HttpRequestBody),
+            (Body::Response, BufferType::HttpResponseBody),
+            (Body::CallResponse, BufferType::HttpCallResponseBody),
+        ];
+        for (ours, envoys) in pairs {
+            assert_eq!(buffer_of(ours) as u32, envoys as u32, "{ours:?}");
+        }
+    }
+}
