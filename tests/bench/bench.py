@@ -17,6 +17,13 @@ Figures per variant:
 Plus the module size, VM start/configure time of a 100-route policy and memory per worker VM.
 
     tests/bench/bench.py [--rounds 3] [--duration 10] [--out tests/bench/results.md]
+                         [--only floor,tollgate-jwt,...] [--baseline OLD.wasm]
+
+`--baseline OLD.wasm` adds the variants `baseline-jwt` and `baseline-full-rs256`: another module
+(an earlier build of Tollgate, say) with the policies of `tollgate-jwt` and `tollgate-full-rs256`,
+measured in the same interleaved rounds. The report then gives the ratio of each Tollgate variant
+to its baseline, and Tollgate's own cost per request in both (the variant less
+`wasm-sdk-callbacks`, over the floor). The policies must be ones the older module accepts.
 
 The test keys in tests/fixtures/keys are TEST-ONLY material.
 """
@@ -44,6 +51,9 @@ import render  # noqa: E402
 import trap_module  # noqa: E402
 from harness import WASM, envoy_binary, free_port, stop_process  # noqa: E402
 from tokens import AUDIENCE, ISSUER, mint, public_jwk  # noqa: E402
+
+# --baseline: each Tollgate variant that has a counterpart with the other module.
+BASELINE_PAIRS = [("tollgate-jwt", "baseline-jwt"), ("tollgate-full-rs256", "baseline-full-rs256")]
 
 PROBE_WASM = os.path.join(ROOT, "target/stage-probe/wasm32-wasip1/release/tollgate.wasm")
 STAGES = [
@@ -362,11 +372,18 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
     ap.add_argument("--no-stages", action="store_true", help="skip the stage breakdown of tollgate-jwt")
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="another module (an older build): adds " + " and ".join(b for _, b in BASELINE_PAIRS) +
+                    ", run with the policies of " + " and ".join(a for a, _ in BASELINE_PAIRS))
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: `make bench` installs it (Debian package wrk)")
     if not os.path.exists(WASM):
         sys.exit(f"{WASM} is missing: run `make build`")
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if not os.path.exists(args.baseline):
+            sys.exit(f"--baseline: {args.baseline} does not exist")
 
     workdir = tempfile.mkdtemp(prefix="tollgate-bench-")
     empty_wasm = trap_module.write(os.path.join(workdir, "minimal.wasm"))
@@ -379,8 +396,14 @@ def main():
         ("wasm-sdk-callbacks", [wasm_filter(callbacks_wasm, None)], rs256,
          "the minimal module, also exporting (empty) every other stream callback the Rust SDK exports"),
         ("tollgate-jwt", [wasm_filter(WASM, tollgate_policy(False))], rs256, "Tollgate, JWT only (RS256)"),
+        # With --baseline: each baseline variant runs right after its Tollgate counterpart, so the
+        # two see the same noise.
+        ("baseline-jwt", [wasm_filter(args.baseline, tollgate_policy(False))], rs256,
+         "the baseline module, JWT only (RS256)"),
         ("tollgate-full-rs256", [wasm_filter(WASM, tollgate_policy(True))], rs256,
          "Tollgate full pipeline: JWT RS256, scope, rate limit, body schema"),
+        ("baseline-full-rs256", [wasm_filter(args.baseline, tollgate_policy(True))], rs256,
+         "the baseline module, full pipeline (RS256)"),
         ("tollgate-full-es256", [wasm_filter(WASM, tollgate_policy(True))], es256,
          "Tollgate full pipeline: JWT ES256, scope, rate limit, body schema"),
         ("tollgate-full-audit", [wasm_filter(WASM, tollgate_policy(True, audit_all=True))], rs256,
@@ -400,8 +423,16 @@ def main():
     elif not args.no_stages:
         print(f"{PROBE_WASM} is missing (make bench builds it): no stage breakdown", file=sys.stderr)
     variants += stages
+    baselines = {b for _, b in BASELINE_PAIRS}
+    if not args.baseline:
+        variants = [v for v in variants if v[0] not in baselines]
     if args.only:
-        keep = set(args.only.split(","))
+        keep = set(n for n in args.only.split(",") if n)
+        unknown = keep - {v[0] for v in variants}
+        if unknown:
+            hint = " (the baseline variants need --baseline)" if unknown & baselines else ""
+            sys.exit(f"--only: unknown variant {', '.join(f'`{n}`' for n in sorted(unknown))}{hint}; expected some of "
+                     f"[{', '.join(f'`{v[0]}`' for v in variants)}]")
         variants = [v for v in variants if v[0] in keep or v[0] == "floor"]
 
     up_port, up_admin = free_port(), free_port()
@@ -422,6 +453,7 @@ def main():
         for r in range(args.rounds):
             for name, _, token, _ in variants:
                 m = run_wrk(proxies[name], token, args.duration, args.connections, workdir)
+                m["load1"] = os.getloadavg()[0]
                 if name.startswith("stage-"):
                     m.update({"p50_ms": 0.0, "p99_ms": 0.0})
                 else:
@@ -429,7 +461,7 @@ def main():
                 rounds[name].append(m)
                 print(f"round {r + 1} {name:22} {m['rps']:9.0f} rps  {m['cpu_us']:7.1f} us/req  "
                       f"p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms", flush=True)
-        extras = measure_extras(workdir, up_port)
+        extras = measure_extras(args, workdir, up_port)
     finally:
         for p in proxies.values():
             p.stop()
@@ -440,13 +472,15 @@ def main():
     write_report(args, variants, summary, rounds, extras)
     json_path = os.path.splitext(args.out)[0] + ".json"
     with open(json_path, "w") as f:
-        json.dump({"summary": summary, "rounds": rounds, "extras": extras}, f, indent=1)
+        json.dump({"summary": summary, "rounds": rounds, "extras": extras, "baseline": args.baseline}, f, indent=1)
     print(open(args.out).read())
 
 
-def measure_extras(workdir, up_port):
+def measure_extras(args, workdir, up_port):
     """Module size, VM start/configure time of a 100-route policy, memory per worker VM."""
     extras = {"module_kib": os.path.getsize(WASM) // 1024}
+    if args.baseline:
+        extras["baseline_module_kib"] = os.path.getsize(args.baseline) // 1024
     policy = many_routes_policy()
     starts = {}
     for name, filters in (("floor", []), ("tollgate-100-routes", [wasm_filter(WASM, policy)])):
@@ -501,6 +535,12 @@ def write_report(args, variants, summary, rounds, extras):
         f"{args.duration} s. Latency: open-loop client at {args.rate} requests/s for {args.latency_duration} s. "
         "CPU: Envoy's user+system time divided by requests it completed (lower is better).",
         "",
+    ]
+    loads = sorted(m["load1"] for ms in rounds.values() for m in ms if "load1" in m)
+    if loads:
+        lines += [f"Load average (1 min) at the end of each throughput run: {loads[0]:.2f} to {loads[-1]:.2f}, "
+                  f"median {statistics.median(loads):.2f}, on {os.cpu_count()} cores.", ""]
+    lines += [
         "| variant | requests/s | CPU µs/request | CPU vs floor | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -536,6 +576,32 @@ def write_report(args, variants, summary, rounds, extras):
         for a, b in pairs:
             lines.append(f"- `{a}` / `{b}`: {summary[a]['cpu_us'] / summary[b]['cpu_us']:.2f}")
         lines.append("")
+    base_pairs = [(a, b) for a, b in BASELINE_PAIRS if a in summary and b in summary]
+    if base_pairs:
+        callbacks = summary.get("wasm-sdk-callbacks")
+        lines += [
+            f"This build against the baseline module `{args.baseline}` ({extras['baseline_module_kib']} KiB; "
+            f"this build {extras['module_kib']} KiB), with the same policies in the same rounds. A CPU ratio below "
+            "1.00: this build costs less per request (the ratio of the medians, then each round's ratio); a "
+            "requests/s ratio above 1.00: this build serves more."
+            + (" Own cost: CPU per request less that of `wasm-sdk-callbacks` (what Envoy pays to enter any "
+               "module built on the Rust SDK), also as a share of the floor." if callbacks else ""),
+            "",
+            "| variant | CPU µs/request | baseline | CPU ratio | per round | requests/s ratio |"
+            + (" own cost | baseline own cost |" if callbacks else ""),
+            "|---|---:|---:|---:|---|---:|" + ("---:|---:|" if callbacks else ""),
+        ]
+        for a, b in base_pairs:
+            per_round = ", ".join(f"{x['cpu_us'] / y['cpu_us']:.3f}" for x, y in zip(rounds[a], rounds[b]))
+            row = (f"| `{a}` / `{b}` | {summary[a]['cpu_us']:.1f} | {summary[b]['cpu_us']:.1f} | "
+                   f"{summary[a]['cpu_us'] / summary[b]['cpu_us']:.3f} | {per_round} | "
+                   f"{summary[a]['rps'] / summary[b]['rps']:.3f} |")
+            if callbacks:
+                for n in (a, b):
+                    own = summary[n]["cpu_us"] - callbacks["cpu_us"]
+                    row += f" {own:.1f} µs ({own / floor['cpu_us'] * 100:.0f}%) |"
+            lines.append(row)
+        lines.append("")
     if "tollgate-jwt" in summary:
         added = summary["tollgate-jwt"]["cpu_us"] / floor["cpu_us"] - 1
         lines += [f"JWT only with a repeated token costs {added * 100:.0f}% more CPU per request than the floor.", ""]
@@ -547,7 +613,8 @@ def write_report(args, variants, summary, rounds, extras):
     lines += [
         "Other figures:",
         "",
-        f"- module size: {extras['module_kib']} KiB",
+        f"- module size: {extras['module_kib']} KiB"
+        + (f" (baseline module: {extras['baseline_module_kib']} KiB)" if "baseline_module_kib" in extras else ""),
         f"- Envoy start to ready (`--concurrency 1`, median of 3): {extras['start_s']['floor']:.2f} s without a filter, "
         f"{extras['start_s']['tollgate-100-routes']:.2f} s with Tollgate and a policy of 100 routes (each with scopes, "
         f"a rate limit and a body schema) and 10 keys; the plugin reported compiling the policy in "
