@@ -167,6 +167,7 @@ class Upstream:
 
     def stop(self):
         self.server.shutdown()
+        self.server.server_close()
 
 
 class Envoy:

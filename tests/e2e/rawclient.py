@@ -483,6 +483,12 @@ class ScriptedUpstream:
 
     def stop(self):
         self.running = False
+        # shutdown first: a socket closed while another thread blocks in accept() goes on
+        # listening (and answering) until that accept returns.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
     def _accept(self):
