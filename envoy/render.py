@@ -19,6 +19,8 @@ DEFAULTS = {
     "ADMIN_PORT": "9901",
     "UPSTREAM_PORT": "10001",
     "JWKS_PORT": "10002",
+    # The rate-limit service of `global` limits (envoyproxy/ratelimit's gRPC port is 8081).
+    "RLS_PORT": "10003",
     # Loopback: the demo and the tests are reachable from this machine only. In a container the
     # listener must bind every interface to be reachable through a published port
     # (envoy/docker-compose.yaml sets 0.0.0.0 and publishes on the host's loopback).

@@ -61,6 +61,9 @@ pub enum DenialCode {
     /// In `block` or `redact` mode, the upstream's response could not be checked (not JSON, too
     /// deep, too large, compressed): refused unless the route says `on_unchecked: pass`.
     ResponseUnchecked,
+    /// A `global` limit could not be checked (the rate-limit service did not answer in time,
+    /// failed, or answered garbage) and the limit denies on service failure.
+    RateLimitUnavailable,
 }
 
 /// What a denial is about: the `reason` of per-route metrics and of the audit log.
@@ -126,7 +129,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 35] = [
+    pub const ALL: [DenialCode; 36] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -162,6 +165,7 @@ impl DenialCode {
         DenialCode::UpstreamError,
         DenialCode::RequestAmbiguous,
         DenialCode::ResponseUnchecked,
+        DenialCode::RateLimitUnavailable,
     ];
 
     /// The reason category of this code.
@@ -187,7 +191,7 @@ impl DenialCode {
             | C::ApiKeyMissing
             | C::ApiKeyInvalid => Reason::Authentication,
             C::InsufficientScope | C::Forbidden | C::IpDenied => Reason::Authorization,
-            C::RateLimited | C::ClientBlocked => Reason::RateLimit,
+            C::RateLimited | C::ClientBlocked | C::RateLimitUnavailable => Reason::RateLimit,
             C::PathInvalid
             | C::UnsupportedMediaType
             | C::PayloadTooLarge
@@ -386,6 +390,13 @@ impl DenialCode {
                 "The rate limit for this API was exceeded; retry after the time in `Retry-After`.",
                 None,
             ),
+            DenialCode::RateLimitUnavailable => (
+                "ratelimit_unavailable",
+                503,
+                "Service unavailable",
+                "The rate limit for this API could not be checked; retry after the time in `Retry-After`.",
+                None,
+            ),
             DenialCode::UnsupportedMediaType => (
                 "unsupported_media_type",
                 415,
@@ -512,10 +523,23 @@ pub enum Counter {
     BruteForceBlocks,
     /// Requests served on a route marked deprecated.
     DeprecatedRequests,
+    /// Requests sent to the rate-limit service (`global` limits).
+    RatelimitServiceCalls,
+    /// Answers of the service that a request was over a limit (shadow limits included).
+    RatelimitServiceOverLimit,
+    /// Calls the service did not answer in time.
+    RatelimitServiceTimeout,
+    /// Calls that failed: the service unreachable or answering with a gRPC error, or the call
+    /// could not be made.
+    RatelimitServiceError,
+    /// Answers that are not a rate-limit response (or say neither yes nor no).
+    RatelimitServiceMalformed,
+    /// Requests let through although the service failed (`on_service_failure: allow`).
+    RatelimitServiceFailedOpen,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 21] = [
         Counter::RequestsAllowed,
         Counter::JwtCacheHit,
         Counter::JwtCacheMiss,
@@ -531,6 +555,12 @@ impl Counter {
         Counter::UpstreamMasked,
         Counter::BruteForceBlocks,
         Counter::DeprecatedRequests,
+        Counter::RatelimitServiceCalls,
+        Counter::RatelimitServiceOverLimit,
+        Counter::RatelimitServiceTimeout,
+        Counter::RatelimitServiceError,
+        Counter::RatelimitServiceMalformed,
+        Counter::RatelimitServiceFailedOpen,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -550,6 +580,12 @@ impl Counter {
             Counter::UpstreamMasked => "tollgate.response.upstream_masked",
             Counter::BruteForceBlocks => "tollgate.brute_force.blocks",
             Counter::DeprecatedRequests => "tollgate.lifecycle.deprecated_requests",
+            Counter::RatelimitServiceCalls => "tollgate.ratelimit.service.calls",
+            Counter::RatelimitServiceOverLimit => "tollgate.ratelimit.service.over_limit",
+            Counter::RatelimitServiceTimeout => "tollgate.ratelimit.service.timeout",
+            Counter::RatelimitServiceError => "tollgate.ratelimit.service.error",
+            Counter::RatelimitServiceMalformed => "tollgate.ratelimit.service.malformed",
+            Counter::RatelimitServiceFailedOpen => "tollgate.ratelimit.service.failed_open",
         }
     }
 

@@ -3,7 +3,7 @@
 //! expire; see policies/README.md, "Command-line tool", for the format.
 
 use super::keys::{self, SigningKey};
-use super::request::{self, Session, Spec, Upstream, Verdict};
+use super::request::{self, ServiceAnswer, Session, Spec, Upstream, Verdict};
 use super::source::Document;
 use crate::engine::Engine;
 use crate::jwt::Alg;
@@ -56,6 +56,10 @@ pub struct Case {
     /// assumed and only its headers are judged.
     #[serde(default)]
     pub response: Option<ResponseDoc>,
+    /// What the rate-limit service answers for `global` limits: `ok` (default), `over_limit`,
+    /// `timeout`, `unavailable` or `malformed`.
+    #[serde(default)]
+    pub rate_limit_service: Option<String>,
     pub want: Want,
 }
 
@@ -196,6 +200,20 @@ pub struct Want {
     /// The body the client receives: a string compared as text, anything else as JSON.
     #[serde(default)]
     pub response_body: Option<Value>,
+    /// The descriptors sent to the rate-limit service, each as `["key=value", ...]`; `null`:
+    /// the service is not asked.
+    #[serde(default, deserialize_with = "nullable_list")]
+    pub descriptors: Option<Option<Descriptors>>,
+}
+
+/// Descriptors, each a list of `key=value`.
+type Descriptors = Vec<Vec<String>>;
+
+/// `descriptors`, which may be given as `null` (the service is not asked).
+fn nullable_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Descriptors>>, D::Error> {
+    Option::<Descriptors>::deserialize(d).map(Some)
 }
 
 /// A field that may be given as `null` (`Some(None)`), apart from one left out (`None`).
@@ -342,6 +360,10 @@ pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Res
         body,
         peer: case.request.peer.clone().or_else(|| defaults.peer.clone()),
         response: case.response.as_ref().map(upstream),
+        rate_limit_service: match &case.rate_limit_service {
+            None => ServiceAnswer::default(),
+            Some(v) => ServiceAnswer::parse(v).map_err(|e| format!("rate_limit_service: {e}"))?,
+        },
     })
 }
 
@@ -404,6 +426,7 @@ fn compare(want: &Want, got: &Value) -> Vec<String> {
     field("principal", want.principal.as_deref().map(Value::from));
     field("would_deny", want.would_deny.as_deref().map(Value::from));
     field("response_status", want.response_status.map(Value::from));
+    field("descriptors", want.descriptors.as_ref().map(|d| json!(d)));
     field(
         "response_code",
         want.response_code

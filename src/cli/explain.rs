@@ -136,10 +136,14 @@ pub fn explain(
                     "cost": cost,
                     "key": l.key.iter().map(key_part).collect::<Vec<_>>(),
                     "shadow": l.shadow,
+                    "backend": l.backend.as_str(),
                 })
             })
             .collect();
         out.insert("limits".into(), Value::Array(limits));
+        if let (Some(ask), Some(service)) = (&diag.global, engine.rate_limit_service()) {
+            out.insert("rate_limit_service".into(), global_json(ask, service, spec));
+        }
         if let Some(r) = rdoc.and_then(|r| r.request.as_ref()) {
             let mut checks = Vec::new();
             if r.body.is_some() {
@@ -165,6 +169,30 @@ pub fn explain(
     }
     out.insert("decision".into(), decision_json(&verdict));
     Ok(Value::Object(out))
+}
+
+/// What the rate-limit service is asked (from the engine's own descriptors) and the answer
+/// the run assumed.
+fn global_json(
+    ask: &crate::engine::GlobalAsk,
+    service: &crate::ratelimit::service::Service,
+    spec: &Spec,
+) -> Value {
+    json!({
+        "cluster": service.cluster,
+        "domain": service.domain,
+        "hits_addend": ask.hits,
+        "descriptors": ask.descriptors.iter().map(descriptor_json).collect::<Vec<_>>(),
+        "answer": spec.rate_limit_service.as_str(),
+    })
+}
+
+/// A descriptor as `{entries: [[key, value], ...], limit: {requests_per_unit, unit}}`.
+pub fn descriptor_json(d: &crate::ratelimit::rls::Descriptor) -> Value {
+    json!({
+        "entries": d.entries.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+        "limit": d.limit.map(|(n, unit)| json!({"requests_per_unit": n, "unit": unit.as_str()})),
+    })
 }
 
 fn period(ms: u64) -> String {
@@ -454,14 +482,56 @@ pub fn render_text(t: &Value) -> String {
         line(
             "limit",
             format!(
-                "{}: {} per {}, burst {}, cost {}, key [{}]{}  (no shared state: the bucket starts full)",
+                "{}: {} per {}, burst {}, cost {}, key [{}]{}{}",
                 s(&l["limit"]),
                 l["rate"],
                 s(&l["per"]),
                 l["burst"],
                 l["cost"],
                 keys.join(", "),
-                if l["shadow"] == true { ", shadow" } else { "" }
+                if l["shadow"] == true { ", shadow" } else { "" },
+                match l["backend"].as_str() {
+                    Some("global") => ", counted by the rate-limit service",
+                    Some("local+global") => {
+                        ", local bucket (starts full), then the rate-limit service"
+                    }
+                    _ => "  (no shared state: the bucket starts full)",
+                }
+            ),
+        );
+    }
+    if let Some(g) = t["rate_limit_service"].as_object() {
+        for d in g["descriptors"].as_array().into_iter().flatten() {
+            let entries: Vec<String> = d["entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| format!("{}={}", s(&e[0]), s(&e[1])))
+                .collect();
+            line(
+                "global",
+                format!(
+                    "descriptor [{}] to `{}` (domain `{}`, hits {}){}",
+                    entries.join(", "),
+                    s(&g["cluster"]),
+                    s(&g["domain"]),
+                    g["hits_addend"],
+                    d["limit"]
+                        .as_object()
+                        .map(|l| format!(
+                            ", limit {} per {}",
+                            l["requests_per_unit"],
+                            s(&l["unit"])
+                        ))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        line(
+            "global",
+            format!(
+                "the service's answer is assumed: {} (--rate-limit-service)",
+                s(&g["answer"])
             ),
         );
     }
@@ -587,6 +657,7 @@ mod tests {
             body: None,
             peer: None,
             response: None,
+            rate_limit_service: Default::default(),
         }
     }
 

@@ -36,13 +36,17 @@ usage:
                    [--now TIME] [--peer ADDR] [--jwks PROVIDER=FILE]... [--json]
                    [--response-status CODE] [--response-header 'name: value']...
                    [--response-body FILE | --response-data TEXT]
+                   [--rate-limit-service ok|over_limit|timeout|unavailable|malformed]
       run one request through the engine and print the decision with its trace; with --response-*,
-      the upstream's answer (status 200 unless given) through the response checks too.
+      the upstream's answer (status 200 unless given) through the response checks too. Global
+      limits show the descriptors sent to the rate-limit service, whose answer is simulated
+      (default ok; no network).
   tollgate test POLICY CASES... [--json]
       run files of request cases with expected decisions. Exit 1 when a case fails.
-  tollgate render envoy POLICY [--as struct|string] [--wasm PATH]
+  tollgate render envoy POLICY [--as struct|string] [--wasm PATH] [--rls-address HOST:PORT]
   tollgate render istio POLICY [--url oci://...] [--name NAME] [--namespace NS] [--selector key=value]...
-      print the Envoy http_filters block, or an Istio WasmPlugin, with the policy embedded.
+      print the Envoy http_filters block, or an Istio WasmPlugin, with the policy embedded; for a
+      policy with global limits, also the rate-limit service's cluster (default ratelimit:8081).
   tollgate token (--key PEM | --hmac-secret TEXT) [--alg ALG] [--kid KID] [--claim name=value]... [--ttl SECONDS]
       print a signed JWT (iat = now, exp = now + ttl; default ttl 3600).
   tollgate api-key --id ID [--scopes 'a b'] [--days N]
@@ -249,6 +253,7 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
                 "response-header",
                 "response-body",
                 "response-data",
+                "rate-limit-service",
             ],
             flags: &["json"],
             short: &[("-H", "--header"), ("-X", "--request")],
@@ -275,6 +280,11 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
         body,
         peer: a.value("peer").map(String::from),
         response: response_arg(&a)?,
+        rate_limit_service: match a.value("rate-limit-service") {
+            None => request::ServiceAnswer::default(),
+            Some(v) => request::ServiceAnswer::parse(v)
+                .map_err(|e| Failure::Usage(format!("`--rate-limit-service`: {e}")))?,
+        },
     };
     let now_ms = now_arg(&a)?;
     let jwks = jwks_args(&a)?;
@@ -337,7 +347,15 @@ fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
     let a = parse(
         args,
         &ArgSpec {
-            options: &["as", "wasm", "url", "name", "namespace", "selector"],
+            options: &[
+                "as",
+                "wasm",
+                "url",
+                "name",
+                "namespace",
+                "selector",
+                "rls-address",
+            ],
             flags: &[],
             short: &[],
         },
@@ -363,7 +381,20 @@ fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
                 other => return usage(format!("`--as {other}`: expected `struct` or `string`")),
             };
             let wasm = a.value("wasm").unwrap_or(render::DEFAULT_WASM);
-            render::envoy(&source.value, &json_text, as_type, wasm).map_err(error)?
+            let mut text =
+                render::envoy(&source.value, &json_text, as_type, wasm).map_err(error)?;
+            let service = report.engine.as_ref().and_then(|e| e.rate_limit_service());
+            if let Some(service) = service {
+                let address = a
+                    .value("rls-address")
+                    .unwrap_or(render::DEFAULT_RLS_ADDRESS);
+                text.push('\n');
+                text.push_str(
+                    &render::rls_cluster(&service.cluster, address)
+                        .map_err(|e| Failure::Usage(format!("`--rls-address`: {e}")))?,
+                );
+            }
+            text
         }
         "istio" => {
             let selector = a

@@ -163,6 +163,48 @@ fn configuration(policy: &Value, policy_json: &str, as_type: As, indent: usize) 
     }
 }
 
+/// Where `tollgate render envoy` points the rate-limit service's cluster unless told
+/// (envoyproxy/ratelimit's gRPC port).
+pub const DEFAULT_RLS_ADDRESS: &str = "ratelimit:8081";
+
+/// The `clusters:` entry of the rate-limit service named `cluster` at `address` (`host:port`),
+/// for `static_resources`: HTTP/2, as gRPC needs.
+pub fn rls_cluster(cluster: &str, address: &str) -> Result<String, String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .filter(|(h, p)| !h.is_empty() && *p > 0)
+        .ok_or_else(|| format!("`{address}` is not an address; expected HOST:PORT"))?;
+    // An address is used as it is; a name is resolved (and re-resolved) by DNS.
+    let kind = if host.parse::<std::net::IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    Ok(format!(
+        "# The rate-limit service of the policy's `global` limits (RLS v3 gRPC): add this cluster to\n\
+         # static_resources.clusters.\n\
+         clusters:\n\
+         - name: {name}\n  \
+           connect_timeout: 1s\n  \
+           type: {kind}\n  \
+           typed_extension_protocol_options:\n    \
+             envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n      \
+               \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n      \
+               explicit_http_config:\n        \
+                 http2_protocol_options: {{}}\n  \
+           load_assignment:\n    \
+             cluster_name: {name}\n    \
+             endpoints:\n    \
+             - lb_endpoints:\n      \
+               - endpoint:\n          \
+                   address:\n            \
+                     socket_address: {{ address: {host}, port_value: {port} }}\n",
+        name = key(cluster),
+        host = Value::from(host),
+    ))
+}
+
 /// An Istio `WasmPlugin` that loads the module from `url` with the policy as `pluginConfig`.
 pub fn istio(
     policy: &Value,
@@ -256,6 +298,32 @@ mod tests {
         let config = &doc["http_filters"][0]["typed_config"]["config"]["configuration"];
         let embedded: Value = serde_json::from_str(config["value"].as_str().unwrap()).unwrap();
         assert_eq!(embedded, policy);
+    }
+
+    #[test]
+    fn the_rate_limit_service_cluster() {
+        let out = rls_cluster("ratelimit", DEFAULT_RLS_ADDRESS).unwrap();
+        let doc = Document::parse("x.yaml", out).unwrap().value;
+        let c = &doc["clusters"][0];
+        assert_eq!(c["name"], "ratelimit");
+        assert_eq!(c["type"], "STRICT_DNS");
+        assert_eq!(
+            c["typed_extension_protocol_options"]
+                ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+                ["http2_protocol_options"],
+            json!({})
+        );
+        let addr = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(addr["address"], "ratelimit");
+        assert_eq!(addr["port_value"], 8081);
+        let out = rls_cluster("rls one", "[::1]:9").unwrap();
+        let doc = Document::parse("x.yaml", out).unwrap().value;
+        assert_eq!(doc["clusters"][0]["name"], "rls one");
+        assert_eq!(doc["clusters"][0]["type"], "STATIC");
+        for bad in ["ratelimit", ":80", "h:0", "h:x"] {
+            assert!(rls_cluster("r", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! machine: headers, body, response headers, audit line). Shared by `explain` and `test`.
 
 use crate::codes::{metrics, Counter, DenialCode};
-use crate::engine::exchange::{Body, Edit, HostError, Io, Level, Metric, Reply, State, Vm};
+use crate::engine::exchange::{Body, CallReply, Edit, HostError, Io, Level, Metric, Reply};
+use crate::engine::exchange::{State, Vm};
 use crate::engine::{Diagnostics, Engine, Exchange, Mode, Request, Step, VmState};
 use crate::jwt::jwks::KeySet;
 use crate::jwt::remote::Installed;
+use crate::ratelimit::rls;
 use crate::store::MemoryStore;
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -28,6 +30,96 @@ pub struct Spec {
     /// What the upstream answers if the request reaches it; `None`: a `200` without a body is
     /// assumed and only its headers are judged.
     pub response: Option<Upstream>,
+    /// What the rate-limit service answers, for routes with `global` limits (no network).
+    pub rate_limit_service: ServiceAnswer,
+}
+
+/// The rate-limit service's answer in a simulated exchange.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceAnswer {
+    /// Every descriptor is within its limit.
+    #[default]
+    Ok,
+    /// Every descriptor is over its limit (reset after one period).
+    OverLimit,
+    /// No answer within `timeout_ms`.
+    Timeout,
+    /// Unreachable (gRPC `UNAVAILABLE`).
+    Unavailable,
+    /// Bytes that are not a rate-limit response.
+    Malformed,
+}
+
+impl ServiceAnswer {
+    pub const NAMES: [&'static str; 5] =
+        ["ok", "over_limit", "timeout", "unavailable", "malformed"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceAnswer::Ok => "ok",
+            ServiceAnswer::OverLimit => "over_limit",
+            ServiceAnswer::Timeout => "timeout",
+            ServiceAnswer::Unavailable => "unavailable",
+            ServiceAnswer::Malformed => "malformed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<ServiceAnswer, String> {
+        Ok(match text {
+            "ok" => ServiceAnswer::Ok,
+            "over_limit" => ServiceAnswer::OverLimit,
+            "timeout" => ServiceAnswer::Timeout,
+            "unavailable" => ServiceAnswer::Unavailable,
+            "malformed" => ServiceAnswer::Malformed,
+            other => {
+                return Err(format!(
+                    "`{other}` is not an answer of the rate-limit service; expected one of [{}]",
+                    ServiceAnswer::NAMES
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        })
+    }
+
+    /// How the call ends, and the message bytes of an answer, for `descriptors`.
+    fn reply(self, descriptors: &[rls::Descriptor]) -> (CallReply, Vec<u8>) {
+        let answer = |code| rls::Answer {
+            overall: code,
+            statuses: descriptors
+                .iter()
+                .map(|d| rls::Status {
+                    code,
+                    requests_per_unit: None,
+                    limit_remaining: 0,
+                    reset_seconds: d.limit.map_or(60, |(_, unit)| unit.seconds()),
+                })
+                .collect(),
+            response_headers: vec![],
+        };
+        let message = match self {
+            ServiceAnswer::Ok => rls::encode_response(&answer(rls::Code::Ok)),
+            ServiceAnswer::OverLimit => rls::encode_response(&answer(rls::Code::OverLimit)),
+            ServiceAnswer::Malformed => vec![0xff; 4],
+            ServiceAnswer::Timeout => {
+                return (
+                    CallReply::Failed {
+                        grpc_status: rls::GRPC_DEADLINE_EXCEEDED,
+                    },
+                    vec![],
+                )
+            }
+            ServiceAnswer::Unavailable => return (CallReply::Failed { grpc_status: 14 }, vec![]),
+        };
+        (
+            CallReply::Answered {
+                size: message.len(),
+            },
+            message,
+        )
+    }
 }
 
 /// The upstream's response, as the user describes it.
@@ -234,6 +326,9 @@ impl Verdict {
     /// did not run): what `test` compares.
     pub fn summary(&self) -> Value {
         let mut out = self.request_summary();
+        if let Value::Object(map) = &mut out {
+            map.insert("descriptors".into(), self.descriptors());
+        }
         if let (Value::Object(map), Some(d)) = (&mut out, &self.delivered) {
             map.insert("response_status".into(), d.status().into());
             map.insert("response_code".into(), json!(d.code().map(|c| c.as_str())));
@@ -247,6 +342,24 @@ impl Verdict {
             }
         }
         out
+    }
+
+    /// The descriptors sent to the rate-limit service, each as `["key=value", ...]`; `null`
+    /// when the service was not asked.
+    fn descriptors(&self) -> Value {
+        match &self.diagnostics.global {
+            None => Value::Null,
+            Some(g) => g
+                .descriptors
+                .iter()
+                .map(|d| {
+                    d.entries
+                        .iter()
+                        .map(|(k, v)| Value::from(format!("{k}={v}")))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        }
     }
 
     fn request_summary(&self) -> Value {
@@ -275,6 +388,8 @@ impl Verdict {
 struct Recorder<'a> {
     spec: &'a Spec,
     verdict: &'a mut Verdict,
+    /// The simulated answer of the rate-limit service.
+    call_answer: Vec<u8>,
 }
 
 impl Io for Recorder<'_> {
@@ -297,6 +412,7 @@ impl Io for Recorder<'_> {
                 let body = self.spec.response.as_ref().map(|r| r.body.as_slice());
                 body.unwrap_or_default().get(..size).map(<[u8]>::to_vec)
             }
+            Body::GrpcResponse => self.call_answer.get(..size).map(<[u8]>::to_vec),
             Body::CallResponse => None,
         }
     }
@@ -386,6 +502,7 @@ impl<'e> Session<'e> {
         let mut io = Recorder {
             spec,
             verdict: &mut verdict,
+            call_answer: Vec::new(),
         };
         let body = spec.body.as_deref().unwrap_or_default();
         let mut step = exchange.on_request_headers(
@@ -399,6 +516,15 @@ impl<'e> Session<'e> {
             },
             &mut io,
         );
+        if let Step::Call(_) = step {
+            let descriptors = exchange
+                .diagnostics()
+                .and_then(|d| d.global.as_ref())
+                .map_or(&[][..], |g| g.descriptors.as_slice());
+            let (reply, message) = spec.rate_limit_service.reply(descriptors);
+            io.call_answer = message;
+            step = exchange.on_call_reply(self.engine, reply, &mut io);
+        }
         if let State::RequestBody { .. } = exchange.state() {
             step = exchange.on_request_body(self.engine, body.len(), true, &mut io);
             let refused = exchange.refusal().map(|(c, _)| c);
@@ -446,8 +572,9 @@ fn respond(
             status: upstream.status,
             body,
         },
-        // Every state the exchange pauses in is left by a whole body that ends the stream.
-        Step::Continue | Step::Pause => Delivered::Upstream {
+        // Every state the exchange pauses in is left by a whole body that ends the stream; the
+        // response phase makes no calls.
+        Step::Continue | Step::Pause | Step::Call(_) => Delivered::Upstream {
             status: upstream.status,
             body: body.clone(),
         },
@@ -500,6 +627,7 @@ mod tests {
             body: body.map(|b| b.as_bytes().to_vec()),
             peer: None,
             response: None,
+            rate_limit_service: Default::default(),
         }
     }
 

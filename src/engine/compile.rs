@@ -13,6 +13,7 @@ use crate::jwt::verify::ClaimRules;
 use crate::jwt::Alg;
 use crate::payload::Options as PayloadOptions;
 use crate::policy::{self, ConfigError, PolicyDoc, ProviderDoc};
+use crate::ratelimit::service::Service;
 use crate::ratelimit::{Limit, Options as LimitOptions};
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
@@ -43,6 +44,26 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "x-request-id",
 ];
+
+/// One request to the rate-limit service carries one `hits_addend`: the `global` limits of a
+/// route must cost the same.
+fn global_costs_agree(routes: &RouteTable, limits: &[Limit], errors: &mut Vec<ConfigError>) {
+    for (i, route) in routes.iter().enumerate() {
+        let mut costs = route
+            .limits
+            .iter()
+            .filter(|(l, _)| limits.get(*l).is_some_and(|l| l.backend.global()))
+            .map(|(_, cost)| *cost);
+        if let Some(first) = costs.next() {
+            if costs.any(|c| c != first) {
+                errors.push(ConfigError::new(
+                    format!("routes[{i}].limits"),
+                    "the `global` limits of one route must have the same cost (the rate-limit service takes one `hits_addend` per request)",
+                ));
+            }
+        }
+    }
+}
 
 /// A lowercase header name Tollgate may write.
 fn valid_header_name(h: &str) -> bool {
@@ -343,6 +364,21 @@ impl Engine {
             }
         }
         let limit_options = LimitOptions::compile(doc.rate_limit_options.as_ref(), &mut errors);
+        let rate_limit_service = doc
+            .rate_limit_service
+            .as_ref()
+            .and_then(|d| Service::compile(d, &mut errors));
+        if doc.rate_limit_service.is_none() {
+            for l in limits.iter().filter(|l| l.backend.global()) {
+                errors.push(ConfigError::new(
+                    format!("rate_limits.{}.backend", l.name),
+                    format!(
+                        "`{}` needs `rate_limit_service` ({{\"cluster\": ..., \"domain\": ...}})",
+                        l.backend.as_str()
+                    ),
+                ));
+            }
+        }
         let payload_options = PayloadOptions::compile(doc.payload_options.as_ref(), &mut errors);
         for name in doc.schemas.keys() {
             if name.is_empty()
@@ -368,6 +404,9 @@ impl Engine {
             doc.api_keys.is_some(),
             &mut errors,
         );
+        if routes.len() == doc.routes.len() {
+            global_costs_agree(&routes, &limits, &mut errors);
+        }
         let mode = match doc.mode.as_deref() {
             None => Mode::Enforce,
             Some(m) => Mode::parse(m).unwrap_or_else(|| {
@@ -450,6 +489,7 @@ impl Engine {
             allow_unknown,
             limits,
             limit_options,
+            rate_limit_service,
             payload_options,
             mode,
             dry_run_header,

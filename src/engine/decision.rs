@@ -39,6 +39,20 @@ pub struct Allow {
     pub mode: Mode,
     /// A credential was verified (responses get `Cache-Control: no-store`).
     pub authenticated: bool,
+    /// `global` limits: the rate-limit service decides before the request goes on.
+    pub global: Option<GlobalAsk>,
+}
+
+/// What the rate-limit service is asked for one request (its `global` limits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalAsk {
+    /// Indices of the limits (`Engine::limits`), in the order of `descriptors`.
+    pub limits: Vec<usize>,
+    pub descriptors: Vec<crate::ratelimit::rls::Descriptor>,
+    /// The route's cost of these limits (`hits_addend`).
+    pub hits: u32,
+    /// What the tightest local limit had left (its `RateLimit` header), if any.
+    pub local_remaining: Option<u64>,
 }
 
 /// Refuse with a local reply.
@@ -126,6 +140,8 @@ pub struct Diagnostics {
     pub authentication: Option<Result<Passed, DenialCode>>,
     /// Each requirement of the route and whether the caller met it.
     pub authorization: Vec<Check>,
+    /// The descriptors the rate-limit service is asked about (`global` limits).
+    pub global: Option<GlobalAsk>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

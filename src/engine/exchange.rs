@@ -7,10 +7,12 @@
 //! very same code.
 
 use super::audit::{AuditLevel, AuditRecord};
-use super::{Decision, Denial, Diagnostics, Engine, Mode, ProviderKeys, Request, VmState};
+use super::VmState;
+use super::{Decision, Denial, Diagnostics, Engine, GlobalAsk, Mode, ProviderKeys, Request};
 use crate::codes::{Counter, DenialCode};
 use crate::payload::response::{Unchecked, Verdict};
 use crate::payload::Violation;
+use crate::ratelimit::rls;
 use crate::store::SharedStore;
 
 /// Upstream error text kept for the log when a 5xx body is masked.
@@ -23,6 +25,9 @@ pub enum State {
     Init,
     /// The request's headers are held and its body buffered until it passes these request rules.
     RequestBody { rules: usize },
+    /// The request is held (its body buffered) while an outgoing call is out: the rate-limit
+    /// service decides its `global` limits. [`Exchange::on_call_reply`] goes on.
+    Calling,
     /// The request went upstream; its response has not been judged yet.
     Forwarded,
     /// An upstream 5xx is being replaced: its body is read (for the log), then a problem is sent.
@@ -51,6 +56,42 @@ pub enum Step {
     /// Replace the buffered response body (its first `size` bytes, i.e. all of it) with `body`,
     /// then go on. If the host cannot, it reports [`Exchange::on_host_error`].
     ReplaceBody { size: usize, body: Vec<u8> },
+    /// Hold the stream and make this call; its answer (or its failure) is the next event,
+    /// [`Exchange::on_call_reply`]. A call the host cannot make is reported the same way
+    /// ([`CallReply::NotSent`]).
+    Call(GrpcCall),
+}
+
+/// An outgoing gRPC call (unary) through an Envoy cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcCall {
+    pub cluster: String,
+    pub service: &'static str,
+    pub method: &'static str,
+    /// The request message, protobuf-encoded.
+    pub message: Vec<u8>,
+    pub timeout_ms: u32,
+}
+
+/// How an outgoing call ended, as the host saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallReply {
+    /// gRPC status OK with a message of `size` bytes ([`Body::GrpcResponse`]).
+    Answered { size: usize },
+    /// Another gRPC status (`4`: the timeout passed; `14`: unreachable).
+    Failed { grpc_status: u32 },
+    /// The host could not make the call (for example, an unknown cluster).
+    NotSent,
+}
+
+/// A request held while the rate-limit service is asked.
+#[derive(Debug)]
+struct Pending {
+    ask: GlobalAsk,
+    /// Request rules the body must pass once the service let the request through.
+    body_check: Option<usize>,
+    /// The request's body (or trailers) ended while the call was out.
+    request_ended: bool,
 }
 
 /// A local reply: status, headers (security headers included) and an `application/problem+json`
@@ -70,8 +111,10 @@ pub struct Reply {
 pub enum Body {
     Request,
     Response,
-    /// The answer to an outgoing call ([`super::refresh::Call`]).
+    /// The answer to an outgoing HTTP call ([`super::refresh::Call`]).
     CallResponse,
+    /// The message of a gRPC call's answer ([`Step::Call`]).
+    GrpcResponse,
 }
 
 /// A header change.
@@ -168,6 +211,8 @@ pub struct Exchange {
     audit: Option<AuditRecord>,
     /// How the headers were judged; only for an exchange made by [`Exchange::explained`].
     diagnostics: Option<Diagnostics>,
+    /// What the request waits for in [`State::Calling`].
+    pending: Option<Pending>,
 }
 
 impl Default for Exchange {
@@ -257,6 +302,7 @@ impl Exchange {
             unknown_route: false,
             audit: None,
             diagnostics: None,
+            pending: None,
         }
     }
 
@@ -380,6 +426,26 @@ impl Exchange {
                 }
                 self.response_headers = allow.response_headers;
                 self.response_check = allow.response_check;
+                if let Some(ask) = allow.global {
+                    let Some(service) = engine.rate_limit_service() else {
+                        return self.internal_error(engine, io);
+                    };
+                    let message = rls::encode_request(&service.domain, &ask.descriptors, ask.hits);
+                    self.pending = Some(Pending {
+                        ask,
+                        body_check: allow.body_check,
+                        request_ended: end_of_stream,
+                    });
+                    self.state = State::Calling;
+                    io.count(Metric::Add(Counter::RatelimitServiceCalls, 1));
+                    return Step::Call(GrpcCall {
+                        cluster: service.cluster.clone(),
+                        service: rls::SERVICE,
+                        method: rls::METHOD,
+                        message,
+                        timeout_ms: service.timeout_ms,
+                    });
+                }
                 if let Some(rules) = allow.body_check {
                     if end_of_stream {
                         return self.finish_body(engine, rules, &[], io);
@@ -429,6 +495,12 @@ impl Exchange {
         end_of_stream: bool,
         io: &mut dyn Io,
     ) -> Step {
+        if let (State::Calling, Some(p)) = (self.state, self.pending.as_mut()) {
+            // Nothing goes upstream before the service has answered: buffer.
+            self.request_body_size = size;
+            p.request_ended = end_of_stream;
+            return Step::Pause;
+        }
         let State::RequestBody { rules } = self.state else {
             return Step::Continue;
         };
@@ -455,6 +527,10 @@ impl Exchange {
     /// Event: trailers ended the request instead of a data frame (HTTP/2, chunked HTTP/1.1): the
     /// body buffered so far is complete and is judged now, before anything reaches the upstream.
     pub fn on_request_trailers(&mut self, engine: &Engine, io: &mut dyn Io) -> Step {
+        if let (State::Calling, Some(p)) = (self.state, self.pending.as_mut()) {
+            p.request_ended = true;
+            return Step::Pause;
+        }
         let State::RequestBody { rules } = self.state else {
             return Step::Continue;
         };
@@ -561,6 +637,104 @@ impl Exchange {
                 }
             }
             _ => Step::Continue,
+        }
+    }
+
+    /// Event: the outgoing call of [`Step::Call`] ended. The step answers for the held request:
+    /// `Continue` lets it go on (the host resumes it), `Pause` keeps holding it (its body is
+    /// still arriving for a body check), `Reply` refuses it.
+    pub fn on_call_reply(&mut self, engine: &Engine, reply: CallReply, io: &mut dyn Io) -> Step {
+        let (State::Calling, Some(pending)) = (self.state, self.pending.take()) else {
+            // Not waiting for a call (the stream was answered meanwhile): nothing changes.
+            return Step::Pause;
+        };
+        let answer = match reply {
+            CallReply::Answered { size } => io
+                .body(Body::GrpcResponse, size)
+                .and_then(|b| rls::decode_response(&b))
+                .ok_or(Counter::RatelimitServiceMalformed),
+            CallReply::Failed { grpc_status } if grpc_status == rls::GRPC_DEADLINE_EXCEEDED => {
+                Err(Counter::RatelimitServiceTimeout)
+            }
+            CallReply::Failed { .. } | CallReply::NotSent => Err(Counter::RatelimitServiceError),
+        };
+        let verdict = answer.and_then(|a| {
+            engine
+                .judge_global(&self.route, &pending.ask, &a)
+                .ok_or(Counter::RatelimitServiceMalformed)
+        });
+        match verdict {
+            Err(failure) => {
+                io.count(Metric::Add(failure, 1));
+                let refusal = engine.global_failure(&self.route, &pending.ask);
+                io.log(
+                    Level::Warn,
+                    &format!(
+                        "tollgate: rate-limit service failed ({}) route={}: {}",
+                        match failure {
+                            Counter::RatelimitServiceTimeout => "timeout",
+                            Counter::RatelimitServiceMalformed => "malformed answer",
+                            _ => "error",
+                        },
+                        self.route_label(),
+                        if refusal.is_some() {
+                            "refused (on_service_failure: deny)"
+                        } else {
+                            "let through (on_service_failure: allow)"
+                        }
+                    ),
+                );
+                match refusal {
+                    Some(denial) => return self.refuse_late(engine, denial, io),
+                    None => io.count(Metric::Add(Counter::RatelimitServiceFailedOpen, 1)),
+                }
+            }
+            Ok(verdict) => {
+                if !verdict.shadow_limited.is_empty() || verdict.result.is_err() {
+                    io.count(Metric::Add(Counter::RatelimitServiceOverLimit, 1));
+                }
+                for name in &verdict.shadow_limited {
+                    io.count(Metric::Add(Counter::RatelimitShadowLimited, 1));
+                    io.log(
+                        Level::Info,
+                        &format!("tollgate: shadow limit `{name}` would have refused this request"),
+                    );
+                }
+                match verdict.result {
+                    Err(denial) => {
+                        let mut step = self.refuse_late(engine, denial, io);
+                        if let Step::Reply(reply) = &mut step {
+                            reply.headers.extend(verdict.service_headers);
+                        }
+                        return step;
+                    }
+                    Ok(ratelimit) => {
+                        if let Some(value) = ratelimit {
+                            self.response_headers.retain(|(k, _)| k != "ratelimit");
+                            self.response_headers.push(("ratelimit".into(), value));
+                        }
+                        self.response_headers.extend(verdict.service_headers);
+                    }
+                }
+            }
+        }
+        match pending.body_check {
+            Some(rules) if pending.request_ended => {
+                let Some(body) = io.body(Body::Request, self.request_body_size) else {
+                    return self.internal_error(engine, io);
+                };
+                self.finish_body(engine, rules, &body, io)
+            }
+            Some(rules) => {
+                // The rest of the body is judged as it arrives, as if there had been no call.
+                self.state = State::RequestBody { rules };
+                Step::Pause
+            }
+            None => {
+                self.state = State::Forwarded;
+                io.count(Metric::Allowed { route: &self.route });
+                Step::Continue
+            }
         }
     }
 
@@ -951,7 +1125,7 @@ mod tests {
         fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
             let b = match which {
                 Body::Request => &self.request,
-                Body::Response | Body::CallResponse => &self.response,
+                Body::Response | Body::CallResponse | Body::GrpcResponse => &self.response,
             };
             b.get(..size).map(<[u8]>::to_vec)
         }

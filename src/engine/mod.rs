@@ -23,7 +23,8 @@ pub mod timefmt;
 pub use apikeys::ApiKeys;
 pub use authn::{authenticate, Authenticated, Principal};
 pub use decision::{
-    Allow, Check, Decision, Denial, Diagnostics, Effects, Mode, Outcome, Passed, RouteHit,
+    Allow, Check, Decision, Denial, Diagnostics, Effects, GlobalAsk, Mode, Outcome, Passed,
+    RouteHit,
 };
 pub use exchange::{Exchange, Step};
 pub use request::{normalize_host, Request};
@@ -39,6 +40,7 @@ use crate::jwt::remote::{Installed, RemoteSpec};
 use crate::jwt::verify::ClaimRules;
 use crate::jwt::Alg;
 use crate::payload::Options as PayloadOptions;
+use crate::ratelimit::service::Service;
 use crate::ratelimit::{Limit, Options as LimitOptions};
 use audit::AuditOptions;
 use hardening::ResponsePolicy;
@@ -92,6 +94,8 @@ pub struct Engine {
     allow_unknown: bool,
     limits: Vec<Limit>,
     limit_options: LimitOptions,
+    /// Counts the `global` limits.
+    rate_limit_service: Option<Service>,
     payload_options: PayloadOptions,
     /// The policy's mode; routes may override it.
     mode: Mode,
@@ -143,6 +147,11 @@ impl Engine {
         &self.limits
     }
 
+    /// The rate-limit service of the `global` limits.
+    pub fn rate_limit_service(&self) -> Option<&Service> {
+        self.rate_limit_service.as_ref()
+    }
+
     pub fn api_keys(&self) -> Option<&ApiKeyConfig> {
         self.api_keys.as_ref()
     }
@@ -155,7 +164,7 @@ impl Engine {
     /// Whether state is kept in slots hashed with the process secret (rate limits, brute force):
     /// the host then provides the secret (`VmState::limit_secret`).
     pub fn uses_slots(&self) -> bool {
-        !self.limits.is_empty() || self.brute_force.is_some()
+        self.limits.iter().any(|l| l.backend.local()) || self.brute_force.is_some()
     }
 
     pub fn new_state(&self) -> VmState {
@@ -192,3 +201,6 @@ mod tests_operations;
 
 #[cfg(test)]
 mod tests_bypass;
+
+#[cfg(test)]
+mod tests_global;

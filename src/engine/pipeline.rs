@@ -276,7 +276,7 @@ impl Engine {
             }
             Some(who.principal)
         };
-        let response_headers = match limits::check(
+        let checked = match limits::check(
             self,
             route,
             principal.as_deref(),
@@ -286,7 +286,7 @@ impl Engine {
             store,
             &mut effects,
         ) {
-            Ok(headers) => headers,
+            Ok(checked) => checked,
             Err(denial) => {
                 return Outcome {
                     decision: Decision::Deny(denial),
@@ -294,7 +294,10 @@ impl Engine {
                 }
             }
         };
-        let mut response_headers = response_headers;
+        let mut response_headers = checked.headers;
+        if let Some(d) = trace.diagnostics.as_mut() {
+            d.global.clone_from(&checked.global);
+        }
         if let Some(l) = &route.lifecycle {
             response_headers.extend(l.headers.iter().cloned());
             effects.deprecated = l.deprecated.is_some_and(|d| now >= d);
@@ -336,6 +339,7 @@ impl Engine {
             unknown_route: false,
             response_headers,
             authenticated: route.access != Access::Public,
+            global: checked.global,
             ..Allow::default()
         };
         Outcome {

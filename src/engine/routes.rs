@@ -505,6 +505,11 @@ impl RouteTable {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+
+    /// The routes in the policy's order.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@
 use super::io::{peer_address, HostIo};
 use super::vm::{log, now_ms, Shared};
 use super::{probe, store::HostStore};
-use crate::engine::exchange::{Io, Level, Reply, Vm};
+use crate::engine::exchange::{CallReply, GrpcCall, Io, Level, Reply, Vm};
 use crate::engine::{Exchange, Request, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
+use std::time::Duration;
 
 pub(crate) struct Http {
     shared: Rc<Shared>,
@@ -51,6 +52,19 @@ fn send(reply: &Reply) -> Action {
     Action::Pause
 }
 
+/// Makes a gRPC call; its answer arrives in [`Context::on_grpc_call_response`].
+fn dispatch(call: &GrpcCall) -> bool {
+    hostcalls::dispatch_grpc_call(
+        &call.cluster,
+        call.service,
+        call.method,
+        Vec::new(),
+        Some(&call.message),
+        Duration::from_millis(u64::from(call.timeout_ms)),
+    )
+    .is_ok()
+}
+
 impl Http {
     pub fn new(shared: Rc<Shared>) -> Http {
         Http {
@@ -72,6 +86,37 @@ impl Http {
                 let step = self.with_io(|ex, engine, io| ex.on_host_error(engine, io));
                 self.apply(step)
             }
+            Step::Call(call) => {
+                if dispatch(&call) {
+                    return Action::Pause;
+                }
+                let step =
+                    self.with_io(|ex, engine, io| ex.on_call_reply(engine, CallReply::NotSent, io));
+                self.apply(step)
+            }
+        }
+    }
+
+    /// Carries out the step that answers a call's reply: the stream is held, so going on means
+    /// resuming it.
+    fn resume(&mut self, step: Step) {
+        match step {
+            Step::Continue => {
+                if hostcalls::resume_http_request().is_err() {
+                    log(Level::Error, "tollgate: could not resume a held request");
+                }
+            }
+            Step::Pause | Step::ReplaceBody { .. } => {}
+            Step::Reply(reply) => {
+                send(&reply);
+            }
+            Step::Call(call) => {
+                if !dispatch(&call) {
+                    let step = self
+                        .with_io(|ex, engine, io| ex.on_call_reply(engine, CallReply::NotSent, io));
+                    self.resume(step);
+                }
+            }
         }
     }
 
@@ -86,7 +131,21 @@ impl Http {
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, response_size: usize) {
+        let reply = if status_code == 0 {
+            CallReply::Answered {
+                size: response_size,
+            }
+        } else {
+            CallReply::Failed {
+                grpc_status: status_code,
+            }
+        };
+        let step = self.with_io(|ex, engine, io| ex.on_call_reply(engine, reply, io));
+        self.resume(step);
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

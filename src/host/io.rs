@@ -44,6 +44,7 @@ impl Io for HostIo<'_> {
     }
 
     fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
+        // The root reads only the answers of its HTTP calls; a stream everything else.
         if self.stream == (which == Body::CallResponse) {
             return None;
         }
@@ -72,6 +73,7 @@ fn buffer_of(which: Body) -> BufferType {
         Body::Request => BufferType::HttpRequestBody,
         Body::Response => BufferType::HttpResponseBody,
         Body::CallResponse => BufferType::HttpCallResponseBody,
+        Body::GrpcResponse => BufferType::GrpcReceiveBuffer,
     }
 }
 
@@ -102,6 +104,7 @@ mod tests {
             (Body::Request, BufferType::HttpRequestBody),
             (Body::Response, BufferType::HttpResponseBody),
             (Body::CallResponse, BufferType::HttpCallResponseBody),
+            (Body::GrpcResponse, BufferType::GrpcReceiveBuffer),
         ];
         for (ours, envoys) in pairs {
             assert_eq!(buffer_of(ours) as u32, envoys as u32, "{ours:?}");

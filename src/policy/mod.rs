@@ -45,6 +45,9 @@ pub struct PolicyDoc {
     pub rate_limits: BTreeMap<String, LimitDoc>,
     #[serde(default)]
     pub rate_limit_options: Option<RateLimitOptionsDoc>,
+    /// The rate-limit service (Envoy's RLS v3 protocol) that counts `global` limits.
+    #[serde(default)]
+    pub rate_limit_service: Option<RateLimitServiceDoc>,
     /// Named JSON Schemas, referenced as `{"$ref": "#/$defs/<name>"}`.
     #[serde(default)]
     pub schemas: BTreeMap<String, serde_json::Value>,
@@ -205,6 +208,38 @@ pub struct LimitDoc {
     /// When the compare-and-swap retries run out: `deny` (default) or `allow`.
     #[serde(default)]
     pub on_contention: Option<String>,
+    /// Where the limit is counted: `local` (default: this Envoy's shared data), `global` (the
+    /// `rate_limit_service`), or `local+global` (the local bucket first, the service only for
+    /// requests it lets through).
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// A `global` limit whose service does not answer in time or answers garbage: `deny` or
+    /// `allow` (default: the service's `on_failure`).
+    #[serde(default)]
+    pub on_service_failure: Option<String>,
+}
+
+/// Envoy's rate-limit service (RLS v3 gRPC, as served by envoyproxy/ratelimit and Limitador).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitServiceDoc {
+    /// The Envoy cluster of the service (HTTP/2).
+    pub cluster: String,
+    /// The `domain` of every request to the service.
+    pub domain: String,
+    /// How long a request waits for the answer, in milliseconds (default 50).
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
+    /// What a `global` limit does when the service fails: `deny` (default) or `allow`.
+    #[serde(default)]
+    pub on_failure: Option<String>,
+    /// Send each limit's rate as the descriptor's `limit` override, so the service needs no
+    /// numbers of its own (default true).
+    #[serde(default)]
+    pub send_limits: Option<bool>,
+    /// Headers of the service's answer (`response_headers_to_add`) passed on to the client.
+    #[serde(default)]
+    pub response_headers: Vec<String>,
 }
 
 /// `"identity"`, `"client_ip"`, `"route"`, `{"claim": ..}`, `{"header": ..}` or `{"constant": ..}`.

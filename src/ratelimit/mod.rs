@@ -9,10 +9,13 @@
 //! Updates are compare-and-swap with a bounded number of attempts ([`Slots::update`]); when they
 //! run out the limit's `on_contention` decides (deny by default).
 //!
-//! Seam for a global backend: [`Backend`] names where a limit is counted. Only `Local` exists; a
-//! global one (Envoy's rate-limit service over gRPC) would return a pending verdict instead.
+//! [`Backend`] names where a limit is counted: here, in Envoy's rate-limit service
+//! ([`service`], over the [`rls`] protocol) so every proxy shares one budget, or both (the local
+//! bucket shields the service).
 
 pub mod bucket;
+pub mod rls;
+pub mod service;
 
 use crate::policy::{ConfigError, KeyPartDoc, LimitDoc, RateLimitOptionsDoc};
 use crate::store::slots::{self, Missing, Outcome, Slots, Update};
@@ -39,6 +42,28 @@ pub enum KeyPart {
 pub enum Backend {
     /// Proxy-wasm shared data of this Envoy process.
     Local,
+    /// The policy's `rate_limit_service`, shared by every proxy that asks it.
+    Global,
+    /// The local bucket first; the service is asked only for requests it lets through.
+    LocalAndGlobal,
+}
+
+impl Backend {
+    pub const fn local(self) -> bool {
+        matches!(self, Backend::Local | Backend::LocalAndGlobal)
+    }
+
+    pub const fn global(self) -> bool {
+        matches!(self, Backend::Global | Backend::LocalAndGlobal)
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Global => "global",
+            Backend::LocalAndGlobal => "local+global",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -51,7 +76,13 @@ pub struct Limit {
     pub shadow: bool,
     pub deny_on_contention: bool,
     pub backend: Backend,
-    /// `RateLimit-Policy` item: `"name";q=<burst>;w=<seconds to refill the burst>`.
+    /// The service failed (no answer in time, an error, garbage): refuse? `None`: the service's
+    /// `on_failure` decides.
+    pub deny_on_service_failure: Option<bool>,
+    /// The period as the service's unit (a global limit counts `rate` per unit, fixed windows).
+    pub unit: rls::Unit,
+    /// `RateLimit-Policy` item: `"name";q=<burst>;w=<seconds to refill the burst>` (global:
+    /// `q=<rate>;w=<period>`).
     pub policy_header: String,
 }
 
@@ -145,6 +176,29 @@ impl Limit {
                 true
             }
         };
+        let backend = match doc.backend.as_deref() {
+            None | Some("local") => Backend::Local,
+            Some("global") => Backend::Global,
+            Some("local+global") => Backend::LocalAndGlobal,
+            Some(other) => {
+                errors.push(ConfigError::new(
+                    format!("{at}.backend"),
+                    format!("`{other}` is not a backend; expected one of [`local`, `global`, `local+global`]"),
+                ));
+                Backend::Local
+            }
+        };
+        let deny_on_service_failure = service::failure_mode(
+            doc.on_service_failure.as_deref(),
+            &format!("{at}.on_service_failure"),
+            errors,
+        );
+        if doc.on_service_failure.is_some() && !backend.global() {
+            errors.push(ConfigError::new(
+                format!("{at}.on_service_failure"),
+                "applies to limits with `backend: global` or `local+global` only",
+            ));
+        }
         if doc.key.is_empty() {
             errors.push(ConfigError::new(
                 format!("{at}.key"),
@@ -182,9 +236,18 @@ impl Limit {
         };
         let window =
             (u128::from(doc.burst) * u128::from(period_ms)).div_ceil(u128::from(doc.rate) * 1000);
+        let unit = service::unit_of(period_ms);
+        // The service's budget is what every proxy shares, so it is the one announced.
+        let policy_header = if backend.global() {
+            format!("\"{name}\";q={};w={}", doc.rate, unit.seconds())
+        } else {
+            format!("\"{name}\";q={};w={window}", doc.burst)
+        };
         Some(Limit {
             name: name.to_string(),
-            policy_header: format!("\"{name}\";q={};w={window}", doc.burst),
+            policy_header,
+            unit,
+            deny_on_service_failure,
             shape,
             key,
             // The name is an identifier, so it never holds the separator byte the domain must not.
@@ -195,7 +258,7 @@ impl Limit {
             ),
             shadow: doc.shadow,
             deny_on_contention,
-            backend: Backend::Local,
+            backend,
         })
     }
 

@@ -180,7 +180,7 @@ class Envoy:
     to the upstream; `extra_args` go on Envoy's command line."""
 
     def __init__(self, policy, upstream_port, jwks_port=None, as_type="string", concurrency=2, template=TEMPLATE,
-                 wasm=WASM, plain_listener=False, extra_args=(), xff_trusted_hops=0):
+                 wasm=WASM, plain_listener=False, extra_args=(), xff_trusted_hops=0, rls_port=None):
         self._allocate(plain_listener, upstream_port)
         policy_text = policy if isinstance(policy, str) else json.dumps(policy)
         with open(template) as f:
@@ -193,6 +193,7 @@ class Envoy:
                     "ADMIN_PORT": self.admin,
                     "UPSTREAM_PORT": upstream_port,
                     "JWKS_PORT": jwks_port or free_port(),
+                    "RLS_PORT": rls_port or free_port(),
                     "WASM": wasm,
                 },
             )
