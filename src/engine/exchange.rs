@@ -92,6 +92,10 @@ struct Pending {
     body_check: Option<usize>,
     /// The request's body (or trailers) ended while the call was out.
     request_ended: bool,
+    /// When the call was made (host clock) and how long it may take: Envoy reports a call that
+    /// ran out of time as `UNAVAILABLE`, like one that found no service.
+    sent_ms: u64,
+    timeout_ms: u32,
 }
 
 /// A local reply: status, headers (security headers included) and an `application/problem+json`
@@ -435,6 +439,8 @@ impl Exchange {
                         ask,
                         body_check: allow.body_check,
                         request_ended: end_of_stream,
+                        sent_ms: now_ms,
+                        timeout_ms: service.timeout_ms,
                     });
                     self.state = State::Calling;
                     io.count(Metric::Add(Counter::RatelimitServiceCalls, 1));
@@ -640,10 +646,16 @@ impl Exchange {
         }
     }
 
-    /// Event: the outgoing call of [`Step::Call`] ended. The step answers for the held request:
-    /// `Continue` lets it go on (the host resumes it), `Pause` keeps holding it (its body is
-    /// still arriving for a body check), `Reply` refuses it.
-    pub fn on_call_reply(&mut self, engine: &Engine, reply: CallReply, io: &mut dyn Io) -> Step {
+    /// Event: the outgoing call of [`Step::Call`] ended, at `now_ms` (host clock). The step
+    /// answers for the held request: `Continue` lets it go on (the host resumes it), `Pause`
+    /// keeps holding it (its body is still arriving for a body check), `Reply` refuses it.
+    pub fn on_call_reply(
+        &mut self,
+        engine: &Engine,
+        reply: CallReply,
+        now_ms: u64,
+        io: &mut dyn Io,
+    ) -> Step {
         let (State::Calling, Some(pending)) = (self.state, self.pending.take()) else {
             // Not waiting for a call (the stream was answered meanwhile): nothing changes.
             return Step::Pause;
@@ -653,7 +665,10 @@ impl Exchange {
                 .body(Body::GrpcResponse, size)
                 .and_then(|b| rls::decode_response(&b))
                 .ok_or(Counter::RatelimitServiceMalformed),
-            CallReply::Failed { grpc_status } if grpc_status == rls::GRPC_DEADLINE_EXCEEDED => {
+            CallReply::Failed { grpc_status }
+                if grpc_status == rls::GRPC_DEADLINE_EXCEEDED
+                    || now_ms.saturating_sub(pending.sent_ms) >= u64::from(pending.timeout_ms) =>
+            {
                 Err(Counter::RatelimitServiceTimeout)
             }
             CallReply::Failed { .. } | CallReply::NotSent => Err(Counter::RatelimitServiceError),
@@ -671,10 +686,13 @@ impl Exchange {
                     Level::Warn,
                     &format!(
                         "tollgate: rate-limit service failed ({}) route={}: {}",
-                        match failure {
-                            Counter::RatelimitServiceTimeout => "timeout",
-                            Counter::RatelimitServiceMalformed => "malformed answer",
-                            _ => "error",
+                        match (failure, reply) {
+                            (Counter::RatelimitServiceTimeout, _) => "timeout".to_string(),
+                            (Counter::RatelimitServiceMalformed, _) => "malformed answer".into(),
+                            (_, CallReply::Failed { grpc_status }) => {
+                                format!("gRPC status {grpc_status}")
+                            }
+                            _ => "call not made".into(),
                         },
                         self.route_label(),
                         if refusal.is_some() {

@@ -281,13 +281,18 @@ fn descriptors_carry_verified_facts_and_the_request_waits() {
 
     host.answer = answer(Code::Ok, &[(Code::Ok, 41, 30)]);
     let size = host.answer.len();
-    let step = ex.on_call_reply(&run.engine, CallReply::Answered { size }, &mut host);
+    let step = ex.on_call_reply(
+        &run.engine,
+        CallReply::Answered { size },
+        NOW * 1000,
+        &mut host,
+    );
     assert_eq!(step, Step::Continue);
     assert_eq!(ex.state(), State::Forwarded);
     assert!(host.metrics.iter().any(|m| m.starts_with("Allowed")));
     // A late second reply changes nothing.
     assert_eq!(
-        ex.on_call_reply(&run.engine, CallReply::NotSent, &mut host),
+        ex.on_call_reply(&run.engine, CallReply::NotSent, NOW * 1000, &mut host),
         Step::Pause
     );
 }
@@ -330,7 +335,12 @@ fn over_limit_is_a_429_with_the_services_reset() {
     );
     host.answer = answer(Code::OverLimit, &[(Code::OverLimit, 0, 17)]);
     let size = host.answer.len();
-    let step = ex.on_call_reply(&run.engine, CallReply::Answered { size }, &mut host);
+    let step = ex.on_call_reply(
+        &run.engine,
+        CallReply::Answered { size },
+        NOW * 1000,
+        &mut host,
+    );
     let r = reply_of(&step);
     assert_eq!((r.status, r.code), (429, DenialCode::RateLimited));
     assert_eq!(header(r, "retry-after"), Some("17"));
@@ -376,7 +386,7 @@ fn failures_do_what_the_limit_says() {
             &[("authorization", &token("acme"))],
             false,
         );
-        let step = ex.on_call_reply(&run.engine, reply, &mut host);
+        let step = ex.on_call_reply(&run.engine, reply, NOW * 1000, &mut host);
         let r = reply_of(&step);
         assert_eq!(
             (r.status, r.code),
@@ -401,12 +411,32 @@ fn failures_do_what_the_limit_says() {
             false,
         );
         assert_eq!(
-            ex.on_call_reply(&run.engine, reply, &mut host),
+            ex.on_call_reply(&run.engine, reply, NOW * 1000, &mut host),
             Step::Continue
         );
         assert_eq!(host.counted(Counter::RatelimitServiceFailedOpen), 1);
         assert_eq!(host.counted(counter), 1);
     }
+    // Envoy reports a call that ran out of time as UNAVAILABLE: past `timeout_ms` it is a
+    // timeout.
+    let (mut ex, mut host) = (Exchange::new(), Host::default());
+    run.start(
+        &mut ex,
+        &mut host,
+        "GET",
+        "/orders",
+        &[("authorization", &token("acme"))],
+        false,
+    );
+    let late = NOW * 1000 + 40;
+    ex.on_call_reply(
+        &run.engine,
+        CallReply::Failed { grpc_status: 14 },
+        late,
+        &mut host,
+    );
+    assert_eq!(host.counted(Counter::RatelimitServiceTimeout), 1);
+    assert!(host.logs.iter().any(|(_, m)| m.contains("(timeout)")));
     // An answer that says neither yes nor no is a failure too.
     let (mut ex, mut host) = (Exchange::new(), Host::default());
     run.start(
@@ -419,7 +449,12 @@ fn failures_do_what_the_limit_says() {
     );
     host.answer = answer(Code::Unknown, &[]);
     let size = host.answer.len();
-    let step = ex.on_call_reply(&run.engine, CallReply::Answered { size }, &mut host);
+    let step = ex.on_call_reply(
+        &run.engine,
+        CallReply::Answered { size },
+        NOW * 1000,
+        &mut host,
+    );
     assert_eq!(reply_of(&step).code, DenialCode::RateLimitUnavailable);
 }
 
@@ -466,7 +501,12 @@ fn the_tighter_budget_is_announced() {
     // Local bucket: 1 of 2 left; the service has 0 of its budget left: its figure is shown.
     host.answer = answer(Code::Ok, &[(Code::Ok, 0, 1200)]);
     let size = host.answer.len();
-    ex.on_call_reply(&run.engine, CallReply::Answered { size }, &mut host);
+    ex.on_call_reply(
+        &run.engine,
+        CallReply::Answered { size },
+        NOW * 1000,
+        &mut host,
+    );
     let mut down = Host::default();
     let headers = vec![(":status".to_string(), "200".to_string())];
     struct Edits(Vec<String>, Host);
@@ -535,7 +575,12 @@ fn a_body_arriving_during_the_call_is_held_then_judged() {
         );
         host.answer = answer(Code::Ok, &[(Code::Ok, 3, 1)]);
         let size = host.answer.len();
-        let step = ex.on_call_reply(&run.engine, CallReply::Answered { size }, &mut host);
+        let step = ex.on_call_reply(
+            &run.engine,
+            CallReply::Answered { size },
+            NOW * 1000,
+            &mut host,
+        );
         if refused {
             assert_eq!(reply_of(&step).code, DenialCode::RequestInvalid);
         } else {
@@ -556,7 +601,12 @@ fn a_body_arriving_during_the_call_is_held_then_judged() {
     host.answer = answer(Code::Ok, &[(Code::Ok, 3, 1)]);
     let size = host.answer.len();
     assert_eq!(
-        ex.on_call_reply(&run.engine, CallReply::Answered { size }, &mut host),
+        ex.on_call_reply(
+            &run.engine,
+            CallReply::Answered { size },
+            NOW * 1000,
+            &mut host
+        ),
         Step::Pause
     );
     assert!(matches!(ex.state(), State::RequestBody { .. }));
@@ -574,7 +624,12 @@ fn dry_run_and_shadow_report_without_refusing() {
     host.answer = answer(Code::OverLimit, &[(Code::OverLimit, 0, 5)]);
     let size = host.answer.len();
     assert_eq!(
-        ex.on_call_reply(&run.engine, CallReply::Answered { size }, &mut host),
+        ex.on_call_reply(
+            &run.engine,
+            CallReply::Answered { size },
+            NOW * 1000,
+            &mut host
+        ),
         Step::Continue
     );
     assert_eq!(ex.refusal(), Some((DenialCode::RateLimited, false)));
@@ -588,7 +643,12 @@ fn dry_run_and_shadow_report_without_refusing() {
     host.answer = answer(Code::OverLimit, &[(Code::OverLimit, 0, 5)]);
     let size = host.answer.len();
     assert_eq!(
-        ex.on_call_reply(&run.engine, CallReply::Answered { size }, &mut host),
+        ex.on_call_reply(
+            &run.engine,
+            CallReply::Answered { size },
+            NOW * 1000,
+            &mut host
+        ),
         Step::Continue
     );
     assert_eq!(host.counted(Counter::RatelimitShadowLimited), 1);

@@ -90,8 +90,8 @@ impl Http {
                 if dispatch(&call) {
                     return Action::Pause;
                 }
-                let step =
-                    self.with_io(|ex, engine, io| ex.on_call_reply(engine, CallReply::NotSent, io));
+                let step = self
+                    .with_io(|ex, engine, io| ex.on_call_reply(engine, CallReply::NotSent, 0, io));
                 self.apply(step)
             }
         }
@@ -112,8 +112,9 @@ impl Http {
             }
             Step::Call(call) => {
                 if !dispatch(&call) {
-                    let step = self
-                        .with_io(|ex, engine, io| ex.on_call_reply(engine, CallReply::NotSent, io));
+                    let step = self.with_io(|ex, engine, io| {
+                        ex.on_call_reply(engine, CallReply::NotSent, 0, io)
+                    });
                     self.resume(step);
                 }
             }
@@ -142,7 +143,9 @@ impl Context for Http {
                 grpc_status: status_code,
             }
         };
-        let step = self.with_io(|ex, engine, io| ex.on_call_reply(engine, reply, io));
+        // Without a clock the failure is not taken for a timeout.
+        let now = now_ms().unwrap_or(0);
+        let step = self.with_io(|ex, engine, io| ex.on_call_reply(engine, reply, now, io));
         self.resume(step);
     }
 }
