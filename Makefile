@@ -14,6 +14,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := rustc-web cargo-web rust-web-src lld-22 wasi-libc
 DEBIAN_CARGO := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo
 WASI_FLAGS := -D warnings -C linker=wasm-ld-22 -C link-self-contained=no -L native=/usr/lib/wasm32-wasi
+# Services the end-to-end tests start themselves: Redis behind the rate-limit service stand-in
+# (tests/e2e/rls_server.py).
+TEST_DEBIAN_PACKAGES := redis-server
 HAVE_RUSTUP_WASI := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 && echo yes)
 HAVE_RUSTUP_WASM := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown && echo yes)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/version = |"/, ""); print }' Cargo.lock)
@@ -23,13 +26,17 @@ SUB ?= demo-user
 SCOPE ?= orders:read
 TTL ?= 3600
 
-.PHONY: help deps build run token api-key cli test test-schema-suite lint test-unit test-policies test-wasm test-e2e validate clean debian-toolchain compose oci test-e2e-compat fuzz bench profile
+.PHONY: help deps build run token api-key cli test test-schema-suite lint test-unit test-policies test-wasm test-e2e validate clean debian-toolchain debian-test-services compose oci test-e2e-compat fuzz bench profile
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
 
 deps: $(VENV)/.installed ## Install everything missing (idempotent): wasm toolchain, Envoy, test tools
 	@[ "$(HAVE_RUSTUP_WASI)" = yes ] || $(MAKE) --no-print-directory debian-toolchain
+	@$(MAKE) --no-print-directory debian-test-services
+
+debian-test-services:
+	@$(MAKE) --no-print-directory debian-toolchain DEBIAN_PACKAGES="$(TEST_DEBIAN_PACKAGES)"
 
 debian-toolchain:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
