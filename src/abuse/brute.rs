@@ -19,6 +19,7 @@
 //! catches up.
 
 use crate::policy::{BruteForceDoc, ConfigError};
+use crate::ratelimit::rls::{Descriptor, Unit};
 use crate::store::slots::{self, Missing, Outcome, Slots, Update};
 use crate::store::{SharedStore, StoreError};
 
@@ -43,7 +44,13 @@ pub struct BruteForce {
     pub block_ms: u64,
     pub slots: u32,
     pub max_retries: u32,
+    /// Failures are also counted in the rate-limit service (`global`), in fixed windows of
+    /// this unit.
+    pub global: Option<Unit>,
 }
+
+/// The first descriptor entry of a failure counted in the rate-limit service.
+pub const GLOBAL_KEY: &str = "tollgate_brute_force";
 
 /// What one slot holds, as stored: 20 bytes, little-endian `window_start_ms` (u64),
 /// `blocked_until_ms` (u64), `failures` (u32). The zero state is a fresh slot.
@@ -140,6 +147,21 @@ impl BruteForce {
             1,
             slots::MAX_ATTEMPTS.into(),
         );
+        // The service counts in fixed windows of a unit.
+        let global = match (doc.global, doc.window_seconds) {
+            (false, _) => None,
+            (true, 1) => Some(Unit::Second),
+            (true, 60) => Some(Unit::Minute),
+            (true, 3600) => Some(Unit::Hour),
+            (true, 86_400) => Some(Unit::Day),
+            (true, other) => {
+                errors.push(ConfigError::new(
+                    format!("{at}.window_seconds"),
+                    format!("{other} is not a window the rate-limit service counts in; with `global` expected one of [1, 60, 3600, 86400]"),
+                ));
+                None
+            }
+        };
         if errors.len() > start {
             return None;
         }
@@ -149,6 +171,7 @@ impl BruteForce {
             block_ms: doc.block_seconds.saturating_mul(1000),
             slots,
             max_retries,
+            global,
         })
     }
 
@@ -224,6 +247,44 @@ impl BruteForce {
             blocked_until_ms: 0,
         };
         (Some(next), Failure::Counted { failures })
+    }
+
+    /// The descriptor that counts one failure of `subject` in the rate-limit service: it is over
+    /// its limit from the `max_failures`-th failure of a window on, across every proxy.
+    pub fn descriptor(&self, subject: &str) -> Option<Descriptor> {
+        let unit = self.global?;
+        Some(Descriptor {
+            entries: vec![
+                (GLOBAL_KEY.to_string(), "failures".to_string()),
+                ("client".to_string(), subject.to_string()),
+            ],
+            limit: Some((self.max_failures.saturating_sub(1), unit)),
+        })
+    }
+
+    /// Blocks `subject` from `now_ms` for `block_ms` (the service found its failures over the
+    /// limit across proxies); a block already running is kept as it is.
+    pub fn start_block(
+        &self,
+        store: &dyn SharedStore,
+        secret: &[u8],
+        subject: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let key = self.slot_key(secret, subject);
+        let outcome = Slots::update(store, &key, self.max_retries, Missing::Create, |stored| {
+            let state = stored.and_then(State::decode).unwrap_or_default();
+            if self.block_left_ms(&state, now_ms).is_some() {
+                return Update::Keep(false);
+            }
+            let next = State {
+                window_start_ms: now_ms,
+                failures: 0,
+                blocked_until_ms: now_ms.saturating_add(self.block_ms),
+            };
+            Update::Write(next.encode(), true)
+        })?;
+        Ok(matches!(outcome, Outcome::Done { value: true, .. }))
     }
 
     /// `Some(retry_after_seconds)` (rounded up, at least 1) while `subject` is blocked. Read-only;
@@ -312,6 +373,7 @@ mod tests {
                 block_ms: 60_000,
                 slots: DEFAULT_SLOTS,
                 max_retries: DEFAULT_MAX_RETRIES,
+                global: None,
             }
         );
         let b = bf(

@@ -523,7 +523,11 @@ impl<'e> Session<'e> {
                 .map_or(&[][..], |g| g.descriptors.as_slice());
             let (reply, message) = spec.rate_limit_service.reply(descriptors);
             io.call_answer = message;
-            step = exchange.on_call_reply(self.engine, reply, now_ms, &mut io);
+            let vm = Vm {
+                state: &mut self.state,
+                store: &self.store,
+            };
+            step = exchange.on_call_reply(self.engine, reply, now_ms, vm, &mut io);
         }
         if let State::RequestBody { .. } = exchange.state() {
             step = exchange.on_request_body(self.engine, body.len(), true, &mut io);

@@ -369,6 +369,12 @@ impl Engine {
             .as_ref()
             .and_then(|d| Service::compile(d, &mut errors));
         if doc.rate_limit_service.is_none() {
+            if doc.brute_force.as_ref().is_some_and(|b| b.global) {
+                errors.push(ConfigError::new(
+                    "brute_force.global",
+                    "needs `rate_limit_service` ({\"cluster\": ..., \"domain\": ...})",
+                ));
+            }
             for l in limits.iter().filter(|l| l.backend.global()) {
                 errors.push(ConfigError::new(
                     format!("rate_limits.{}.backend", l.name),

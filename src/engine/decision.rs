@@ -87,6 +87,9 @@ pub struct Effects {
     pub shadow_limited: Vec<String>,
     /// This authentication failure started a brute-force block.
     pub block_started: bool,
+    /// This authentication failure is also counted in the rate-limit service
+    /// (`brute_force.global`): the client's subject.
+    pub failure_subject: Option<String>,
     /// The route is deprecated (counted).
     pub deprecated: bool,
 }

@@ -87,15 +87,27 @@ pub enum CallReply {
 /// A request held while the rate-limit service is asked.
 #[derive(Debug)]
 struct Pending {
-    ask: GlobalAsk,
-    /// Request rules the body must pass once the service let the request through.
-    body_check: Option<usize>,
-    /// The request's body (or trailers) ended while the call was out.
-    request_ended: bool,
+    waiting: Waiting,
     /// When the call was made (host clock) and how long it may take: Envoy reports a call that
     /// ran out of time as `UNAVAILABLE`, like one that found no service.
     sent_ms: u64,
     timeout_ms: u32,
+}
+
+/// What the service's answer decides.
+#[derive(Debug)]
+enum Waiting {
+    /// The request's `global` limits.
+    Limits {
+        ask: GlobalAsk,
+        /// Request rules the body must pass once the service let the request through.
+        body_check: Option<usize>,
+        /// The request's body (or trailers) ended while the call was out.
+        request_ended: bool,
+    },
+    /// An authentication failure counted across proxies (`brute_force.global`): the refusal is
+    /// sent once the service has said whether `subject` is now over `max_failures`.
+    Failure { subject: String, denial: Denial },
 }
 
 /// A local reply: status, headers (security headers included) and an `application/problem+json`
@@ -398,6 +410,7 @@ impl Exchange {
             }
         };
         report_effects(engine, &outcome.effects, now_ms, store, io);
+        let failure_subject = outcome.effects.failure_subject;
         match outcome.decision {
             Decision::Allow(allow) => {
                 self.route = allow.route;
@@ -436,9 +449,11 @@ impl Exchange {
                     };
                     let message = rls::encode_request(&service.domain, &ask.descriptors, ask.hits);
                     self.pending = Some(Pending {
-                        ask,
-                        body_check: allow.body_check,
-                        request_ended: end_of_stream,
+                        waiting: Waiting::Limits {
+                            ask,
+                            body_check: allow.body_check,
+                            request_ended: end_of_stream,
+                        },
                         sent_ms: now_ms,
                         timeout_ms: service.timeout_ms,
                     });
@@ -488,7 +503,36 @@ impl Exchange {
                         denial.code.as_str()
                     ),
                 );
-                self.reply(engine, &denial, io)
+                let call = failure_subject.and_then(|subject| {
+                    let service = engine.rate_limit_service()?;
+                    let descriptor = engine.brute_force.as_ref()?.descriptor(&subject)?;
+                    let message = rls::encode_request(&service.domain, &[descriptor], 1);
+                    self.pending = Some(Pending {
+                        waiting: Waiting::Failure {
+                            subject,
+                            denial: denial.clone(),
+                        },
+                        sent_ms: now_ms,
+                        timeout_ms: service.timeout_ms,
+                    });
+                    Some(GrpcCall {
+                        cluster: service.cluster.clone(),
+                        service: rls::SERVICE,
+                        method: rls::METHOD,
+                        message,
+                        timeout_ms: service.timeout_ms,
+                    })
+                });
+                match call {
+                    Some(call) => {
+                        // The refusal waits for the service: it says whether this failure
+                        // completes a block across proxies.
+                        self.state = State::Calling;
+                        io.count(Metric::Add(Counter::RatelimitServiceCalls, 1));
+                        Step::Call(call)
+                    }
+                    None => self.reply(engine, &denial, io),
+                }
             }
         }
     }
@@ -504,7 +548,9 @@ impl Exchange {
         if let (State::Calling, Some(p)) = (self.state, self.pending.as_mut()) {
             // Nothing goes upstream before the service has answered: buffer.
             self.request_body_size = size;
-            p.request_ended = end_of_stream;
+            if let Waiting::Limits { request_ended, .. } = &mut p.waiting {
+                *request_ended = end_of_stream;
+            }
             return Step::Pause;
         }
         let State::RequestBody { rules } = self.state else {
@@ -534,7 +580,9 @@ impl Exchange {
     /// body buffered so far is complete and is judged now, before anything reaches the upstream.
     pub fn on_request_trailers(&mut self, engine: &Engine, io: &mut dyn Io) -> Step {
         if let (State::Calling, Some(p)) = (self.state, self.pending.as_mut()) {
-            p.request_ended = true;
+            if let Waiting::Limits { request_ended, .. } = &mut p.waiting {
+                *request_ended = true;
+            }
             return Step::Pause;
         }
         let State::RequestBody { rules } = self.state else {
@@ -654,6 +702,7 @@ impl Exchange {
         engine: &Engine,
         reply: CallReply,
         now_ms: u64,
+        vm: Vm<'_>,
         io: &mut dyn Io,
     ) -> Step {
         let (State::Calling, Some(pending)) = (self.state, self.pending.take()) else {
@@ -673,27 +722,53 @@ impl Exchange {
             }
             CallReply::Failed { .. } | CallReply::NotSent => Err(Counter::RatelimitServiceError),
         };
+        let why = |failure: Counter| match (failure, reply) {
+            (Counter::RatelimitServiceTimeout, _) => "timeout".to_string(),
+            (Counter::RatelimitServiceMalformed, _) => "malformed answer".into(),
+            (_, CallReply::Failed { grpc_status }) => format!("gRPC status {grpc_status}"),
+            _ => "call not made".into(),
+        };
+        let (ask, body_check, request_ended) = match pending.waiting {
+            Waiting::Limits {
+                ask,
+                body_check,
+                request_ended,
+            } => (ask, body_check, request_ended),
+            Waiting::Failure { subject, denial } => {
+                match answer {
+                    Ok(a) if a.overall == rls::Code::OverLimit => {
+                        self.block_across_proxies(engine, &subject, now_ms, vm, io);
+                    }
+                    Ok(_) => {}
+                    Err(failure) => {
+                        // Counted here only: the block of this proxy still works.
+                        io.count(Metric::Add(failure, 1));
+                        io.log(
+                            Level::Warn,
+                            &format!(
+                                "tollgate: rate-limit service failed ({}) counting an authentication failure",
+                                why(failure)
+                            ),
+                        );
+                    }
+                }
+                return self.reply(engine, &denial, io);
+            }
+        };
         let verdict = answer.and_then(|a| {
             engine
-                .judge_global(&self.route, &pending.ask, &a)
+                .judge_global(&self.route, &ask, &a)
                 .ok_or(Counter::RatelimitServiceMalformed)
         });
         match verdict {
             Err(failure) => {
                 io.count(Metric::Add(failure, 1));
-                let refusal = engine.global_failure(&self.route, &pending.ask);
+                let refusal = engine.global_failure(&self.route, &ask);
                 io.log(
                     Level::Warn,
                     &format!(
                         "tollgate: rate-limit service failed ({}) route={}: {}",
-                        match (failure, reply) {
-                            (Counter::RatelimitServiceTimeout, _) => "timeout".to_string(),
-                            (Counter::RatelimitServiceMalformed, _) => "malformed answer".into(),
-                            (_, CallReply::Failed { grpc_status }) => {
-                                format!("gRPC status {grpc_status}")
-                            }
-                            _ => "call not made".into(),
-                        },
+                        why(failure),
                         self.route_label(),
                         if refusal.is_some() {
                             "refused (on_service_failure: deny)"
@@ -736,8 +811,8 @@ impl Exchange {
                 }
             }
         }
-        match pending.body_check {
-            Some(rules) if pending.request_ended => {
+        match body_check {
+            Some(rules) if request_ended => {
                 let Some(body) = io.body(Body::Request, self.request_body_size) else {
                     return self.internal_error(engine, io);
                 };
@@ -753,6 +828,29 @@ impl Exchange {
                 io.count(Metric::Allowed { route: &self.route });
                 Step::Continue
             }
+        }
+    }
+
+    /// The service found `subject`'s authentication failures across proxies over
+    /// `max_failures`: this proxy blocks it too.
+    fn block_across_proxies(
+        &self,
+        engine: &Engine,
+        subject: &str,
+        now_ms: u64,
+        vm: Vm<'_>,
+        io: &mut dyn Io,
+    ) {
+        let Some(bf) = &engine.brute_force else {
+            return;
+        };
+        // A store failure only loses this proxy's copy of the block: the next failure asks again.
+        if let Ok(true) = bf.start_block(vm.store, &vm.state.limit_secret, subject, now_ms) {
+            io.count(Metric::Add(Counter::BruteForceBlocks, 1));
+            io.log(
+                Level::Warn,
+                "tollgate: brute-force protection blocked a client after repeated authentication failures across proxies",
+            );
         }
     }
 

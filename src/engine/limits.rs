@@ -7,7 +7,7 @@ use super::{Effects, Engine, GlobalAsk, Principal, Request, Route, VmState};
 use crate::codes::DenialCode;
 use crate::engine::Denial;
 use crate::ratelimit::rls::{Answer, Code};
-use crate::ratelimit::{self, service, KeyPart, Verdict};
+use crate::ratelimit::{self, KeyPart, Verdict};
 use crate::store::SharedStore;
 use serde_json::Value;
 
@@ -97,8 +97,7 @@ pub(super) fn check(
                 local_remaining: None,
             });
             ask.limits.push(*index);
-            ask.descriptors
-                .push(service::descriptor(limit, &values, send_limits));
+            ask.descriptors.push(limit.descriptor(&values, send_limits));
         }
         if !limit.backend.local() {
             continue;

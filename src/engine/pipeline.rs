@@ -232,6 +232,9 @@ impl Engine {
                         {
                             effects.block_started = true;
                         }
+                        if bf.global.is_some() {
+                            effects.failure_subject = Some(subject.clone());
+                        }
                     }
                     return self.deny(code, route_name(), effects);
                 }

@@ -124,6 +124,15 @@ impl Run {
         };
         ex.on_request_headers(&self.engine, &req, !body, NOW * 1000, vm, host)
     }
+
+    /// The call of `ex` ended with `reply` at `now_ms`.
+    fn reply(&mut self, ex: &mut Exchange, host: &mut Host, reply: CallReply, now_ms: u64) -> Step {
+        let vm = Vm {
+            state: &mut self.state,
+            store: &self.store,
+        };
+        ex.on_call_reply(&self.engine, reply, now_ms, vm, host)
+    }
 }
 
 fn token(tenant: &str) -> String {
@@ -281,18 +290,13 @@ fn descriptors_carry_verified_facts_and_the_request_waits() {
 
     host.answer = answer(Code::Ok, &[(Code::Ok, 41, 30)]);
     let size = host.answer.len();
-    let step = ex.on_call_reply(
-        &run.engine,
-        CallReply::Answered { size },
-        NOW * 1000,
-        &mut host,
-    );
+    let step = run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000);
     assert_eq!(step, Step::Continue);
     assert_eq!(ex.state(), State::Forwarded);
     assert!(host.metrics.iter().any(|m| m.starts_with("Allowed")));
     // A late second reply changes nothing.
     assert_eq!(
-        ex.on_call_reply(&run.engine, CallReply::NotSent, NOW * 1000, &mut host),
+        run.reply(&mut ex, &mut host, CallReply::NotSent, NOW * 1000),
         Step::Pause
     );
 }
@@ -335,12 +339,7 @@ fn over_limit_is_a_429_with_the_services_reset() {
     );
     host.answer = answer(Code::OverLimit, &[(Code::OverLimit, 0, 17)]);
     let size = host.answer.len();
-    let step = ex.on_call_reply(
-        &run.engine,
-        CallReply::Answered { size },
-        NOW * 1000,
-        &mut host,
-    );
+    let step = run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000);
     let r = reply_of(&step);
     assert_eq!((r.status, r.code), (429, DenialCode::RateLimited));
     assert_eq!(header(r, "retry-after"), Some("17"));
@@ -386,7 +385,7 @@ fn failures_do_what_the_limit_says() {
             &[("authorization", &token("acme"))],
             false,
         );
-        let step = ex.on_call_reply(&run.engine, reply, NOW * 1000, &mut host);
+        let step = run.reply(&mut ex, &mut host, reply, NOW * 1000);
         let r = reply_of(&step);
         assert_eq!(
             (r.status, r.code),
@@ -411,7 +410,7 @@ fn failures_do_what_the_limit_says() {
             false,
         );
         assert_eq!(
-            ex.on_call_reply(&run.engine, reply, NOW * 1000, &mut host),
+            run.reply(&mut ex, &mut host, reply, NOW * 1000),
             Step::Continue
         );
         assert_eq!(host.counted(Counter::RatelimitServiceFailedOpen), 1);
@@ -429,11 +428,11 @@ fn failures_do_what_the_limit_says() {
         false,
     );
     let late = NOW * 1000 + 40;
-    ex.on_call_reply(
-        &run.engine,
+    run.reply(
+        &mut ex,
+        &mut host,
         CallReply::Failed { grpc_status: 14 },
         late,
-        &mut host,
     );
     assert_eq!(host.counted(Counter::RatelimitServiceTimeout), 1);
     assert!(host.logs.iter().any(|(_, m)| m.contains("(timeout)")));
@@ -449,12 +448,7 @@ fn failures_do_what_the_limit_says() {
     );
     host.answer = answer(Code::Unknown, &[]);
     let size = host.answer.len();
-    let step = ex.on_call_reply(
-        &run.engine,
-        CallReply::Answered { size },
-        NOW * 1000,
-        &mut host,
-    );
+    let step = run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000);
     assert_eq!(reply_of(&step).code, DenialCode::RateLimitUnavailable);
 }
 
@@ -501,12 +495,7 @@ fn the_tighter_budget_is_announced() {
     // Local bucket: 1 of 2 left; the service has 0 of its budget left: its figure is shown.
     host.answer = answer(Code::Ok, &[(Code::Ok, 0, 1200)]);
     let size = host.answer.len();
-    ex.on_call_reply(
-        &run.engine,
-        CallReply::Answered { size },
-        NOW * 1000,
-        &mut host,
-    );
+    run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000);
     let mut down = Host::default();
     let headers = vec![(":status".to_string(), "200".to_string())];
     struct Edits(Vec<String>, Host);
@@ -575,12 +564,7 @@ fn a_body_arriving_during_the_call_is_held_then_judged() {
         );
         host.answer = answer(Code::Ok, &[(Code::Ok, 3, 1)]);
         let size = host.answer.len();
-        let step = ex.on_call_reply(
-            &run.engine,
-            CallReply::Answered { size },
-            NOW * 1000,
-            &mut host,
-        );
+        let step = run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000);
         if refused {
             assert_eq!(reply_of(&step).code, DenialCode::RequestInvalid);
         } else {
@@ -601,12 +585,7 @@ fn a_body_arriving_during_the_call_is_held_then_judged() {
     host.answer = answer(Code::Ok, &[(Code::Ok, 3, 1)]);
     let size = host.answer.len();
     assert_eq!(
-        ex.on_call_reply(
-            &run.engine,
-            CallReply::Answered { size },
-            NOW * 1000,
-            &mut host
-        ),
+        run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000),
         Step::Pause
     );
     assert!(matches!(ex.state(), State::RequestBody { .. }));
@@ -624,12 +603,7 @@ fn dry_run_and_shadow_report_without_refusing() {
     host.answer = answer(Code::OverLimit, &[(Code::OverLimit, 0, 5)]);
     let size = host.answer.len();
     assert_eq!(
-        ex.on_call_reply(
-            &run.engine,
-            CallReply::Answered { size },
-            NOW * 1000,
-            &mut host
-        ),
+        run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000),
         Step::Continue
     );
     assert_eq!(ex.refusal(), Some((DenialCode::RateLimited, false)));
@@ -643,12 +617,7 @@ fn dry_run_and_shadow_report_without_refusing() {
     host.answer = answer(Code::OverLimit, &[(Code::OverLimit, 0, 5)]);
     let size = host.answer.len();
     assert_eq!(
-        ex.on_call_reply(
-            &run.engine,
-            CallReply::Answered { size },
-            NOW * 1000,
-            &mut host
-        ),
+        run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000),
         Step::Continue
     );
     assert_eq!(host.counted(Counter::RatelimitShadowLimited), 1);
@@ -714,4 +683,109 @@ fn configuration_is_checked() {
     assert!(!Engine::compile(p.to_string().as_bytes())
         .unwrap()
         .uses_slots());
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn brute_force_failures_count_across_proxies() {
+    let mut p = policy();
+    p["brute_force"] = json!({"max_failures": 3, "window_seconds": 60, "block_seconds": 30,
+                              "global": true});
+    let mut run = Run::new(p.clone());
+    let forged = testkit::tamper_payload(
+        token("acme").trim_start_matches("Bearer "),
+        json!({"sub": "mallory"}),
+    );
+    let bad = format!("Bearer {forged}");
+    // The refusal waits for the service, which counts the failure.
+    let (mut ex, mut host) = (Exchange::new(), Host::default());
+    let step = run.start(
+        &mut ex,
+        &mut host,
+        "GET",
+        "/orders",
+        &[("authorization", &bad)],
+        false,
+    );
+    let (_, d) = sent(&step);
+    assert_eq!(
+        d,
+        [Descriptor {
+            entries: vec![
+                ("tollgate_brute_force".into(), "failures".into()),
+                ("client".into(), "ip:10.0.0.9".into()),
+            ],
+            // Over from the third failure on.
+            limit: Some((2, Unit::Minute)),
+        }]
+    );
+    host.answer = answer(Code::Ok, &[(Code::Ok, 1, 60)]);
+    let size = host.answer.len();
+    let step = run.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000);
+    assert_eq!(reply_of(&step).code, DenialCode::SignatureInvalid);
+    // A service that fails does not change the refusal.
+    let (mut ex, mut host) = (Exchange::new(), Host::default());
+    run.start(
+        &mut ex,
+        &mut host,
+        "GET",
+        "/orders",
+        &[("authorization", &bad)],
+        false,
+    );
+    let step = run.reply(&mut ex, &mut host, CallReply::NotSent, NOW * 1000);
+    assert_eq!(reply_of(&step).code, DenialCode::SignatureInvalid);
+    assert_eq!(host.counted(Counter::RatelimitServiceError), 1);
+
+    // Another proxy (a fresh store) sees its first failure of this client, but the service has
+    // counted the others: it blocks too.
+    let mut other = Run::new(p);
+    let (mut ex, mut host) = (Exchange::new(), Host::default());
+    other.start(
+        &mut ex,
+        &mut host,
+        "GET",
+        "/orders",
+        &[("authorization", &bad)],
+        false,
+    );
+    host.answer = answer(Code::OverLimit, &[(Code::OverLimit, 0, 40)]);
+    let size = host.answer.len();
+    let step = other.reply(&mut ex, &mut host, CallReply::Answered { size }, NOW * 1000);
+    assert_eq!(reply_of(&step).code, DenialCode::SignatureInvalid);
+    assert_eq!(host.counted(Counter::BruteForceBlocks), 1);
+    let (mut ex, mut host) = (Exchange::new(), Host::default());
+    let step = other.start(
+        &mut ex,
+        &mut host,
+        "GET",
+        "/orders",
+        &[("authorization", &token("acme"))],
+        false,
+    );
+    let r = reply_of(&step);
+    assert_eq!(r.code, DenialCode::ClientBlocked);
+    assert_eq!(header(r, "retry-after"), Some("30"));
+
+    // `global` needs the service and a window the service counts in.
+    let mut p = policy();
+    p["brute_force"] = json!({"max_failures": 3, "window_seconds": 90, "block_seconds": 30,
+                              "global": true});
+    let e = Engine::compile(p.to_string().as_bytes()).unwrap_err();
+    assert!(
+        e.iter()
+            .any(|e| e.to_string().contains("brute_force.window_seconds")),
+        "{e:?}"
+    );
+    p["brute_force"]["window_seconds"] = json!(60);
+    p.as_object_mut().unwrap().remove("rate_limit_service");
+    for l in p["rate_limits"].as_object_mut().unwrap().values_mut() {
+        l["backend"] = json!("local");
+        l.as_object_mut().unwrap().remove("on_service_failure");
+    }
+    let e = Engine::compile(p.to_string().as_bytes()).unwrap_err();
+    assert!(
+        e.iter()
+            .any(|e| e.to_string().contains("brute_force.global")),
+        "{e:?}"
+    );
 }

@@ -90,8 +90,7 @@ impl Http {
                 if dispatch(&call) {
                     return Action::Pause;
                 }
-                let step = self
-                    .with_io(|ex, engine, io| ex.on_call_reply(engine, CallReply::NotSent, 0, io));
+                let step = self.call_ended(CallReply::NotSent);
                 self.apply(step)
             }
         }
@@ -112,13 +111,32 @@ impl Http {
             }
             Step::Call(call) => {
                 if !dispatch(&call) {
-                    let step = self.with_io(|ex, engine, io| {
-                        ex.on_call_reply(engine, CallReply::NotSent, 0, io)
-                    });
+                    let step = self.call_ended(CallReply::NotSent);
                     self.resume(step);
                 }
             }
         }
+    }
+
+    /// Tells the exchange how its call ended, with the VM's state and the shared data.
+    fn call_ended(&mut self, reply: CallReply) -> Step {
+        let shared = Rc::clone(&self.shared);
+        let mut io = HostIo::stream(&shared);
+        // Without a clock the failure is not taken for a timeout.
+        let now = now_ms().unwrap_or(0);
+        // INVARIANT: contexts of one VM run one at a time, so the state is never borrowed here.
+        let step = match shared.state.try_borrow_mut() {
+            Ok(mut state) => {
+                let vm = Vm {
+                    state: &mut state,
+                    store: &HostStore,
+                };
+                self.exchange
+                    .on_call_reply(&shared.engine, reply, now, vm, &mut io)
+            }
+            Err(_) => self.exchange.on_host_error(&shared.engine, &mut io),
+        };
+        step
     }
 
     /// Runs `f` on the exchange with the engine and the stream's [`Io`].
@@ -143,9 +161,7 @@ impl Context for Http {
                 grpc_status: status_code,
             }
         };
-        // Without a clock the failure is not taken for a timeout.
-        let now = now_ms().unwrap_or(0);
-        let step = self.with_io(|ex, engine, io| ex.on_call_reply(engine, reply, now, io));
+        let step = self.call_ended(reply);
         self.resume(step);
     }
 }

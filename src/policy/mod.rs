@@ -556,6 +556,10 @@ pub struct BruteForceDoc {
     /// Compare-and-swap attempts per failure (1 to 64, default 8).
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Also count failures in the `rate_limit_service`, so that every proxy blocks a client
+    /// once its failures across all of them reach `max_failures` (default false).
+    #[serde(default)]
+    pub global: bool,
 }
 
 /// Names the policy gives things (providers, limits): letters, digits, `-` and `_`.

@@ -38,6 +38,29 @@ pub enum KeyPart {
     Constant(String),
 }
 
+impl KeyPart {
+    /// The descriptor entry key of this part in a request to the rate-limit service.
+    pub fn entry_key(&self) -> String {
+        match self {
+            KeyPart::Identity => "identity".into(),
+            KeyPart::ClientIp => "client_ip".into(),
+            KeyPart::Route => "route".into(),
+            KeyPart::Claim(c) => format!("claim.{c}"),
+            KeyPart::Header(h) => format!("header.{h}"),
+            KeyPart::Constant(_) => "constant".into(),
+        }
+    }
+}
+
+/// The unit of a `per` the policy accepts.
+fn unit_of(period_ms: u64) -> rls::Unit {
+    match period_ms {
+        60_000 => rls::Unit::Minute,
+        3_600_000 => rls::Unit::Hour,
+        _ => rls::Unit::Second,
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// Proxy-wasm shared data of this Envoy process.
@@ -236,7 +259,7 @@ impl Limit {
         };
         let window =
             (u128::from(doc.burst) * u128::from(period_ms)).div_ceil(u128::from(doc.rate) * 1000);
-        let unit = service::unit_of(period_ms);
+        let unit = unit_of(period_ms);
         // The service's budget is what every proxy shares, so it is the one announced.
         let policy_header = if backend.global() {
             format!("\"{name}\";q={};w={}", doc.rate, unit.seconds())
@@ -260,6 +283,30 @@ impl Limit {
             deny_on_contention,
             backend,
         })
+    }
+
+    /// The descriptor of this limit for a request whose key parts resolved to `values` (in the
+    /// order of `key`): `(tollgate_limit, <name>)`, then one entry per key part.
+    pub fn descriptor(&self, values: &[String], send_limit: bool) -> rls::Descriptor {
+        let mut entries = Vec::with_capacity(self.key.len() + 1);
+        entries.push((service::LIMIT_KEY.to_string(), self.name.clone()));
+        for (part, value) in self.key.iter().zip(values) {
+            let value = if value.is_empty() {
+                service::EMPTY_VALUE.to_string()
+            } else {
+                value.clone()
+            };
+            entries.push((part.entry_key(), value));
+        }
+        rls::Descriptor {
+            entries,
+            limit: send_limit.then(|| {
+                (
+                    u32::try_from(self.shape.rate).unwrap_or(u32::MAX),
+                    self.unit,
+                )
+            }),
+        }
     }
 
     /// Shared-data key of the bucket for `key_material` (already-resolved key parts).

@@ -20,6 +20,7 @@ pub enum Unit {
     Second = 1,
     Minute = 2,
     Hour = 3,
+    Day = 4,
 }
 
 impl Unit {
@@ -28,6 +29,7 @@ impl Unit {
             Unit::Second => 1,
             Unit::Minute => 60,
             Unit::Hour => 3600,
+            Unit::Day => 86_400,
         }
     }
 
@@ -36,6 +38,7 @@ impl Unit {
             Unit::Second => "second",
             Unit::Minute => "minute",
             Unit::Hour => "hour",
+            Unit::Day => "day",
         }
     }
 }

@@ -1,9 +1,8 @@
 //! The rate-limit service a policy names for its `global` limits (`rate_limit_service`), and
 //! how a limit's key becomes an RLS descriptor. Interpreting the service's answer is the
-//! engine's (`engine::limits`); the wire format is [`super::rls`].
+//! engine's (`engine::limits`), a limit's descriptor [`super::Limit::descriptor`]'s; the wire
+//! format is [`super::rls`].
 
-use super::rls::{Descriptor, Unit};
-use super::{KeyPart, Limit};
 use crate::policy::{ConfigError, RateLimitServiceDoc};
 
 /// How long a request waits for the service by default. Short: a global limit must not make
@@ -101,50 +100,5 @@ impl Service {
             send_limits: doc.send_limits.unwrap_or(true),
             response_headers,
         })
-    }
-}
-
-/// The descriptor entry key of a key part.
-pub fn entry_key(part: &KeyPart) -> String {
-    match part {
-        KeyPart::Identity => "identity".into(),
-        KeyPart::ClientIp => "client_ip".into(),
-        KeyPart::Route => "route".into(),
-        KeyPart::Claim(c) => format!("claim.{c}"),
-        KeyPart::Header(h) => format!("header.{h}"),
-        KeyPart::Constant(_) => "constant".into(),
-    }
-}
-
-/// The descriptor of `limit` for a request whose key parts resolved to `values` (in the order
-/// of `limit.key`).
-pub fn descriptor(limit: &Limit, values: &[String], send_limit: bool) -> Descriptor {
-    let mut entries = Vec::with_capacity(limit.key.len() + 1);
-    entries.push((LIMIT_KEY.to_string(), limit.name.clone()));
-    for (part, value) in limit.key.iter().zip(values) {
-        let value = if value.is_empty() {
-            EMPTY_VALUE.to_string()
-        } else {
-            value.clone()
-        };
-        entries.push((entry_key(part), value));
-    }
-    Descriptor {
-        entries,
-        limit: send_limit.then(|| {
-            (
-                u32::try_from(limit.shape.rate).unwrap_or(u32::MAX),
-                limit.unit,
-            )
-        }),
-    }
-}
-
-/// The unit of a `per` the policy accepts.
-pub(super) fn unit_of(period_ms: u64) -> Unit {
-    match period_ms {
-        60_000 => Unit::Minute,
-        3_600_000 => Unit::Hour,
-        _ => Unit::Second,
     }
 }

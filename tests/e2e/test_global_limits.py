@@ -2,7 +2,7 @@
 through a rate-limit service (RLS v3 gRPC) counting in a real Redis (tests/e2e/rls_server.py, the
 stand-in for envoyproxy/ratelimit and Limitador); `local+global` shields the service; descriptors
 carry verified identity only; the service down, slow, answering garbage or errors does what the
-policy says, and limiting resumes when it is back.
+policy says, and limiting resumes when it is back; brute-force failures counted across proxies.
 
 Figures go to target/global-ratelimit-report.json (policies/README.md, "Global limits")."""
 import base64
@@ -320,3 +320,38 @@ def test_an_unknown_cluster_refuses_without_harming_the_vm(upstream):
         assert "panicked" not in logs and "failed" not in logs.replace("rate-limit service failed", ""), logs[-3000:]
     finally:
         e.stop()
+
+
+def test_brute_force_blocks_across_proxies(upstream, rls, redis_server):
+    """Three failures in total, spread over two Envoys, block the client at the Envoy that sees
+    the third; the other blocks it at its next failure."""
+    policy = json.loads(json.dumps(POLICY))
+    policy["brute_force"] = {"max_failures": 3, "window_seconds": 60, "block_seconds": 30, "global": True}
+    proxies = [Envoy(policy, upstream.port, concurrency=1, rls_port=rls.port) for _ in range(2)]
+    try:
+        for e in proxies:
+            e.wait_ready()
+        # The service counts in clock minutes: start well inside one.
+        if time.time() % 60 > 45:
+            time.sleep(61 - time.time() % 60)
+        redis_server.flushall()
+        a, b = proxies
+        good = {"authorization": f"Bearer {mint(kid='rsa-1', tenant='acme')}"}
+        bad = {"authorization": f"Bearer {mint(kid='rsa-1', signing_kid='rsa-2', tenant='acme')}"}
+        assert [a.get("/me", headers=bad).status for _ in range(2)] == [401, 401]
+        assert a.get("/me", headers=good).status == 200
+        # B's first failure is the third in total: B blocks the client, A does not know yet.
+        assert b.get("/me", headers=bad).status == 401
+        blocked = b.get("/me", headers=good)
+        assert blocked.status == 429, blocked.body
+        assert blocked.json()["type"] == "urn:tollgate:problem:client_blocked"
+        assert a.get("/me", headers=good).status == 200
+        # A's next failure is over the shared count: A blocks too.
+        assert a.get("/me", headers=bad).status == 401
+        assert a.get("/me", headers=good).status == 429
+        assert b.stats()["tollgate.brute_force.blocks"] == 1
+        assert a.stats()["tollgate.brute_force.blocks"] == 1
+        report(brute_force_global={"max_failures": 3, "failures_until_both_blocked": 4})
+    finally:
+        for e in proxies:
+            e.stop()
