@@ -14,9 +14,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := rustc-web cargo-web rust-web-src lld-22 wasi-libc
 DEBIAN_CARGO := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo
 WASI_FLAGS := -D warnings -C linker=wasm-ld-22 -C link-self-contained=no -L native=/usr/lib/wasm32-wasi
-# Services the end-to-end tests start themselves: Redis behind the rate-limit service stand-in
-# (tests/e2e/rls_server.py).
-TEST_DEBIAN_PACKAGES := redis-server
+# What the end-to-end tests run themselves: Redis behind the rate-limit service stand-in
+# (tests/e2e/rls_server.py), and wrk for the short benchmark run (tests/e2e/test_bench_smoke.py).
+TEST_DEBIAN_PACKAGES := redis-server wrk
 HAVE_RUSTUP_WASI := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 && echo yes)
 HAVE_RUSTUP_WASM := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown && echo yes)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/version = |"/, ""); print }' Cargo.lock)

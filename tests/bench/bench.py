@@ -97,6 +97,18 @@ def tollgate_policy(full: bool, audit_all: bool = False) -> dict:
     return policy
 
 
+def limited_policy(backend: str) -> dict:
+    """JWT only plus one limit per caller that never triggers, counted `backend`: the cost of a
+    local bucket against a call to the rate-limit service."""
+    policy = tollgate_policy(False)
+    policy["routes"][0]["limits"] = ["per-caller"]
+    policy["rate_limits"] = {"per-caller": {"rate": HIGH, "per": "second", "burst": HIGH, "key": ["identity"],
+                                            "backend": backend}}
+    if backend != "local":
+        policy["rate_limit_service"] = {"cluster": "ratelimit", "domain": "bench", "timeout_ms": 1000}
+    return policy
+
+
 def many_routes_policy(routes=100, keys=10) -> dict:
     """For VM start/configure time: 100 routes with scopes, limits and body schemas, 10 keys."""
     jwks = [public_jwk("rsa-1"), public_jwk("rsa-2"), public_jwk("ec256"), public_jwk("ec384"), public_jwk("ed25519")]
@@ -135,17 +147,27 @@ def listener(port, filters):
     }
 
 
-def bootstrap(port, admin, upstream_port, filters):
+def cluster(name, port, http2=False):
+    c = {
+        "name": name, "connect_timeout": "1s", "type": "STATIC",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    }
+    if http2:
+        c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+    return c
+
+
+def bootstrap(port, admin, upstream_port, filters, rls_port=None):
+    clusters = [cluster("upstream", upstream_port)]
+    if rls_port:
+        # The rate-limit service of `global` limits (gRPC: HTTP/2).
+        clusters.append(cluster("ratelimit", rls_port, http2=True))
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [listener(port, filters)],
-            "clusters": [{
-                "name": "upstream", "connect_timeout": "1s", "type": "STATIC",
-                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
-            }],
-        },
+        "static_resources": {"listeners": [listener(port, filters)], "clusters": clusters},
     }
 
 
@@ -349,15 +371,19 @@ def latency(proxy, token, rate, duration, connections=4):
         s.close()
 
     threads = [threading.Thread(target=worker, args=(i * interval / connections,)) for i in range(connections)]
+    cpu0, done0 = proxy.cpu_seconds(), proxy.completed()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    cpu1, done1 = proxy.cpu_seconds(), proxy.completed()
     if failures:
         raise RuntimeError(f"{proxy.name}: {len(failures)} requests failed: {failures[:3]}")
     results.sort()
     pick = lambda q: results[min(len(results) - 1, int(q * len(results)))] * 1e3  # noqa: E731
-    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99)}
+    # Envoy's CPU per request at this fixed rate: comparable between variants whose throughput
+    # differs (a variant bounded by a service it calls).
+    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "cpu_fixed_us": (cpu1 - cpu0) / max(done1 - done0, 1) * 1e6}
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -372,6 +398,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
     ap.add_argument("--no-stages", action="store_true", help="skip the stage breakdown of tollgate-jwt")
+    ap.add_argument("--no-extras", action="store_true",
+                    help="skip start time and memory (the short run in `make test` uses it)")
     ap.add_argument("--baseline", metavar="PATH",
                     help="another module (an older build): adds " + " and ".join(b for _, b in BASELINE_PAIRS) +
                     ", run with the policies of " + " and ".join(a for a, _ in BASELINE_PAIRS))
@@ -408,6 +436,11 @@ def main():
          "Tollgate full pipeline: JWT ES256, scope, rate limit, body schema"),
         ("tollgate-full-audit", [wasm_filter(WASM, tollgate_policy(True, audit_all=True))], rs256,
          "Tollgate full pipeline (RS256), audit line for every request"),
+        ("tollgate-local-limit", [wasm_filter(WASM, limited_policy("local"))], rs256,
+         "Tollgate JWT (RS256) + a per-caller limit in this Envoy's shared data (`local`)"),
+        ("tollgate-global-limit", [wasm_filter(WASM, limited_policy("global"))], rs256,
+         "Tollgate JWT (RS256) + a per-caller limit in the rate-limit service (`global`; the Python "
+         "stand-in on Redis)"),
         ("native-rs256", native_filters(False), rs256, "jwt_authn + rbac + local_ratelimit, RS256, no JWT cache"),
         ("native-cache-rs256", native_filters(True), rs256, "jwt_authn (jwt_cache_config) + rbac + local_ratelimit, RS256"),
         ("native-cache-es256", native_filters(True), es256, "jwt_authn (jwt_cache_config) + rbac + local_ratelimit, ES256"),
@@ -438,10 +471,20 @@ def main():
     up_port, up_admin = free_port(), free_port()
     upstream = Proxy("upstream", upstream_config(up_port, up_admin), workdir, concurrency=1)
     proxies = {}
+    # `tollgate-global-limit` asks the test suite's stand-in rate-limit service (Python, counting
+    # in Debian's redis-server): its latency and its ceiling are the stand-in's, not those of
+    # envoyproxy/ratelimit or Limitador; Envoy's CPU per request is Tollgate's own.
+    services = []
+    rls_port = None
     try:
+        if any(v[0] == "tollgate-global-limit" for v in variants):
+            from rls_server import RateLimitServer, RedisServer
+            services.append(RedisServer())
+            services.append(RateLimitServer(services[0].port, {"domain": "bench", "descriptors": []}))
+            rls_port = services[1].port
         upstream.wait_ready()
         for name, filters, _, _ in variants:
-            cfg = bootstrap(free_port(), free_port(), up_port, filters)
+            cfg = bootstrap(free_port(), free_port(), up_port, filters, rls_port)
             # `info`: the audit lines are written (Envoy's default level).
             proxies[name] = Proxy(name, cfg, workdir, log_level="info")
         for p in proxies.values():
@@ -455,19 +498,22 @@ def main():
                 m = run_wrk(proxies[name], token, args.duration, args.connections, workdir)
                 m["load1"] = os.getloadavg()[0]
                 if name.startswith("stage-"):
-                    m.update({"p50_ms": 0.0, "p99_ms": 0.0})
+                    m.update({"p50_ms": 0.0, "p99_ms": 0.0, "cpu_fixed_us": 0.0})
                 else:
                     m.update(latency(proxies[name], token, args.rate, args.latency_duration))
                 rounds[name].append(m)
                 print(f"round {r + 1} {name:22} {m['rps']:9.0f} rps  {m['cpu_us']:7.1f} us/req  "
                       f"p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms", flush=True)
-        extras = measure_extras(args, workdir, up_port)
+        extras = {"module_kib": os.path.getsize(WASM) // 1024} if args.no_extras else \
+            measure_extras(args, workdir, up_port)
     finally:
         for p in proxies.values():
             p.stop()
         upstream.stop()
+        for s in reversed(services):
+            s.stop()
 
-    summary = {name: {k: statistics.median(m[k] for m in ms) for k in ("rps", "cpu_us", "p50_ms", "p99_ms")}
+    summary = {name: {k: statistics.median(m[k] for m in ms) for k in ("rps", "cpu_us", "p50_ms", "p99_ms", "cpu_fixed_us")}
                for name, ms in rounds.items()}
     write_report(args, variants, summary, rounds, extras)
     json_path = os.path.splitext(args.out)[0] + ".json"
@@ -605,24 +651,28 @@ def write_report(args, variants, summary, rounds, extras):
     if "tollgate-jwt" in summary:
         added = summary["tollgate-jwt"]["cpu_us"] / floor["cpu_us"] - 1
         lines += [f"JWT only with a repeated token costs {added * 100:.0f}% more CPU per request than the floor.", ""]
+    if "tollgate-local-limit" in summary and "tollgate-global-limit" in summary:
+        local, glob = summary["tollgate-local-limit"], summary["tollgate-global-limit"]
+        lines += [
+            f"A `global` limit instead of a `local` one, at the latency runs' fixed {args.rate} requests/s: "
+            f"{local['cpu_fixed_us']:.1f} → {glob['cpu_fixed_us']:.1f} µs of Envoy CPU per request "
+            f"({glob['cpu_fixed_us'] - local['cpu_fixed_us']:+.1f} µs), p50 {local['p50_ms']:.2f} → {glob['p50_ms']:.2f} ms, "
+            f"p99 {local['p99_ms']:.2f} → {glob['p99_ms']:.2f} ms: one gRPC call to the rate-limit service per request. "
+            "The service here is the test suite's Python stand-in (tests/e2e/rls_server.py) on the same cores, so "
+            "the throughput of that row, and the latency the service adds, are the stand-in's; the CPU is Envoy's "
+            "alone (the wrk column compares it at a throughput the stand-in caps).",
+            "",
+        ]
     for name, what in (("wasm-minimal", "A proxy-wasm module that only reads `:path`"),
                        ("wasm-sdk-callbacks", "An empty module with the callbacks a Rust SDK module exports")):
         if name in summary:
             added = summary[name]["cpu_us"] / floor["cpu_us"] - 1
             lines += [f"{what} costs {added * 100:.0f}% more than the floor by itself.", ""]
+    if args.no_extras:
+        lines += [f"Module size: {extras['module_kib']} KiB (start time and memory not measured: --no-extras).", ""]
+    else:
+        lines += other_figures(extras)
     lines += [
-        "Other figures:",
-        "",
-        f"- module size: {extras['module_kib']} KiB"
-        + (f" (baseline module: {extras['baseline_module_kib']} KiB)" if "baseline_module_kib" in extras else ""),
-        f"- Envoy start to ready (`--concurrency 1`, median of 3): {extras['start_s']['floor']:.2f} s without a filter, "
-        f"{extras['start_s']['tollgate-100-routes']:.2f} s with Tollgate and a policy of 100 routes (each with scopes, "
-        f"a rate limit and a body schema) and 10 keys; the plugin reported compiling the policy in "
-        f"{', '.join(str(x) for x in extras.get('policy_compile_ms', []))} ms (one line per VM).",
-        f"- memory: Envoy RSS {extras['rss_kib'][1] // 1024} MiB with 1 worker, {extras['rss_kib'][2] // 1024} MiB with 2, "
-        f"{extras['rss_kib'][4] // 1024} MiB with 4: about {extras['per_worker_vm_kib'] // 1024} MiB per worker VM "
-        "(V8 with the compiled module, the engine and its policy).",
-        "",
         "Every round:",
         "",
         "| variant | round | requests/s | CPU µs/request | p50 ms | p99 ms |",
@@ -636,6 +686,23 @@ def write_report(args, variants, summary, rounds, extras):
                 lines.append(f"| `{name}` | {i + 1} | {m['rps']:.0f} | {m['cpu_us']:.1f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def other_figures(extras):
+    return [
+        "Other figures:",
+        "",
+        f"- module size: {extras['module_kib']} KiB"
+        + (f" (baseline module: {extras['baseline_module_kib']} KiB)" if "baseline_module_kib" in extras else ""),
+        f"- Envoy start to ready (`--concurrency 1`, median of 3): {extras['start_s']['floor']:.2f} s without a filter, "
+        f"{extras['start_s']['tollgate-100-routes']:.2f} s with Tollgate and a policy of 100 routes (each with scopes, "
+        f"a rate limit and a body schema) and 10 keys; the plugin reported compiling the policy in "
+        f"{', '.join(str(x) for x in extras.get('policy_compile_ms', []))} ms (one line per VM).",
+        f"- memory: Envoy RSS {extras['rss_kib'][1] // 1024} MiB with 1 worker, {extras['rss_kib'][2] // 1024} MiB with 2, "
+        f"{extras['rss_kib'][4] // 1024} MiB with 4: about {extras['per_worker_vm_kib'] // 1024} MiB per worker VM "
+        "(V8 with the compiled module, the engine and its policy).",
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""The machinery of `make bench` (tests/bench/bench.py), run briefly so it cannot rot between
+benchmarks: one short round of JWT only and of a local and a global limit (the stand-in
+rate-limit service on Redis), and a report with their rows. The figures of so short a run mean
+nothing and are not checked; `make bench` measures."""
+import os
+import shutil
+import subprocess
+import sys
+
+from harness import ROOT
+
+VARIANTS = ["tollgate-jwt", "tollgate-local-limit", "tollgate-global-limit"]
+
+
+def test_a_short_benchmark_runs_and_reports(tmp_path):
+    assert shutil.which("wrk"), "wrk is missing: `make deps` installs it"
+    out = tmp_path / "results.md"
+    run = subprocess.run(
+        [sys.executable, "-W", "ignore", os.path.join(ROOT, "tests/bench/bench.py"), "--rounds", "1",
+         "--duration", "1", "--latency-duration", "1", "--connections", "2", "--rate", "50",
+         "--only", ",".join(VARIANTS), "--no-stages", "--no-extras", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    report = out.read_text()
+    for name in ["floor"] + VARIANTS:
+        assert f"(`{name}`) |" in report, report
+    assert "A `global` limit instead of a `local` one" in report
+    assert (tmp_path / "results.json").exists()
