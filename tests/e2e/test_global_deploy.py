@@ -1,0 +1,180 @@
+"""The deployments of global rate limits (envoy/README.md, "Global rate limits") stay honest.
+
+- envoy/ratelimit/config.yaml (envoyproxy/ratelimit's configuration) has every global limit of
+  policies/global.json with the policy's numbers, and a real Envoy running that policy with
+  `send_limits: false` enforces the file's numbers through the stand-in service
+  (tests/e2e/rls_server.py) loaded from the file."""
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import pytest
+import yaml
+
+from harness import ROOT, WASM, Envoy, render, validate
+from mint_token import mint as mint_demo
+from rls_server import RateLimitServer, RedisServer, Unit
+
+POLICY = os.path.join(ROOT, "policies/global.json")
+RLS_CONFIG = os.path.join(ROOT, "envoy/ratelimit/config.yaml")
+NATIVE_CONFIG = os.path.join(ROOT, "envoy/ratelimit/native-config.yaml")
+NATIVE_TEMPLATE = os.path.join(ROOT, "envoy/native-ratelimit.yaml")
+COMPOSE = os.path.join(ROOT, "envoy/ratelimit/docker-compose.yaml")
+ISTIO = os.path.join(ROOT, "envoy/istio/ratelimit.yaml")
+WASMPLUGIN = os.path.join(ROOT, "envoy/istio/wasmplugin.yaml")
+ENVOY_README = os.path.join(ROOT, "envoy/README.md")
+
+PER_UNIT = {"second": "second", "minute": "minute", "hour": "hour", "day": "day"}
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def load_yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def policy():
+    with open(POLICY) as f:
+        return json.load(f)
+
+
+def global_limits(p):
+    return {name: limit for name, limit in p["rate_limits"].items()
+            if limit.get("backend", "local") in ("global", "local+global")}
+
+
+def entry_key(part):
+    """The descriptor entry key Tollgate sends for a key part (policies/README.md, "Global limits")."""
+    if isinstance(part, str):
+        return part  # identity, client_ip, route
+    [(kind, value)] = part.items()
+    return {"claim": f"claim.{value}", "header": f"header.{str(value).lower()}", "constant": "constant"}[kind]
+
+
+def configured_limit(config, entries):
+    """The `rate_limit` of the node an exact walk of (key, value-or-None) entries reaches, or None."""
+    nodes, node = config.get("descriptors") or [], None
+    for key, value in entries:
+        matches = [d for d in nodes if d["key"] == key and d.get("value") == value]
+        if value is not None and not matches:
+            matches = [d for d in nodes if d["key"] == key and d.get("value") is None]
+        if len(matches) != 1:
+            return None
+        node = matches[0]
+        nodes = node.get("descriptors") or []
+    return node.get("rate_limit") if node else None
+
+
+# --- envoy/ratelimit/config.yaml against policies/global.json -------------------------------------
+
+def test_service_config_has_every_global_limit_with_the_policys_numbers():
+    p, config = policy(), load_yaml(RLS_CONFIG)
+    assert config["domain"] == p["rate_limit_service"]["domain"]
+    limits = global_limits(p)
+    assert limits, "policies/global.json has no global limit"
+    for name, limit in limits.items():
+        entries = [("tollgate_limit", name)] + [(entry_key(part), None) for part in limit["key"]]
+        found = configured_limit(config, entries)
+        assert found == {"unit": PER_UNIT[limit["per"]], "requests_per_unit": limit["rate"]}, (name, found)
+
+
+def test_service_config_names_no_other_limit():
+    config = load_yaml(RLS_CONFIG)
+    named = [d.get("value") for d in config["descriptors"]]
+    assert all(d["key"] == "tollgate_limit" for d in config["descriptors"])
+    assert sorted(named) == sorted(global_limits(policy()))
+
+
+# --- policies/global.json in a real Envoy, numbers from envoy/ratelimit/config.yaml ---------------
+
+@pytest.fixture(scope="module")
+def redis_server():
+    r = RedisServer()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def file_rls(redis_server):
+    s = RateLimitServer(redis_server.port, load_yaml(RLS_CONFIG))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def global_envoy(upstream, file_rls):
+    p = policy()
+    p["rate_limit_service"]["send_limits"] = False
+    e = Envoy(p, upstream.port, as_type="struct", rls_port=file_rls.port)
+    try:
+        yield e.wait_ready()
+    finally:
+        e.stop()
+
+
+def demo_token(sub):
+    return mint_demo(sub, "", 600)
+
+
+def wait_for_window_start(seconds, slack=0.1):
+    """Sleeps until just after the start of a fixed window of `seconds`."""
+    time.sleep(seconds - time.time() % seconds + 0.01)
+    assert time.time() % seconds < slack
+
+
+def test_per_client_refuses_past_the_files_rate(global_envoy, file_rls, redis_server):
+    p = policy()
+    limit = p["rate_limits"]["per-client"]
+    rate = load_yaml(RLS_CONFIG)
+    rate = configured_limit(rate, [("tollgate_limit", "per-client"), ("client_ip", None)])["requests_per_unit"]
+    assert limit["per"] == "second"
+    for attempt in range(5):
+        wait_for_window_start(1)
+        before = file_rls.calls
+        start = time.time()
+        statuses = [global_envoy.get("/catalog/items").status for _ in range(rate + 1)]
+        end = time.time()
+        windows = int(end) - int(start) + 1
+        # At most the rate per window touched, whatever the timing.
+        assert statuses.count(200) <= rate * windows, statuses
+        assert set(statuses) <= {200, 429}, statuses
+        if windows == 1:
+            break
+    else:
+        pytest.skip("no run of requests fitted in one one-second window")
+    # Inside one window: exactly the file's rate, then 429.
+    assert statuses == [200] * rate + [429], statuses
+    assert file_rls.calls - before == rate + 1
+    # Counted under the file's limit (the stand-in counts only descriptors it finds a limit for),
+    # without a limit sent by Tollgate.
+    last = file_rls.requests[-1]
+    assert [(e.key, e.value) for e in last.descriptors[0].entries] == [
+        ("tollgate_limit", "per-client"), ("client_ip", "127.0.0.1")]
+    assert last.domain == "tollgate" and last.descriptors[0].limit is None
+    key = f"tollgate_tollgate_limit_per-client_client_ip_127.0.0.1_{int(start)}"
+    assert int(redis_server.client.get(key)) == rate + 1
+
+
+def test_orders_with_a_demo_token_is_allowed_and_counted_per_caller(global_envoy, file_rls, redis_server):
+    sub = f"caller-{uuid.uuid4().hex[:8]}"
+    assert global_envoy.get("/orders/1").status == 401
+    r = global_envoy.get("/orders/1", {"authorization": f"Bearer {demo_token(sub)}"})
+    assert r.status == 200, r.body
+    descriptor = file_rls.requests[-1].descriptors[0]
+    assert [(e.key, e.value) for e in descriptor.entries] == [
+        ("tollgate_limit", "per-caller"), ("identity", f"jwt:demo:{sub}")]
+    assert descriptor.limit is None
+    # The file's per-minute limit applied: the service counted it in a one-minute window.
+    [key] = redis_server.client.keys(f"tollgate_tollgate_limit_per-caller_identity_jwt:demo:{sub}_*")
+    assert int(key.decode().rsplit("_", 1)[1]) % 60 == 0
+    assert int(redis_server.client.get(key)) == 1
