@@ -3,7 +3,9 @@
 - envoy/ratelimit/config.yaml (envoyproxy/ratelimit's configuration) has every global limit of
   policies/global.json with the policy's numbers, and a real Envoy running that policy with
   `send_limits: false` enforces the file's numbers through the stand-in service
-  (tests/e2e/rls_server.py) loaded from the file."""
+  (tests/e2e/rls_server.py) loaded from the file.
+- envoy/ratelimit/docker-compose.yaml (no Docker here) renders a config Envoy accepts, mounts files
+  that exist, and agrees with itself on ports and addresses."""
 import copy
 import json
 import os
@@ -178,3 +180,110 @@ def test_orders_with_a_demo_token_is_allowed_and_counted_per_caller(global_envoy
     [key] = redis_server.client.keys(f"tollgate_tollgate_limit_per-caller_identity_jwt:demo:{sub}_*")
     assert int(key.decode().rsplit("_", 1)[1]) % 60 == 0
     assert int(redis_server.client.get(key)) == 1
+
+
+# --- envoy/ratelimit/docker-compose.yaml ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose():
+    return load_yaml(COMPOSE)
+
+
+def mounts(service):
+    """{container path: (type, host path or volume name)} for a service's long-syntax volumes."""
+    out = {}
+    for v in service.get("volumes", []):
+        assert isinstance(v, dict), f"use the long volume syntax: {v!r}"
+        source = v["source"]
+        if v["type"] == "bind":
+            source = os.path.normpath(os.path.join(os.path.dirname(COMPOSE), source))
+        out[v["target"]] = (v["type"], source)
+    return out
+
+
+def host_path(service, container_path):
+    best = max((t for t in mounts(service) if container_path == t or container_path.startswith(t + "/")),
+               key=len, default=None)
+    assert best is not None, f"{container_path} is not mounted into the container"
+    kind, source = mounts(service)[best]
+    rest = os.path.relpath(container_path, best)
+    if kind == "bind":
+        return ("bind", os.path.normpath(os.path.join(source, rest)))
+    return ("volume", source, rest)
+
+
+def render_step(compose):
+    svc = compose["services"]["render"]
+    cmd = svc["command"]
+    assert cmd[0] == "python", cmd
+    script, template, policy_path, out, *options = cmd[1:]
+    sets = {}
+    while options:
+        flag, value, *options = options
+        assert flag == "--set", options
+        name, _, val = value.partition("=")
+        sets[name] = val
+    return {"script": host_path(svc, script), "template": host_path(svc, template),
+            "policy": host_path(svc, policy_path), "out": host_path(svc, out), "sets": sets}
+
+
+def rendered_compose_config(compose, tmp_path):
+    step = render_step(compose)
+    out = tmp_path / "compose-envoy.yaml"
+    subprocess.run([sys.executable, step["script"][1], step["template"][1], step["policy"][1], str(out),
+                    *[a for k, v in step["sets"].items() for a in ("--set", f"{k}={v}")]], check=True)
+    return out.read_text()
+
+
+def cluster_address(config, name):
+    [cluster] = [c for c in config["static_resources"]["clusters"] if c["name"] == name]
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    return address["address"], str(address["port_value"])
+
+
+def test_compose_renders_global_json_with_the_services_port(compose):
+    step = render_step(compose)
+    assert step["script"] == ("bind", os.path.join(ROOT, "envoy/render.py"))
+    assert step["template"] == ("bind", os.path.join(ROOT, "envoy/tollgate.yaml"))
+    assert step["policy"] == ("bind", POLICY)
+    assert set(step["sets"]) == {"WASM", "BIND_ADDRESS", "RLS_PORT"}, step["sets"]
+    assert step["sets"]["BIND_ADDRESS"] == "0.0.0.0"
+    env = compose["services"]["ratelimit"]["environment"]
+    assert step["sets"]["RLS_PORT"] == env["GRPC_PORT"] == "8081"
+
+
+def test_compose_config_is_valid_and_addresses_agree(compose, tmp_path):
+    text = rendered_compose_config(compose, tmp_path)
+    config = yaml.safe_load(text)
+    services = compose["services"]
+    # Every service but render shares Envoy's network namespace, so 127.0.0.1 is the same place.
+    for name in ("echo", "redis", "ratelimit"):
+        assert services[name]["network_mode"] == "service:envoy", name
+    assert cluster_address(config, "ratelimit") == ("127.0.0.1", services["ratelimit"]["environment"]["GRPC_PORT"])
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--bind") + 1] == "127.0.0.1"
+    redis_port = redis_cmd[redis_cmd.index("--port") + 1]
+    assert services["ratelimit"]["environment"]["REDIS_URL"] == f"127.0.0.1:{redis_port}"
+    echo_port = services["echo"]["command"][services["echo"]["command"].index("--port") + 1]
+    assert cluster_address(config, "upstream") == ("127.0.0.1", echo_port)
+    logs = validate(tmp_path, text.replace(json.dumps("/etc/tollgate/tollgate.wasm"), json.dumps(WASM)))
+    assert "tollgate: policy loaded" in logs, logs[-3000:]
+
+
+def test_compose_mounts_exist_and_ratelimit_reads_the_config(compose):
+    services = compose["services"]
+    for name, svc in services.items():
+        for target, (kind, source) in mounts(svc).items():
+            if kind == "bind" and not source.endswith("tollgate.wasm"):  # the module: `make build`
+                assert os.path.exists(source), (name, target, source)
+    assert host_path(services["envoy"], "/etc/tollgate/tollgate.wasm") == ("bind", WASM)
+    assert all(v.get("read_only") for v in services["envoy"]["volumes"] + services["ratelimit"]["volumes"])
+    rl = services["ratelimit"]
+    env = rl["environment"]
+    assert rl["command"] == ["/bin/ratelimit"]
+    assert env["USE_STATSD"] == "false" and env["REDIS_SOCKET_TYPE"] == "tcp" and env["RUNTIME_WATCH_ROOT"] == "false"
+    config_path = f"{env['RUNTIME_ROOT']}/{env['RUNTIME_SUBDIRECTORY']}/config/config.yaml"
+    assert host_path(rl, config_path) == ("bind", RLS_CONFIG)
+    assert rl["image"].startswith("envoyproxy/ratelimit:")
+    assert rl["image"].split(":")[1] not in ("latest", "master")
+    assert services["envoy"]["image"] == load_yaml(os.path.join(ROOT, "envoy/docker-compose.yaml"))["services"]["envoy"]["image"]
