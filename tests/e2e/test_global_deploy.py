@@ -5,7 +5,9 @@
   `send_limits: false` enforces the file's numbers through the stand-in service
   (tests/e2e/rls_server.py) loaded from the file.
 - envoy/ratelimit/docker-compose.yaml (no Docker here) renders a config Envoy accepts, mounts files
-  that exist, and agrees with itself on ports and addresses."""
+  that exist, and agrees with itself on ports and addresses.
+- envoy/istio/ratelimit.yaml carries the same service configuration, a Service Istio speaks HTTP/2
+  to, and policies/global.json pointed at that Service's outbound cluster."""
 import copy
 import json
 import os
@@ -287,3 +289,76 @@ def test_compose_mounts_exist_and_ratelimit_reads_the_config(compose):
     assert rl["image"].startswith("envoyproxy/ratelimit:")
     assert rl["image"].split(":")[1] not in ("latest", "master")
     assert services["envoy"]["image"] == load_yaml(os.path.join(ROOT, "envoy/docker-compose.yaml"))["services"]["envoy"]["image"]
+
+
+# --- envoy/istio/ratelimit.yaml -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def istio():
+    docs = [d for d in yaml.safe_load_all(read(ISTIO)) if d]
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def env_of(deployment):
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return container, {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def test_istio_configmap_is_the_service_config(istio):
+    assert istio[("ConfigMap", "ratelimit-config")]["data"]["config.yaml"] == read(RLS_CONFIG)
+
+
+def test_istio_services_and_deployments_agree(istio):
+    ns = {d["metadata"]["namespace"] for d in istio.values()}
+    assert len(ns) == 1
+    rl_svc, redis_svc = istio[("Service", "ratelimit")], istio[("Service", "redis")]
+    [grpc] = rl_svc["spec"]["ports"]
+    assert grpc["name"] == "grpc" and grpc["appProtocol"] == "grpc"
+    container, env = env_of(istio[("Deployment", "ratelimit")])
+    assert str(grpc["targetPort"]) == env["GRPC_PORT"]
+    assert int(env["GRPC_PORT"]) in [p["containerPort"] for p in container["ports"]]
+    [redis_port] = redis_svc["spec"]["ports"]
+    assert env["REDIS_URL"] == f"{redis_svc['metadata']['name']}.{ns.pop()}.svc.cluster.local:{redis_port['port']}"
+    assert env["REDIS_SOCKET_TYPE"] == "tcp" and env["USE_STATSD"] == "false"
+    # The ConfigMap volume, with its `..data` entries ignored, where the service reads its config.
+    assert env["RUNTIME_IGNOREDOTFILES"] == "true" and env["RUNTIME_WATCH_ROOT"] == "false"
+    [mount] = container["volumeMounts"]
+    assert mount["mountPath"] == f"{env['RUNTIME_ROOT']}/{env['RUNTIME_SUBDIRECTORY']}/config"
+    [volume] = istio[("Deployment", "ratelimit")]["spec"]["template"]["spec"]["volumes"]
+    assert volume["name"] == mount["name"] and volume["configMap"]["name"] == "ratelimit-config"
+    assert "config.yaml" in istio[("ConfigMap", "ratelimit-config")]["data"]
+    for svc, deployment in ((rl_svc, "ratelimit"), (redis_svc, "redis")):
+        labels = istio[("Deployment", deployment)]["spec"]["template"]["metadata"]["labels"]
+        assert svc["spec"]["selector"].items() <= labels.items()
+    assert container["image"].split(":")[-1] not in ("latest", "master")
+
+
+def outbound_cluster(istio):
+    svc = istio[("Service", "ratelimit")]
+    [grpc] = svc["spec"]["ports"]
+    return f"outbound|{grpc['port']}||{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc.cluster.local"
+
+
+def test_istio_wasmplugin_is_global_json_on_the_outbound_cluster(istio):
+    plugin = istio[("WasmPlugin", "tollgate")]
+    config = copy.deepcopy(plugin["spec"]["pluginConfig"])
+    assert config["rate_limit_service"]["cluster"] == outbound_cluster(istio)
+    config["rate_limit_service"]["cluster"] = policy()["rate_limit_service"]["cluster"]
+    assert config == policy()
+    # Otherwise the WasmPlugin of wasmplugin.yaml, which it replaces.
+    theirs = load_yaml(WASMPLUGIN)
+    assert plugin["metadata"] == theirs["metadata"]
+    assert {k: v for k, v in plugin["spec"].items() if k != "pluginConfig"} == \
+        {k: v for k, v in theirs["spec"].items() if k != "pluginConfig"}
+
+
+def test_istio_wasmplugin_policy_loads(istio, tmp_path):
+    # As Istio delivers it (JSON text), with envoy/tollgate.yaml's `ratelimit` cluster renamed to the
+    # outbound cluster the policy names.
+    text = render.render(read(os.path.join(ROOT, "envoy/tollgate.yaml")),
+                         json.dumps(istio[("WasmPlugin", "tollgate")]["spec"]["pluginConfig"]), "string", {"WASM": WASM})
+    config = yaml.safe_load(text)
+    [cluster] = [c for c in config["static_resources"]["clusters"] if c["name"] == "ratelimit"]
+    cluster["name"] = cluster["load_assignment"]["cluster_name"] = outbound_cluster(istio)
+    logs = validate(tmp_path, json.dumps(config))
+    assert "tollgate: policy loaded" in logs, logs[-3000:]
