@@ -7,7 +7,9 @@
 - envoy/ratelimit/docker-compose.yaml (no Docker here) renders a config Envoy accepts, mounts files
   that exist, and agrees with itself on ports and addresses.
 - envoy/istio/ratelimit.yaml carries the same service configuration, a Service Istio speaks HTTP/2
-  to, and policies/global.json pointed at that Service's outbound cluster."""
+  to, and policies/global.json pointed at that Service's outbound cluster.
+- envoy/native-ratelimit.yaml (Envoy's own ratelimit filter on Tollgate's identity header) limits
+  per verified caller in a real Envoy."""
 import copy
 import json
 import os
@@ -97,6 +99,16 @@ def test_service_config_names_no_other_limit():
     named = [d.get("value") for d in config["descriptors"]]
     assert all(d["key"] == "tollgate_limit" for d in config["descriptors"])
     assert sorted(named) == sorted(global_limits(policy()))
+
+
+def test_native_service_config_matches_the_native_template():
+    config = load_yaml(NATIVE_CONFIG)
+    envoy_config = yaml.safe_load(render.render(read(NATIVE_TEMPLATE), "{}", "string", {"WASM": WASM}))
+    hcm = envoy_config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    [rl] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ratelimit"]
+    assert config["domain"] == rl["typed_config"]["domain"]
+    [action] = hcm["route_config"]["virtual_hosts"][0]["rate_limits"][0]["actions"]
+    assert configured_limit(config, [(action["request_headers"]["descriptor_key"], "jwt:demo:x")])
 
 
 # --- policies/global.json in a real Envoy, numbers from envoy/ratelimit/config.yaml ---------------
@@ -362,3 +374,84 @@ def test_istio_wasmplugin_policy_loads(istio, tmp_path):
     cluster["name"] = cluster["load_assignment"]["cluster_name"] = outbound_cluster(istio)
     logs = validate(tmp_path, json.dumps(config))
     assert "tollgate: policy loaded" in logs, logs[-3000:]
+
+
+# --- envoy/native-ratelimit.yaml: Envoy's ratelimit filter on Tollgate's identity -----------------
+
+@pytest.fixture(scope="module")
+def native_rls(redis_server):
+    s = RateLimitServer(redis_server.port, load_yaml(NATIVE_CONFIG))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def native_envoy(upstream, native_rls):
+    with open(os.path.join(ROOT, "policies/demo.json")) as f:
+        demo = json.load(f)
+    assert "rate_limit_service" not in demo
+    e = Envoy(demo, upstream.port, as_type="struct", template=NATIVE_TEMPLATE, rls_port=native_rls.port)
+    try:
+        yield e.wait_ready()
+    finally:
+        e.stop()
+
+
+def identities(rls):
+    return [e.value for r in rls.requests for d in r.descriptors for e in d.entries]
+
+
+def test_native_filter_limits_each_verified_caller(native_envoy, native_rls):
+    config = load_yaml(NATIVE_CONFIG)
+    limit = configured_limit(config, [("identity", "jwt:demo:x")])
+    assert Unit[limit["unit"].upper()] == Unit.MINUTE
+    budget = limit["requests_per_unit"]
+    # Keep the budget's requests inside one minute window.
+    if time.time() % 60 > 50:
+        wait_for_window_start(60, slack=5)
+    a_sub, b_sub = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
+    a = {"authorization": f"Bearer {demo_token(a_sub)}"}
+    b = {"authorization": f"Bearer {demo_token(b_sub)}"}
+    forged = f"jwt:demo:{b_sub}-forged"
+    native_rls.reset_counts()
+    for i in range(budget):
+        # One of A's requests carries a forged identity header: it still counts against A.
+        headers = {**a, "x-tollgate-principal": forged} if i == 1 else a
+        r = native_envoy.get("/api/orders", headers)
+        assert r.status == 200, (i, r.status, r.body)
+        assert r.json()["headers"]["x-tollgate-principal"] == [f"jwt:demo:{a_sub}"]
+    over = native_envoy.get("/api/orders", a)
+    assert over.status == 429
+    assert over.header("x-envoy-ratelimited") == "true"  # Envoy's filter, not Tollgate
+    assert over.header("content-type") == "application/problem+json"
+    assert over.json()["title"] == "Too Many Requests"
+    assert over.header("retry-after") is None and over.header("ratelimit") is None
+    assert native_envoy.get("/api/orders", b).status == 200
+    seen = identities(native_rls)
+    assert seen == [f"jwt:demo:{a_sub}"] * (budget + 1) + [f"jwt:demo:{b_sub}"]
+    assert forged not in seen
+    assert all(r.domain == "tollgate-native" for r in native_rls.requests)
+
+
+def test_native_filter_is_not_asked_for_refused_or_public_requests(native_envoy, native_rls):
+    before = native_rls.calls
+    r = native_envoy.get("/api/orders", {"x-tollgate-principal": "jwt:demo:someone"})
+    assert r.status == 401
+    assert r.json()["type"].startswith("urn:tollgate:problem:")
+    # A public route: Tollgate removes the client's copy and sets none, so no descriptor is sent.
+    r = native_envoy.get("/health", {"x-tollgate-principal": "jwt:demo:someone"})
+    assert r.status == 200
+    assert native_rls.calls == before
+
+
+
+def test_native_filter_fails_closed(native_envoy, native_rls):
+    token = {"authorization": f"Bearer {demo_token(f'c-{uuid.uuid4().hex[:8]}')}"}
+    native_rls.set_mode("unavailable")
+    try:
+        r = native_envoy.get("/api/orders", token)
+    finally:
+        native_rls.set_mode("normal")
+    # `failure_mode_deny` with `status_on_error: ServiceUnavailable`.
+    assert r.status == 503
+    assert native_envoy.get("/api/orders", token).status == 200
