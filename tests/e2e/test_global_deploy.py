@@ -9,7 +9,8 @@
 - envoy/istio/ratelimit.yaml carries the same service configuration, a Service Istio speaks HTTP/2
   to, and policies/global.json pointed at that Service's outbound cluster.
 - envoy/native-ratelimit.yaml (Envoy's own ratelimit filter on Tollgate's identity header) limits
-  per verified caller in a real Envoy."""
+  per verified caller in a real Envoy.
+- The code snippets of envoy/README.md, "Global rate limits", are copied from these files."""
 import copy
 import json
 import os
@@ -455,3 +456,41 @@ def test_native_filter_fails_closed(native_envoy, native_rls):
     # `failure_mode_deny` with `status_on_error: ServiceUnavailable`.
     assert r.status == 503
     assert native_envoy.get("/api/orders", token).status == 200
+
+# --- envoy/README.md, "Global rate limits" --------------------------------------------------------
+
+SNIPPET_SOURCES = [RLS_CONFIG, NATIVE_CONFIG, NATIVE_TEMPLATE, COMPOSE, ISTIO]
+
+
+def global_section():
+    text = read(ENVOY_README)
+    start = text.index("\n## Global rate limits\n")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+def copied_from(block, path):
+    want = textwrap.dedent(block).strip("\n").splitlines()
+    lines = read(path).splitlines()
+    for i in range(len(lines) - len(want) + 1):
+        if textwrap.dedent("\n".join(lines[i:i + len(want)])).splitlines() == want:
+            return True
+    return False
+
+
+def test_readme_snippets_are_copied_from_tested_files():
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", global_section(), re.M | re.S)
+    checked = 0
+    for lang, block in blocks:
+        if lang == "text":  # `tollgate render envoy` output, abridged (the existing cluster text)
+            continue
+        if lang == "sh":  # commands from the header of the compose file
+            comments = [l.lstrip("#").strip() for p in SNIPPET_SOURCES for l in read(p).splitlines()
+                        if l.startswith("#")]
+            for line in block.strip().splitlines():
+                assert line.strip() in comments, line
+            checked += 1
+            continue
+        assert any(copied_from(block, p) for p in SNIPPET_SOURCES), f"not copied from {SNIPPET_SOURCES}:\n{block}"
+        checked += 1
+    assert checked >= 3
