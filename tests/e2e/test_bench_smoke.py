@@ -1,6 +1,6 @@
 """The machinery of `make bench` (tests/bench/bench.py), run briefly so it cannot rot between
-benchmarks: one short round of JWT only and of a local and a global limit (the stand-in
-rate-limit service on Redis), and a report with their rows. The figures of so short a run mean
+benchmarks: one short round of JWT only, a local and a global limit, and Envoy's own `ratelimit`
+filter (the stand-in rate-limit service on Redis), and a report with their rows. The figures of so short a run mean
 nothing and are not checked; `make bench` measures."""
 import os
 import shutil
@@ -9,7 +9,7 @@ import sys
 
 from harness import ROOT
 
-VARIANTS = ["tollgate-jwt", "tollgate-local-limit", "tollgate-global-limit"]
+VARIANTS = ["tollgate-jwt", "tollgate-local-limit", "tollgate-global-limit", "native-global-limit"]
 
 
 def test_a_short_benchmark_runs_and_reports(tmp_path):
@@ -25,4 +25,5 @@ def test_a_short_benchmark_runs_and_reports(tmp_path):
     for name in ["floor"] + VARIANTS:
         assert f"(`{name}`) |" in report, report
     assert "A `global` limit instead of a `local` one" in report
+    assert "Envoy's own `ratelimit` filter" in report
     assert (tmp_path / "results.json").exists()
