@@ -714,9 +714,12 @@ impl Exchange {
                 .body(Body::GrpcResponse, size)
                 .and_then(|b| rls::decode_response(&b))
                 .ok_or(Counter::RatelimitServiceMalformed),
+            // Envoy's timer may fire a little before the host clock says the time is up: within
+            // the last tenth of the timeout it counts as the timeout.
             CallReply::Failed { grpc_status }
                 if grpc_status == rls::GRPC_DEADLINE_EXCEEDED
-                    || now_ms.saturating_sub(pending.sent_ms) >= u64::from(pending.timeout_ms) =>
+                    || now_ms.saturating_sub(pending.sent_ms).saturating_mul(10)
+                        >= u64::from(pending.timeout_ms).saturating_mul(9) =>
             {
                 Err(Counter::RatelimitServiceTimeout)
             }
