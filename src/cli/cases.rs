@@ -612,6 +612,7 @@ pub fn render_json(policy: &str, cases_file: &str, results: &[Outcome]) -> Value
                 "headers": u.headers,
                 "body": String::from_utf8_lossy(&u.body),
             })),
+            "rate_limit_service": r.spec.as_ref().map(|s| s.rate_limit_service.as_str()),
         })).collect::<Vec<_>>(),
     })
 }

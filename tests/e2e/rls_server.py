@@ -85,7 +85,7 @@ UNIT_SECONDS = {
     Unit.YEAR: 365 * 86400,
 }
 UNLIMITED_REMAINING = 2**32 - 1
-MODES = ("normal", "slow", "garbage", "unavailable")
+MODES = ("normal", "slow", "garbage", "unavailable", "over_limit")
 # A `statuses` field that claims five bytes and carries one. Every protobuf parser refuses it; a
 # plain run of 0xff bytes would not do: Envoy refuses it, but betterproto2 reads it as empty.
 GARBAGE = b"\x12\x05\x08"
@@ -232,6 +232,8 @@ class _Service(RateLimitServiceBase):
             return GARBAGE
         if mode == "slow":
             await asyncio.sleep(delay_ms / 1000)
+        if mode == "over_limit":
+            return _spent(message)
         return await self._count(message, self._owner._domains)
 
     async def _count(self, request: RateLimitRequest, domains: dict[str, Node]) -> RateLimitResponse:
@@ -276,6 +278,15 @@ class _Service(RateLimitServiceBase):
         return RateLimitResponse(
             overall_code=RateLimitResponseCode.OVER_LIMIT if over else RateLimitResponseCode.OK, statuses=statuses
         )
+
+
+def _spent(request: RateLimitRequest) -> RateLimitResponse:
+    """OVER_LIMIT for every descriptor, reset in a minute, nothing counted: a service whose budgets
+    are spent (the CLI parity test replays a case's simulated `over_limit` answer with it)."""
+    statuses = [RateLimitResponseDescriptorStatus(code=RateLimitResponseCode.OVER_LIMIT,
+                                                  duration_until_reset=datetime.timedelta(seconds=60))
+                for _ in request.descriptors]
+    return RateLimitResponse(overall_code=RateLimitResponseCode.OVER_LIMIT, statuses=statuses)
 
 
 def _unit_seconds(unit: Unit) -> int:
@@ -331,7 +342,8 @@ class RateLimitServer:
 
     def set_mode(self, mode: str, delay_ms: int = 0) -> None:
         """normal; slow (waits delay_ms, then answers normally); garbage (gRPC OK with a body that is
-        not a RateLimitResponse); unavailable (gRPC status UNAVAILABLE)."""
+        not a RateLimitResponse); unavailable (gRPC status UNAVAILABLE); over_limit (OVER_LIMIT for
+        every descriptor, nothing counted)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         with self._lock:

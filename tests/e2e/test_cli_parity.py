@@ -2,7 +2,9 @@
 case of the example policies (policies/NAME.cases.yaml) goes through `tollgate test --json` and
 `tollgate explain --json`, and the very same request (same minted token, headers and body) through
 a real Envoy running the built module, configured with the block `tollgate render envoy` prints.
-Decision, denial code and status must agree for every case. A case with a `response` (what the
+Decision, denial code and status must agree for every case. The rate-limit service of `global`
+limits is the stand-in (tests/e2e/rls_server.py), made to give each case's simulated answer
+(`rate_limit_service`: ok, over_limit, timeout, unavailable, malformed). A case with a `response` (what the
 upstream answers) is sent with the echo upstream's test hook (`x-echo-respond: <status>`, its
 headers as `x-echo-header`, its body as the request's body, which the hook sends back); then what
 the client finally gets must agree too: the status, Tollgate's problem code if it replaced the
@@ -17,6 +19,7 @@ import subprocess
 import pytest
 
 from harness import ROOT, TEMPLATE, WASM, Envoy, Upstream, free_port, render, validate
+from rls_server import RateLimitServer, RedisServer
 
 CASE_FILES = sorted(glob.glob(os.path.join(ROOT, "policies", "*.cases.yaml")))
 
@@ -52,14 +55,24 @@ def tollgate(cli, *args, check=True):
 
 def config_with_rendered_block(cli, policy, as_type, ports):
     """envoy/tollgate.yaml with its connection-manager settings and http_filters replaced by what
-    `tollgate render envoy` prints."""
-    block = tollgate(cli, "render", "envoy", policy, "--as", as_type, "--wasm", WASM).stdout
+    `tollgate render envoy` prints; for a policy with global limits, the rate-limit service's
+    cluster it prints (at RLS_PORT) replaces the template's."""
+    args = ["render", "envoy", policy, "--as", as_type, "--wasm", WASM]
+    if ports.get("RLS_PORT"):
+        args += ["--rls-address", f"127.0.0.1:{ports['RLS_PORT']}"]
+    block, _, cluster = tollgate(cli, *args).stdout.partition("\n# The rate-limit service")
     with open(TEMPLATE) as f:
         lines = f.read().splitlines()
     start = next(i for i, l in enumerate(lines) if l.strip().startswith("# -- From here to the end of http_filters"))
     end = next(i for i, l in enumerate(lines) if l.startswith("  clusters:"))
     indent = " " * (len(lines[start]) - len(lines[start].lstrip()))
-    spliced = lines[:start] + [indent + l if l else l for l in block.splitlines()] + lines[end:]
+    tail = lines[end:]
+    if cluster:
+        # The template's own `ratelimit` cluster is its last.
+        cut = next(i for i, l in enumerate(tail) if l.strip().startswith("# Where `global` rate limits are counted"))
+        items = cluster.split("\nclusters:\n", 1)[1]
+        tail = tail[:cut] + ["  " + l if l else l for l in items.splitlines()]
+    spliced = lines[:start] + [indent + l if l else l for l in block.splitlines()] + tail
     # The policy and module are already in the block; render.py fills the ports.
     return render.render("\n".join(spliced) + "\n", "{}", "string", ports)
 
@@ -154,10 +167,11 @@ def envoy_delivered(status, content_type, body, request_denied):
     return seen if request_denied else {**seen, "body": as_data(body)}
 
 
-def explain_decision(cli, policy, req, resp=None):
+def explain_decision(cli, policy, req, resp=None, service="ok"):
     """`explain --json` on the request; with `resp`, the request Envoy gets (its body included)
     and the upstream's response as --response-* options."""
-    args = ["explain", policy, "--json", "--request", f"{req['method']} {req['path']}"]
+    args = ["explain", policy, "--json", "--request", f"{req['method']} {req['path']}",
+            "--rate-limit-service", service]
     for name, value in req["headers"]:
         args += ["-H", f"{name}: {value}"]
     body = resp["body"] or req["body"] if resp else req["body"]
@@ -173,6 +187,21 @@ def explain_decision(cli, policy, req, resp=None):
     return {k: d.get(k) for k in ("decision", "code", "status", "response_status", "response_code", "response_body")}
 
 
+# The stand-in's mode for each answer `tollgate test` simulates (the policies' timeouts are well
+# under a second).
+SERVICE_MODES = {"ok": ("normal", 0), "over_limit": ("over_limit", 0), "timeout": ("slow", 1500),
+                 "unavailable": ("unavailable", 0), "malformed": ("garbage", 0)}
+
+
+@pytest.fixture(scope="module")
+def rls():
+    redis = RedisServer()
+    s = RateLimitServer(redis.port, [])
+    yield s
+    s.stop()
+    redis.stop()
+
+
 @pytest.fixture(scope="module")
 def echo():
     """An echo upstream of this module's own: the cases' responses come from its test hook, so
@@ -183,13 +212,14 @@ def echo():
 
 
 @pytest.mark.parametrize("cases", CASE_FILES, ids=os.path.basename)
-def test_cli_and_envoy_decide_alike(cli, echo, cases):
+def test_cli_and_envoy_decide_alike(cli, echo, rls, cases):
     upstream = echo
     policy = cases[: -len(".cases.yaml")] + ".json"
     report = json.loads(tollgate(cli, "test", policy, cases, "--json").stdout)
     assert report["failed"] == 0, json.dumps(report, indent=1)[:3000]
     results = report["files"][0]["cases"]
-    ports = {"LISTEN_PORT": free_port(), "ADMIN_PORT": free_port(), "UPSTREAM_PORT": upstream.port, "JWKS_PORT": free_port()}
+    ports = {"LISTEN_PORT": free_port(), "ADMIN_PORT": free_port(), "UPSTREAM_PORT": upstream.port, "JWKS_PORT": free_port(),
+             "RLS_PORT": rls.port}
     envoy = Envoy.from_bootstrap(lambda e: config_with_rendered_block(cli, policy, "struct", {**ports, "LISTEN_PORT": e.port, "ADMIN_PORT": e.admin}),
                                  upstream.port).wait_ready()
     compared, responses, skipped, mismatches = 0, 0, [], []
@@ -201,6 +231,8 @@ def test_cli_and_envoy_decide_alike(cli, echo, cases):
                 skipped.append((case["note"], "pinned clock or repeated request"))
                 continue
             req, resp = case["request"], case["response"]
+            service = case["rate_limit_service"]
+            rls.set_mode(*SERVICE_MODES[service])
             why = unexpressible(case)
             if why:
                 skipped.append((case["note"], why))
@@ -208,7 +240,7 @@ def test_cli_and_envoy_decide_alike(cli, echo, cases):
             if resp is not None:
                 # The request phase as before, then what the client finally got.
                 got = {k: case["got"][k] for k in ("decision", "code", "status")}
-                explained = explain_decision(cli, policy, req, resp)
+                explained = explain_decision(cli, policy, req, resp, service)
                 status, content_type, body = send(envoy.port, hooked(req, resp))
                 seen = envoy_delivered(status, content_type, body, got["decision"] == "deny")
                 compared += 1
@@ -218,7 +250,7 @@ def test_cli_and_envoy_decide_alike(cli, echo, cases):
                     mismatches.append({"note": case["note"], "test": case["got"], "explain": explained, "envoy": seen})
                 continue
             got = {k: case["got"][k] for k in ("decision", "code", "status")}
-            explained = {k: v for k, v in explain_decision(cli, policy, req).items() if k in got}
+            explained = {k: v for k, v in explain_decision(cli, policy, req, service=service).items() if k in got}
             seen = envoy_decision(req["method"], *send(envoy.port, req))
             compared += 1
             if seen.get("code") is None and seen["decision"] == "deny" and got["code"] == "path_invalid":

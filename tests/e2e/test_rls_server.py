@@ -243,6 +243,17 @@ def test_unavailable(rls):
     assert ask(rls.port, request(descriptor(("client", "a")))).overall_code == OK
 
 
+def test_over_limit_answers_every_descriptor_over_without_counting(rls, redis_server):
+    rls.set_mode("over_limit")
+    answer = ask(rls.port, request(descriptor(("client", "a")), descriptor(("client", "b"))))
+    assert answer.overall_code == OVER
+    assert [s.code for s in answer.statuses] == [OVER, OVER]
+    assert all(s.duration_until_reset.total_seconds() == 60 for s in answer.statuses)
+    assert redis_server.client.dbsize() == 0
+    rls.set_mode("normal")
+    assert ask(rls.port, request(descriptor(("client", "a")))).overall_code == OK
+
+
 def test_answers_promptly_on_a_kept_alive_connection(rls):
     """Envoy keeps its connection to the service and waits 20 ms by default. With Nagle's algorithm
     on, each answer waited for the client's delayed ACK (about 40 ms)."""
