@@ -1,23 +1,23 @@
 //! Payload checks: JSON Schema validation of request bodies, path parameters, query parameters
-//! and headers. Schemas are compiled once at configure time (jsonschema, offline: a `$ref` can only
-//! point inside the policy); requests are checked against the compiled validators.
+//! and headers. Schemas are compiled once at configure time (src/payload/schema.rs: offline, a
+//! `$ref` can only point inside the policy); requests are checked against the compiled schemas.
 //!
 //! Named schemas from the policy's `schemas` section are placed under `$defs` of every compiled
 //! schema, so `{"$ref": "#/$defs/Order"}` works from a route and between named schemas.
 
 pub mod json;
 pub mod response;
+pub mod schema;
 
 use crate::policy::{ConfigError, PayloadOptionsDoc, RequestCheckDoc};
-use jsonschema::Validator;
+pub use schema::Violation;
+use schema::{Schema as Validator, MAX_MESSAGE};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_DEPTH: usize = 32;
 pub const DEFAULT_MAX_VIOLATIONS: usize = 10;
-/// Longest `message` in a violation; messages never carry request values (they are masked).
-const MAX_MESSAGE: usize = 200;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -82,15 +82,6 @@ fn check_range(errors: &mut Vec<ConfigError>, path: &str, v: usize, lo: usize, h
             format!("{v} is out of range; expected {lo} to {hi}"),
         ));
     }
-}
-
-/// One schema violation, as listed in a problem response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    /// JSON pointer into the body, or `/query/<name>`, `/headers/<name>`, `/params/<name>`.
-    pub pointer: String,
-    pub keyword: String,
-    pub message: String,
 }
 
 /// Why a request's payload was refused.
@@ -218,14 +209,9 @@ impl Compiler<'_> {
         if close {
             close_objects(&mut root);
         }
-        match jsonschema::options()
-            .offline()
-            .should_validate_formats(true)
-            .build(&root)
-        {
+        match Validator::compile(root) {
             Ok(v) => Some(v),
-            Err(e) => {
-                let msg = e.to_string();
+            Err(msg) => {
                 let msg: String = msg.chars().take(MAX_MESSAGE).collect();
                 errors.push(ConfigError::new(
                     path,
@@ -368,25 +354,6 @@ pub fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
     false
 }
 
-fn violations<'a>(
-    iter: impl Iterator<Item = jsonschema::ValidationError<'a>>,
-    prefix: &str,
-    max: usize,
-    out: &mut Vec<Violation>,
-) {
-    for e in iter {
-        if out.len() >= max {
-            return;
-        }
-        let message: String = e.masked().to_string().chars().take(MAX_MESSAGE).collect();
-        out.push(Violation {
-            pointer: format!("{prefix}{}", e.instance_path().as_str()),
-            keyword: e.kind().keyword().to_string(),
-            message,
-        });
-    }
-}
-
 fn scalar_value(raw: &str, coerce: bool) -> Value {
     if coerce {
         if let Ok(v @ (Value::Number(_) | Value::Bool(_))) = serde_json::from_str::<Value>(raw) {
@@ -436,12 +403,8 @@ impl RequestRules {
         for rule in &self.params {
             if let Some((_, v)) = params.iter().find(|(k, _)| *k == rule.name) {
                 let value = scalar_value(v, rule.coerce);
-                violations(
-                    rule.validator.iter_errors(&value),
-                    &format!("/params/{}", rule.name),
-                    max,
-                    &mut out,
-                );
+                rule.validator
+                    .violations(&value, &format!("/params/{}", rule.name), max, &mut out);
             }
         }
         let pairs: Vec<(String, String)> = crate::engine::request::query_pairs(path)
@@ -459,12 +422,8 @@ impl RequestRules {
         for rule in &self.query {
             for (_, v) in pairs.iter().filter(|(k, _)| *k == rule.name) {
                 let value = scalar_value(v, rule.coerce);
-                violations(
-                    rule.validator.iter_errors(&value),
-                    &format!("/query/{}", rule.name),
-                    max,
-                    &mut out,
-                );
+                rule.validator
+                    .violations(&value, &format!("/query/{}", rule.name), max, &mut out);
             }
         }
         for name in &self.required_headers {
@@ -479,8 +438,8 @@ impl RequestRules {
         for rule in &self.headers {
             for v in header(&rule.name) {
                 let value = scalar_value(&v, rule.coerce);
-                violations(
-                    rule.validator.iter_errors(&value),
+                rule.validator.violations(
+                    &value,
                     &format!("/headers/{}", rule.name),
                     max,
                     &mut out,
@@ -507,12 +466,7 @@ impl RequestRules {
         }
         let value = json::parse(body, options.allow_duplicate_keys).ok_or(Failure::Malformed)?;
         let mut out = Vec::new();
-        violations(
-            validator.iter_errors(&value),
-            "",
-            options.max_violations,
-            &mut out,
-        );
+        validator.violations(&value, "", options.max_violations, &mut out);
         if out.is_empty() {
             Ok(())
         } else {

@@ -2,9 +2,9 @@
 //! `block` (the client gets a generic 502), `redact` (properties the schema does not allow and
 //! listed sensitive fields are removed - data minimisation) or `report` (log and count only).
 
+use super::schema::Schema as Validator;
 use super::{Compiler, Violation};
 use crate::policy::{ConfigError, ResponseCheckDoc};
-use jsonschema::Validator;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -266,12 +266,7 @@ impl ResponseRules {
             return self.unchecked(Unchecked::NotJson);
         };
         let mut found = Vec::new();
-        super::violations(
-            validator.iter_errors(&value),
-            "",
-            options.max_violations,
-            &mut found,
-        );
+        validator.violations(&value, "", options.max_violations, &mut found);
         match self.mode {
             Mode::Block if !found.is_empty() => Verdict::Block(found),
             Mode::Report if !found.is_empty() => Verdict::Report(found),
