@@ -16,6 +16,13 @@ pub fn parse(body: &[u8], allow_duplicates: bool) -> Option<Value> {
     serde_json::from_slice::<Strict>(body).ok().map(|s| s.0)
 }
 
+/// `text` as JSON whose objects have distinct keys, or serde_json's error (with line and column).
+/// The policy parser's first step: a policy that names a key twice is refused, not read as
+/// whichever value a parser keeps.
+pub fn parse_strict(text: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Strict>(text).map(|s| s.0)
+}
+
 /// A JSON value whose objects have distinct keys.
 struct Strict(Value);
 
@@ -76,7 +83,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                return Err(de::Error::custom("duplicate object key"));
+                return Err(de::Error::custom(format_args!(
+                    "the key `{key}` appears twice in one object"
+                )));
             }
             let Strict(v) = map.next_value()?;
             out.insert(key, v);
