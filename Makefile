@@ -26,13 +26,15 @@ SUB ?= demo-user
 SCOPE ?= orders:read
 TTL ?= 3600
 
-.PHONY: help deps build run token api-key cli test test-schema-suite lint test-unit test-policies test-wasm test-e2e validate clean debian-toolchain debian-test-services compose oci test-e2e-compat fuzz bench profile
+.PHONY: help deps build optimize-wasm run token api-key cli test test-schema-suite lint test-unit test-policies test-wasm test-e2e validate clean debian-toolchain debian-test-services compose oci test-e2e-compat fuzz bench profile
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
 
 deps: $(VENV)/.installed ## Install everything missing (idempotent): wasm toolchain, Envoy, test tools
 	@[ "$(HAVE_RUSTUP_WASI)" = yes ] || $(MAKE) --no-print-directory debian-toolchain
+	@command -v $(WASM_OPT) >/dev/null || $(MAKE) --no-print-directory debian-toolchain DEBIAN_PACKAGES=binaryen \
+		|| echo "binaryen (wasm-opt) could not be installed: the module will not be optimised" >&2
 	@$(MAKE) --no-print-directory debian-test-services
 
 debian-test-services:
@@ -60,7 +62,31 @@ ifeq ($(HAVE_RUSTUP_WASI),yes)
 else
 	RUSTFLAGS="$(WASI_FLAGS)" $(DEBIAN_CARGO) build --release --lib --target wasm32-wasip1 $(FEATURES) -Zbuild-std=std,panic_abort
 endif
-	@out=$${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release/tollgate.wasm; echo "built $$out ($$(( $$(stat -c %s $$out) / 1024 )) KiB)"
+	@$(MAKE) --no-print-directory optimize-wasm DIR=$${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release
+
+# Post-link step (binaryen's wasm-opt, Debian package `binaryen`): cargo's module (deps/tollgate.wasm)
+# is optimised into tollgate.named.wasm, which keeps the function names, and tollgate.wasm is that
+# module without its `name` section: the same code at the same function indices, so a trap's
+# `func[N]` in Envoy's log is looked up with `python3 tests/bench/wasm_size.py --name N
+# tollgate.named.wasm`. Runs again only when cargo has linked a new module (cargo then replaces
+# tollgate.wasm with a hard link to deps/tollgate.wasm). Without wasm-opt, tollgate.wasm stays
+# cargo's module, which works the same, only larger and slower to start.
+WASM_OPT ?= wasm-opt
+WASM_OPT_LEVEL ?= -O3
+WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
+	--enable-mutable-globals --enable-multivalue --enable-reference-types
+optimize-wasm:
+	@src=$(DIR)/deps/tollgate.wasm; out=$(DIR)/tollgate.wasm; \
+	if ! command -v $(WASM_OPT) >/dev/null; then \
+		echo "built $$out ($$(( $$(stat -c %s $$out) / 1024 )) KiB; not optimised: wasm-opt is missing, see tests/README.md)"; \
+	elif [ "$$src" -ef "$$out" ] || [ "$$src" -nt "$$out" ] || [ ! -s $(DIR)/tollgate.named.wasm ]; then \
+		$(WASM_OPT) $(WASM_OPT_LEVEL) -g $(WASM_FEATURES) --strip-producers $$src -o $(DIR)/tollgate.named.wasm.tmp && \
+		$(WASM_OPT) $(WASM_FEATURES) --strip-debug $(DIR)/tollgate.named.wasm.tmp -o $$out.tmp && \
+		mv $(DIR)/tollgate.named.wasm.tmp $(DIR)/tollgate.named.wasm && rm -f $$out && mv $$out.tmp $$out && \
+		echo "built $$out ($$(( $$(stat -c %s $$out) / 1024 )) KiB; cargo's module $$(( $$(stat -c %s $$src) / 1024 )) KiB, optimised by wasm-opt $(WASM_OPT_LEVEL))"; \
+	else \
+		echo "built $$out ($$(( $$(stat -c %s $$out) / 1024 )) KiB, optimised; unchanged)"; \
+	fi
 
 run: build ## Start the demo: Envoy on 127.0.0.1:10000 (admin :9901) + echo upstream, in the foreground
 	@mkdir -p target/demo
