@@ -139,15 +139,18 @@ $(TOOLS)/bin/wasm-bindgen-test-runner: Cargo.lock
 	cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
 	@touch $@
 
+# getrandom 0.3 (through boon's ahash) reaches Node's crypto only with this cfg (and its `wasm_js`
+# feature, Cargo.toml); the module Envoy loads is wasm32-wasip1 and uses WASI's random_get.
+GETRANDOM_JS := --cfg getrandom_backend=\"wasm_js\"
 test-wasm: deps $(TOOLS)/bin/wasm-bindgen-test-runner ## The engine's unit tests compiled to wasm32, run in Node (wasm-bindgen-test)
 	@command -v node >/dev/null || { echo "installing Node.js" >&2; $(SUDO) apt-get install -y -qq nodejs >&2; }
 ifeq ($(HAVE_RUSTUP_WASM),yes)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(TOOLS))/bin/wasm-bindgen-test-runner \
-		cargo test --lib --target wasm32-unknown-unknown
+		RUSTFLAGS="$(GETRANDOM_JS)" cargo test --lib --target wasm32-unknown-unknown
 else
 	@$(MAKE) --no-print-directory debian-toolchain
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(TOOLS))/bin/wasm-bindgen-test-runner \
-		RUSTFLAGS="-C linker=wasm-ld-22" $(DEBIAN_CARGO) test --lib --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort
+		RUSTFLAGS="-C linker=wasm-ld-22 $(GETRANDOM_JS)" $(DEBIAN_CARGO) test --lib --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort
 endif
 
 test-e2e: build ## The built module in a real Envoy with real upstreams
