@@ -499,6 +499,8 @@ pub enum Counter {
     RequestsAllowed,
     JwtCacheHit,
     JwtCacheMiss,
+    /// Token signatures checked by the host's crypto (Envoy's BoringSSL) rather than Tollgate's.
+    JwtHostSignatures,
     JwksFetchOk,
     JwksFetchFailed,
     /// Key sets installed in a worker from shared data (after a fetch by any worker).
@@ -539,10 +541,11 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::RequestsAllowed,
         Counter::JwtCacheHit,
         Counter::JwtCacheMiss,
+        Counter::JwtHostSignatures,
         Counter::JwksFetchOk,
         Counter::JwksFetchFailed,
         Counter::JwksInstalled,
@@ -568,6 +571,7 @@ impl Counter {
             Counter::RequestsAllowed => "tollgate.requests.allowed",
             Counter::JwtCacheHit => "tollgate.jwt.cache_hit",
             Counter::JwtCacheMiss => "tollgate.jwt.cache_miss",
+            Counter::JwtHostSignatures => "tollgate.jwt.host_signatures",
             Counter::JwksFetchOk => "tollgate.jwks.fetch_ok",
             Counter::JwksFetchFailed => "tollgate.jwks.fetch_failed",
             Counter::JwksInstalled => "tollgate.jwks.installed",

@@ -229,8 +229,13 @@ fn verify_fresh(
         return Err(DenialCode::UnknownKey);
     };
     let mut outcome = Err(DenialCode::UnknownKey);
-    for verifier in candidates {
-        match verify::verify_signature(verifier, token) {
+    let host = state.signatures.as_deref();
+    for candidate in candidates {
+        let (verdict, by_host) = verify::verify_candidate(candidate, host, token);
+        if by_host {
+            effects.host_signatures += 1;
+        }
+        match verdict {
             Ok(claims) => {
                 outcome = Ok(claims);
                 break;

@@ -459,6 +459,17 @@ impl Engine {
                 format!("{token_cache_entries} is out of range; expected 0 to {MAX_TOKEN_CACHE_ENTRIES}"),
             ));
         }
+        let host_signatures = match doc.signature_verification.as_deref() {
+            None | Some("auto") => true,
+            Some("builtin") => false,
+            Some(other) => {
+                errors.push(ConfigError::new(
+                    "signature_verification",
+                    format!("`{other}` is not a choice; expected one of [`auto`, `builtin`]"),
+                ));
+                false
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -489,6 +500,7 @@ impl Engine {
             providers,
             routes,
             token_cache_entries,
+            host_signatures,
             forwarded_headers,
             identity_header,
             api_keys,

@@ -79,6 +79,8 @@ pub struct Effects {
     pub early_refresh: Option<usize>,
     /// Whether the token cache answered (`Some(true)`), was consulted and missed (`Some(false)`).
     pub cache_hit: Option<bool>,
+    /// Signatures the host's crypto checked (src/jwt/offload.rs).
+    pub host_signatures: u32,
     /// Compare-and-swap attempts lost while updating rate-limit buckets.
     pub cas_retries: u32,
     /// A limit ran out of CAS attempts.

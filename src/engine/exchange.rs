@@ -270,6 +270,12 @@ fn report_effects(
             1,
         ));
     }
+    if effects.host_signatures > 0 {
+        io.count(Metric::Add(
+            Counter::JwtHostSignatures,
+            effects.host_signatures,
+        ));
+    }
     if effects.cas_retries > 0 {
         io.count(Metric::Add(
             Counter::RatelimitCasRetries,

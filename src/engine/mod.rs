@@ -85,6 +85,8 @@ pub struct Engine {
     providers: Vec<Provider>,
     routes: RouteTable,
     token_cache_entries: usize,
+    /// `signature_verification: auto`: the host may check signatures ([`VmState::signatures`]).
+    host_signatures: bool,
     /// Removed from every request: every header Tollgate writes upstream (forwarded claims, the
     /// identity header) so clients cannot forge them, and the API-key header, a secret.
     forwarded_headers: Vec<String>,
@@ -118,6 +120,9 @@ pub struct VmState {
     pub remote: Vec<Option<Installed>>,
     /// Process-wide secret that rate-limit keys are hashed with (from shared data).
     pub limit_secret: Vec<u8>,
+    /// The host's signature checks, installed by the host when it has them and the policy
+    /// allows them ([`Engine::host_signatures`]); `None`: Tollgate verifies every signature.
+    pub signatures: Option<Box<dyn crate::jwt::offload::SignatureHost>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -167,11 +172,19 @@ impl Engine {
         self.limits.iter().any(|l| l.backend.local()) || self.brute_force.is_some()
     }
 
+    /// Whether the policy lets the host check token signatures with its own crypto
+    /// (`signature_verification`, default `auto`); the host installs
+    /// [`VmState::signatures`] only then.
+    pub fn host_signatures(&self) -> bool {
+        self.host_signatures
+    }
+
     pub fn new_state(&self) -> VmState {
         VmState {
             cache: TokenCache::new(self.token_cache_entries),
             remote: self.providers.iter().map(|_| None).collect(),
             limit_secret: Vec::new(),
+            signatures: None,
         }
     }
 

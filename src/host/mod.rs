@@ -3,6 +3,7 @@
 //! stream is translated by `http.rs`. Host calls go through `proxy_wasm::hostcalls` (which return
 //! `Result`) rather than the trait helpers that unwrap.
 
+mod crypto;
 mod http;
 mod io;
 mod metrics;
@@ -180,6 +181,15 @@ impl RootContext for Root {
             ),
         );
         let mut state = engine.new_state();
+        if engine.host_signatures() {
+            match crypto::EnvoyCrypto::probe() {
+                Some(host) => state.signatures = Some(Box::new(host)),
+                None => log(
+                    Level::Info,
+                    "tollgate: the host has no working `verify_signature`: Tollgate verifies token signatures itself",
+                ),
+            }
+        }
         // Rate-limit and brute-force slots are hashed with the secret.
         if engine.uses_slots() {
             let fresh = random_secret();

@@ -215,8 +215,11 @@ mod tests {
             let other = twin(&token, n);
             let verifier = keys.candidates(alg, Some(kid)).unwrap().next().unwrap();
             // Both spellings verify (which also checks the curve orders above).
-            assert!(verify_signature(verifier, &token).is_ok(), "{alg}");
-            assert!(verify_signature(verifier, &other).is_ok(), "{alg} twin");
+            assert!(verify_signature(verifier.verifier, &token).is_ok(), "{alg}");
+            assert!(
+                verify_signature(verifier.verifier, &other).is_ok(),
+                "{alg} twin"
+            );
             assert_ne!(
                 hash(&token),
                 hash(&other),

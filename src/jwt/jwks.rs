@@ -61,6 +61,17 @@ impl Verifier {
 
 struct Key {
     verifiers: Vec<Verifier>,
+    /// DER SubjectPublicKeyInfo of an RSA or EC key, for the host's signature check
+    /// (src/jwt/offload.rs); `None` for HMAC secrets and Ed25519 keys.
+    spki: Option<Box<[u8]>>,
+}
+
+/// One key that may verify a token: its verifier, and its DER public key when the host can check
+/// signatures made with it.
+#[derive(Clone, Copy)]
+pub struct Candidate<'a> {
+    pub verifier: &'a Verifier,
+    pub spki: Option<&'a [u8]>,
 }
 
 /// Decoded keys of one provider.
@@ -90,7 +101,7 @@ impl KeySet {
         }
         for (i, jwk) in keys.iter().enumerate().take(MAX_KEYS_PER_SET) {
             match decode_jwk(jwk, allowed) {
-                Ok(Some((kid, verifiers))) => set.push(kid, verifiers),
+                Ok(Some(decoded)) => set.push(decoded),
                 Ok(None) => errors.push(format!(
                     "`{path}[{i}]`: key cannot verify any of this provider's algorithms ({})",
                     allowed
@@ -120,8 +131,8 @@ impl KeySet {
             .ok_or("jwks has no `keys` array")?;
         let mut set = KeySet::default();
         for jwk in keys.iter().take(MAX_KEYS_PER_SET) {
-            if let Ok(Some((kid, verifiers))) = decode_jwk(jwk, allowed) {
-                set.push(kid, verifiers);
+            if let Ok(Some(decoded)) = decode_jwk(jwk, allowed) {
+                set.push(decoded);
             }
         }
         if set.keys.is_empty() {
@@ -130,12 +141,15 @@ impl KeySet {
         Ok(set)
     }
 
-    fn push(&mut self, kid: Option<String>, verifiers: Vec<Verifier>) {
+    fn push(&mut self, (kid, verifiers, spki): DecodedKey) {
         let index = self.keys.len();
         if let Some(kid) = kid {
             self.by_kid.entry(kid).or_default().push(index);
         }
-        self.keys.push(Key { verifiers });
+        self.keys.push(Key {
+            verifiers,
+            spki: spki.map(Vec::into_boxed_slice),
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -152,7 +166,7 @@ impl KeySet {
         &'a self,
         alg: Alg,
         kid: Option<&str>,
-    ) -> Option<impl Iterator<Item = &'a Verifier> + 'a> {
+    ) -> Option<impl Iterator<Item = Candidate<'a>> + 'a> {
         let indices: Box<dyn Iterator<Item = usize> + 'a> = match kid {
             Some(kid) => Box::new(self.by_kid.get(kid)?.iter().copied()),
             None => Box::new(0..self.keys.len()),
@@ -160,8 +174,13 @@ impl KeySet {
         Some(
             indices
                 .filter_map(move |i| self.keys.get(i))
-                .flat_map(|k| k.verifiers.iter())
-                .filter(move |v| v.alg() == alg),
+                .flat_map(|k| {
+                    k.verifiers.iter().map(|verifier| Candidate {
+                        verifier,
+                        spki: k.spki.as_deref(),
+                    })
+                })
+                .filter(move |c| c.verifier.alg() == alg),
         )
     }
 }
@@ -178,8 +197,9 @@ fn b64_member(jwk: &Value, name: &str) -> Result<Vec<u8>, String> {
 
 /// Decodes one JWK into verifiers for each allowed algorithm it can serve. `Ok(None)` when the
 /// key is well-formed but serves none of them (or is an encryption key).
-/// A decoded key: its `kid` and one verifier per algorithm it serves.
-type DecodedKey = (Option<String>, Vec<Verifier>);
+/// A decoded key: its `kid`, one verifier per algorithm it serves, and its DER public key for
+/// the host's signature check (RSA and EC keys).
+type DecodedKey = (Option<String>, Vec<Verifier>, Option<Vec<u8>>);
 
 fn decode_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Option<DecodedKey>, String> {
     if !jwk.is_object() {
@@ -232,10 +252,30 @@ fn decode_jwk(jwk: &Value, allowed: &[Alg]) -> Result<Option<DecodedKey>, String
         return Ok(None);
     }
     let mut verifiers = Vec::with_capacity(algs.len());
-    for alg in algs {
-        verifiers.push(build(alg, jwk)?);
+    for alg in &algs {
+        verifiers.push(build(*alg, jwk)?);
     }
-    Ok(Some((kid, verifiers)))
+    // Built only once the verifiers accepted the key material (so it is well-formed).
+    let spki = match (kty, crv) {
+        ("RSA", _) => Some(super::der::rsa_spki(
+            &b64_member(jwk, "n")?,
+            &b64_member(jwk, "e")?,
+        )),
+        ("EC", Some(crv)) => super::der::ec_spki(crv, &sec1_point(jwk)?),
+        _ => None,
+    };
+    Ok(Some((kid, verifiers, spki)))
+}
+
+/// An EC JWK's point, uncompressed SEC1 (`0x04 || x || y`).
+fn sec1_point(jwk: &Value) -> Result<Vec<u8>, String> {
+    let x = b64_member(jwk, "x")?;
+    let y = b64_member(jwk, "y")?;
+    let mut sec1 = Vec::with_capacity(1 + x.len() + y.len());
+    sec1.push(0x04);
+    sec1.extend_from_slice(&x);
+    sec1.extend_from_slice(&y);
+    Ok(sec1)
 }
 
 fn build(alg: Alg, jwk: &Value) -> Result<Verifier, String> {
@@ -279,12 +319,7 @@ fn build(alg: Alg, jwk: &Value) -> Result<Verifier, String> {
             }
         }
         Family::Ec(_) => {
-            let x = b64_member(jwk, "x")?;
-            let y = b64_member(jwk, "y")?;
-            let mut sec1 = Vec::with_capacity(1 + x.len() + y.len());
-            sec1.push(0x04);
-            sec1.extend_from_slice(&x);
-            sec1.extend_from_slice(&y);
+            let sec1 = sec1_point(jwk)?;
             match alg {
                 Alg::ES256 => Verifier::ES256(ES256PublicKey::from_bytes(&sec1).map_err(invalid)?),
                 Alg::ES384 => Verifier::ES384(ES384PublicKey::from_bytes(&sec1).map_err(invalid)?),

@@ -2,7 +2,8 @@
 //! signature, then the registered claims. Every failure maps to one [`DenialCode`].
 
 use super::alg::Alg;
-use super::jwks::Verifier;
+use super::jwks::{Candidate, Verifier};
+use super::offload::{SignatureCheck, SignatureHost};
 use crate::codes::DenialCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -131,6 +132,108 @@ pub fn verify_signature(verifier: &Verifier, token: &str) -> Result<Claims, Deni
     })?;
     check_time_claims(token)?;
     Ok(claims)
+}
+
+/// Checks the signature with one key, by the host's crypto where it can (RSA PKCS#1 v1.5 and
+/// ECDSA keys, when `host` is given) and by Tollgate's own otherwise. The verdict is the same
+/// either way (`tests/e2e/test_host_crypto.py` compares both on one corpus in Envoy); the flag
+/// says whether the host checked the signature.
+pub fn verify_candidate(
+    candidate: Candidate<'_>,
+    host: Option<&dyn SignatureHost>,
+    token: &str,
+) -> (Result<Claims, DenialCode>, bool) {
+    if let (Some(host), Some(spki)) = (host, candidate.spki) {
+        if let Some(outcome) = verify_by_host(candidate.verifier, spki, host, token) {
+            return (outcome, true);
+        }
+    }
+    (verify_signature(candidate.verifier, token), false)
+}
+
+/// What [`verify_signature`] does for one of the host's algorithms, with the signature checked by
+/// the host: the same parsing, in the same order, as jwt-simple (`Token::verify`) or
+/// [`verify_es512`], so that every token gets the same verdict. `None` when the host cannot say.
+fn verify_by_host(
+    verifier: &Verifier,
+    spki: &[u8],
+    host: &dyn SignatureHost,
+    token: &str,
+) -> Option<Result<Claims, DenialCode>> {
+    use jwt_simple::reexports::ct_codecs::{Base64UrlSafeNoPadding, Decoder as _};
+    let (hash, ecdsa_size, like_jwt_simple) = match verifier {
+        Verifier::RS256(_) => ("sha256", None, true),
+        Verifier::RS384(_) => ("sha384", None, true),
+        Verifier::RS512(_) => ("sha512", None, true),
+        Verifier::ES256(_) => ("sha256", Some(32), true),
+        Verifier::ES384(_) => ("sha384", Some(48), true),
+        Verifier::ES512(_) => ("sha512", Some(66), false),
+        _ => return None,
+    };
+    let decode = |text: &str| -> Result<Vec<u8>, DenialCode> {
+        if like_jwt_simple {
+            Base64UrlSafeNoPadding::decode_to_vec(text, None)
+                .map_err(|_| DenialCode::TokenMalformed)
+        } else {
+            URL_SAFE_NO_PAD
+                .decode(text)
+                .map_err(|_| DenialCode::TokenMalformed)
+        }
+    };
+    let checked = (|| {
+        let (header_b64, payload_b64, sig_b64) =
+            segments(token).ok_or(DenialCode::TokenMalformed)?;
+        if like_jwt_simple {
+            // jwt-simple reads the whole header into its own type (a member of the wrong type
+            // is an error there) and decodes a `salt` before it looks at the signature.
+            #[derive(Deserialize)]
+            struct Salt {
+                salt: Option<String>,
+            }
+            let _ = Token::decode_metadata(token).map_err(|_| DenialCode::TokenMalformed)?;
+            let header: Salt = serde_json::from_slice(&decode(header_b64)?)
+                .map_err(|_| DenialCode::TokenMalformed)?;
+            if let Some(salt) = header.salt {
+                decode(&salt)?;
+            }
+        }
+        let signature = decode(sig_b64)?;
+        let signature = match ecdsa_size {
+            Some(size) => {
+                super::der::ecdsa_signature(&signature, size).ok_or(DenialCode::SignatureInvalid)?
+            }
+            None => signature,
+        };
+        let message = token
+            .get(..header_b64.len() + 1 + payload_b64.len())
+            .ok_or(DenialCode::TokenMalformed)?;
+        Ok((signature, message, payload_b64))
+    })();
+    let (signature, message, payload_b64) = match checked {
+        Ok(parts) => parts,
+        Err(code) => return Some(Err(code)),
+    };
+    let valid = host.verify(&SignatureCheck {
+        hash,
+        key: spki,
+        signature: &signature,
+        message: message.as_bytes(),
+    })?;
+    if !valid {
+        return Some(Err(DenialCode::SignatureInvalid));
+    }
+    Some((|| {
+        let payload = decode(payload_b64)?;
+        if like_jwt_simple {
+            let claims: Claims =
+                serde_json::from_slice(&payload).map_err(|_| DenialCode::TokenMalformed)?;
+            check_time_claims(token)?;
+            Ok(claims)
+        } else {
+            check_time_claims(token)?;
+            serde_json::from_slice(&payload).map_err(|_| DenialCode::TokenMalformed)
+        }
+    })())
 }
 
 /// Latest time a registered time claim may name: 9999-12-31T23:59:59Z.
@@ -314,7 +417,156 @@ mod tests {
     fn verify_with(token: &str, alg: Alg, kid: &str) -> Result<Claims, DenialCode> {
         let keys = keys();
         let mut c = keys.candidates(alg, Some(kid)).unwrap();
-        verify_signature(c.next().unwrap(), token)
+        verify_signature(c.next().unwrap().verifier, token)
+    }
+
+    /// One check as the host saw it: hash, key, signature, message.
+    type Asked = (&'static str, Vec<u8>, Vec<u8>, Vec<u8>);
+
+    /// Answers every check with `answer` and remembers what it was asked.
+    struct FakeHost {
+        answer: Option<bool>,
+        asked: std::cell::RefCell<Vec<Asked>>,
+    }
+
+    impl SignatureHost for FakeHost {
+        fn verify(&self, c: &SignatureCheck<'_>) -> Option<bool> {
+            self.asked.borrow_mut().push((
+                c.hash,
+                c.key.to_vec(),
+                c.signature.to_vec(),
+                c.message.to_vec(),
+            ));
+            self.answer
+        }
+    }
+
+    fn fake(answer: Option<bool>) -> FakeHost {
+        FakeHost {
+            answer,
+            asked: Default::default(),
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_host_is_asked_for_rsa_and_ecdsa_only() {
+        let keys = keys();
+        for (alg, kid) in testkit::ALG_KEYS {
+            let token = Mint::new(alg, kid).now(NOW).sign();
+            let candidate = keys.candidates(alg, Some(kid)).unwrap().next().unwrap();
+            let builtin = verify_signature(candidate.verifier, &token);
+            let host = fake(Some(true));
+            let (verdict, by_host) = verify_candidate(candidate, Some(&host), &token);
+            let offloaded = matches!(
+                alg,
+                Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::ES256 | Alg::ES384 | Alg::ES512
+            );
+            assert_eq!(by_host, offloaded, "{alg}");
+            let rsa_or_ec = offloaded || alg.as_str().starts_with("PS");
+            assert_eq!(candidate.spki.is_some(), rsa_or_ec, "{alg}");
+            // The same claims either way.
+            let (got, want) = (verdict.unwrap(), builtin.unwrap());
+            assert_eq!(got.custom, want.custom, "{alg}");
+            assert_eq!(got.subject, want.subject, "{alg}");
+            assert_eq!(got.expires_at, want.expires_at, "{alg}");
+            let asked = host.asked.borrow();
+            if !offloaded {
+                assert!(asked.is_empty(), "{alg}");
+                continue;
+            }
+            let (hash, key, signature, message) = &asked[0];
+            let bits = &alg.as_str()[2..];
+            assert_eq!(*hash, format!("sha{bits}"), "{alg}");
+            assert_eq!(key.as_slice(), candidate.spki.unwrap());
+            let dot = token.rfind('.').unwrap();
+            assert_eq!(message.as_slice(), &token.as_bytes()[..dot]);
+            if alg.as_str().starts_with("ES") {
+                assert_eq!(signature[0], 0x30, "{alg}: DER ECDSA-Sig-Value");
+            } else {
+                assert_eq!(signature.len(), 256, "{alg}: the RSA signature as sent");
+            }
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_refusal_by_the_host_is_a_bad_signature_and_silence_falls_back() {
+        let keys = keys();
+        for (alg, kid) in [
+            (Alg::RS256, "rsa-1"),
+            (Alg::ES256, "ec256"),
+            (Alg::ES512, "ec521"),
+        ] {
+            let token = Mint::new(alg, kid).now(NOW).sign();
+            let tampered = testkit::tamper_payload(&token, json!({"sub": "mallory"}));
+            let candidate = keys.candidates(alg, Some(kid)).unwrap().next().unwrap();
+            let (verdict, by_host) = verify_candidate(candidate, Some(&fake(Some(false))), &token);
+            assert_eq!(
+                (verdict.unwrap_err(), by_host),
+                (DenialCode::SignatureInvalid, true)
+            );
+            // No answer: Tollgate's own check decides, both ways.
+            let silent = fake(None);
+            let (verdict, by_host) = verify_candidate(candidate, Some(&silent), &token);
+            assert!(verdict.is_ok() && !by_host, "{alg}");
+            let (verdict, by_host) = verify_candidate(candidate, Some(&silent), &tampered);
+            assert_eq!(
+                (verdict.unwrap_err(), by_host),
+                (DenialCode::SignatureInvalid, false)
+            );
+            // Malformed signatures never reach the host.
+            let dot = token.rfind('.').unwrap();
+            let host = fake(Some(true));
+            let bad = format!("{}.!!", &token[..dot]);
+            let (verdict, _) = verify_candidate(candidate, Some(&host), &bad);
+            assert_eq!(verdict.unwrap_err(), DenialCode::TokenMalformed, "{alg}");
+            if alg != Alg::RS256 {
+                // An ECDSA signature of the wrong length is invalid, as jwt-simple finds.
+                let short = format!("{}.{}", &token[..dot], URL_SAFE_NO_PAD.encode([1u8; 10]));
+                let (verdict, _) = verify_candidate(candidate, Some(&host), &short);
+                assert_eq!(verdict.unwrap_err(), DenialCode::SignatureInvalid, "{alg}");
+            }
+            assert!(host.asked.borrow().is_empty(), "{alg}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_host_keys_are_the_jwks_keys() {
+        // The DER SubjectPublicKeyInfo given to the host, read back by jwt-simple, verifies the
+        // same tokens.
+        let keys = keys();
+        let at = || {
+            Some(VerificationOptions {
+                artificial_time: Some(Duration::from_secs(NOW)),
+                ..Default::default()
+            })
+        };
+        let rs = Mint::new(Alg::RS256, "rsa-1").now(NOW).sign();
+        let spki = keys
+            .candidates(Alg::RS256, Some("rsa-1"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .spki;
+        let key = RS256PublicKey::from_der(spki.unwrap()).unwrap();
+        assert!(key.verify_token::<Map<String, Value>>(&rs, at()).is_ok());
+        let es = Mint::new(Alg::ES256, "ec256").now(NOW).sign();
+        let spki = keys
+            .candidates(Alg::ES256, Some("ec256"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .spki;
+        let key = ES256PublicKey::from_der(spki.unwrap()).unwrap();
+        assert!(key.verify_token::<Map<String, Value>>(&es, at()).is_ok());
+        let es = Mint::new(Alg::ES384, "ec384").now(NOW).sign();
+        let spki = keys
+            .candidates(Alg::ES384, Some("ec384"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .spki;
+        let key = ES384PublicKey::from_der(spki.unwrap()).unwrap();
+        assert!(key.verify_token::<Map<String, Value>>(&es, at()).is_ok());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

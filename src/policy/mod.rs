@@ -30,6 +30,11 @@ pub struct PolicyDoc {
     pub routes: Vec<RouteDoc>,
     #[serde(default)]
     pub token_cache: Option<TokenCacheDoc>,
+    /// `auto` (default): RSA PKCS#1 v1.5 and ECDSA token signatures are checked by the host's
+    /// crypto where it has some (Envoy's BoringSSL), by Tollgate's own code elsewhere;
+    /// `builtin`: always by Tollgate's own code.
+    #[serde(default)]
+    pub signature_verification: Option<String>,
     /// API keys, stored as SHA-256 hashes.
     #[serde(default)]
     pub api_keys: Option<ApiKeysDoc>,

@@ -15,8 +15,10 @@ from harness import ROOT, WASM
 sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
 import wasm_size  # noqa: E402
 
-# 2,576 KiB measured on 2026-12-05 (issue 16's aim is 2,048 KiB: not met yet).
-BUDGET_KIB = 2600
+# 2,576 KiB measured on 2026-12-05 after boon and wasm-opt, then 2,605 with Envoy's
+# verify_signature (DER and protobuf encoding, the jwt-simple-compatible parse). Issue 16's aim
+# is 2,048 KiB: not met yet.
+BUDGET_KIB = 2640
 
 NAMED = os.path.join(os.path.dirname(WASM), "tollgate.named.wasm")
 CARGO = os.path.join(os.path.dirname(WASM), "deps", "tollgate.wasm")
