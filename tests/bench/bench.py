@@ -29,6 +29,7 @@ The test keys in tests/fixtures/keys are TEST-ONLY material.
 """
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -79,7 +80,7 @@ HIGH = 1_000_000  # rate limit that never triggers
 
 # --- configurations -------------------------------------------------------------------------
 
-def tollgate_policy(full: bool, audit_all: bool = False) -> dict:
+def tollgate_policy(full: bool, audit_all: bool = False, builtin: bool = False) -> dict:
     route = {"name": "orders-create", "path": "/orders", "methods": ["POST"], "providers": ["corp"]}
     policy = {
         "providers": {"corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256", "ES256"],
@@ -89,6 +90,8 @@ def tollgate_policy(full: bool, audit_all: bool = False) -> dict:
         # with filters that log nothing per request, so allowed requests are sampled at 1%.
         "audit": {"sample_allowed": 1.0 if audit_all else 0.01},
     }
+    if builtin:
+        policy["signature_verification"] = "builtin"
     if full:
         route["scopes"] = {"all": ["orders:write"]}
         route["limits"] = ["per-client"]
@@ -340,10 +343,46 @@ wrk.headers["authorization"] = "Bearer %s"
 """
 
 
+# Never-repeated tokens (`*-fresh-*` variants): wrk cycles through a file of distinct tokens, more
+# than a token cache holds, so every request verifies a signature.
+WRK_FRESH_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '%s'
+local tokens = {}
+for line in io.lines("%s") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, nil, {["content-type"] = "application/json",
+                               ["authorization"] = "Bearer " .. tokens[(i %% #tokens) + 1]})
+end
+"""
+FRESH_TOKENS = 6000  # > the default token cache (1024 entries, first in, first out)
+
+
+def fresh_tokens(alg, workdir):
+    """Distinct tokens (by `jti`), in a file for wrk; the list is also what `latency` cycles."""
+    exp = int(time.time()) + 86400
+    tokens = [mint(alg, scope=SCOPE, exp=exp, jti=f"fresh-{i}") for i in range(FRESH_TOKENS)]
+    path = os.path.join(workdir, f"fresh-{alg}.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(tokens) + "\n")
+    return FreshTokens(tokens, path)
+
+
+class FreshTokens(list):
+    def __init__(self, tokens, path):
+        super().__init__(tokens)
+        self.path = path
+
+
 def run_wrk(proxy, token, duration, connections, workdir):
     script = os.path.join(workdir, f"wrk-{proxy.name}.lua")
     with open(script, "w") as f:
-        f.write(WRK_SCRIPT % (BODY.decode(), token))
+        if isinstance(token, FreshTokens):
+            f.write(WRK_FRESH_SCRIPT % (BODY.decode(), token.path))
+        else:
+            f.write(WRK_SCRIPT % (BODY.decode(), token))
     cpu0, done0 = proxy.cpu_seconds(), proxy.completed()
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", script,
                           f"http://127.0.0.1:{proxy.port}/orders"], capture_output=True, text=True, check=True).stdout
@@ -362,8 +401,11 @@ def run_wrk(proxy, token, duration, connections, workdir):
 def latency(proxy, token, rate, duration, connections=4):
     """Open-loop client: each connection sends on a fixed schedule; latency counts from when a
     request was due, so queueing behind a slow response is measured, not hidden."""
-    request = (f"POST /orders HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
-               f"authorization: Bearer {token}\r\ncontent-length: {len(BODY)}\r\n\r\n").encode() + BODY
+    tokens = token if isinstance(token, FreshTokens) else [token]
+    requests = [(f"POST /orders HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+                 f"authorization: Bearer {t}\r\ncontent-length: {len(BODY)}\r\n\r\n").encode() + BODY
+                for t in tokens]
+    sent = itertools.count()
     interval = connections / rate
     results, failures = [], []
     start = time.perf_counter() + 0.2
@@ -378,7 +420,7 @@ def latency(proxy, token, rate, duration, connections=4):
             now = time.perf_counter()
             if due > now:
                 time.sleep(due - now)
-            s.sendall(request)
+            s.sendall(requests[next(sent) % len(requests)])
             status = f.readline()
             length = 0
             while True:
@@ -469,6 +511,13 @@ def main():
         ("native-global-limit", native_global_filters(), rs256,
          "jwt_authn (jwt_cache_config) + Envoy's `ratelimit` filter asking the same rate-limit service, RS256"),
         ("native-rs256", native_filters(False), rs256, "jwt_authn + rbac + local_ratelimit, RS256, no JWT cache"),
+        # Never-repeated tokens: every request verifies an RS256 signature.
+        ("tollgate-fresh-rs256", [wasm_filter(WASM, tollgate_policy(True))], "fresh",
+         "Tollgate full pipeline, a new RS256 token on every request (signature by Envoy's BoringSSL)"),
+        ("tollgate-fresh-rs256-builtin", [wasm_filter(WASM, tollgate_policy(True, builtin=True))], "fresh",
+         "the same with `signature_verification: builtin` (Tollgate's own RSA code)"),
+        ("native-fresh-rs256", native_filters(False), "fresh",
+         "jwt_authn + rbac + local_ratelimit, no JWT cache, a new RS256 token on every request"),
         ("native-cache-rs256", native_filters(True), rs256, "jwt_authn (jwt_cache_config) + rbac + local_ratelimit, RS256"),
         ("native-cache-es256", native_filters(True), es256, "jwt_authn (jwt_cache_config) + rbac + local_ratelimit, ES256"),
     ]
@@ -494,6 +543,10 @@ def main():
             sys.exit(f"--only: unknown variant {', '.join(f'`{n}`' for n in sorted(unknown))}{hint}; expected some of "
                      f"[{', '.join(f'`{v[0]}`' for v in variants)}]")
         variants = [v for v in variants if v[0] in keep or v[0] == "floor"]
+
+    if any(v[2] == "fresh" for v in variants):
+        fresh = fresh_tokens("RS256", workdir)
+        variants = [(n, f, fresh if t == "fresh" else t, d) for n, f, t, d in variants]
 
     up_port, up_admin = free_port(), free_port()
     upstream = Proxy("upstream", upstream_config(up_port, up_admin), workdir, concurrency=1)
@@ -533,6 +586,8 @@ def main():
                       f"p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms", flush=True)
         extras = {"module_kib": os.path.getsize(WASM) // 1024} if args.no_extras else \
             measure_extras(args, workdir, up_port)
+        if args.baseline:
+            extras["baseline_module_kib"] = os.path.getsize(args.baseline) // 1024
     finally:
         for p in proxies.values():
             p.stop()
@@ -556,7 +611,8 @@ def measure_extras(args, workdir, up_port):
         extras["baseline_module_kib"] = os.path.getsize(args.baseline) // 1024
     policy = many_routes_policy()
     starts = {}
-    for name, filters in (("floor", []), ("tollgate-100-routes", [wasm_filter(WASM, policy)])):
+    for name, filters in (("floor", []), ("tollgate-100-routes", [wasm_filter(WASM, policy)]),
+                          ("tollgate-1000-routes", [wasm_filter(WASM, many_routes_policy(routes=1000))])):
         times = []
         for i in range(3):
             p = Proxy(f"start-{name}-{i}", bootstrap(free_port(), free_port(), up_port, filters), workdir,
@@ -567,7 +623,7 @@ def measure_extras(args, workdir, up_port):
                 if name != "floor" and i == 0:
                     log = open(p.log_path).read()
                     m = re.findall(r"compiled in (\d+) ms", log)
-                    extras["policy_compile_ms"] = [int(x) for x in m]
+                    extras["policy_compile_ms" if name == "tollgate-100-routes" else "policy_compile_ms_1000"] = [int(x) for x in m]
             finally:
                 p.stop()
         starts[name] = statistics.median(times)
@@ -642,7 +698,8 @@ def write_report(args, variants, summary, rounds, extras):
             previous = cpu
         lines.append("")
     pairs = [("tollgate-full-rs256", "native-rs256"), ("tollgate-full-rs256", "native-cache-rs256"),
-             ("tollgate-full-es256", "native-cache-es256"), ("tollgate-jwt", "native-cache-rs256")]
+             ("tollgate-full-es256", "native-cache-es256"), ("tollgate-jwt", "native-cache-rs256"),
+             ("tollgate-fresh-rs256", "native-fresh-rs256"), ("tollgate-fresh-rs256-builtin", "native-fresh-rs256")]
     pairs = [(a, b) for a, b in pairs if a in summary and b in summary]
     if pairs:
         lines += ["Tollgate's CPU per request against the native chain (below 1.00: Tollgate costs less):", ""]
@@ -675,6 +732,7 @@ def write_report(args, variants, summary, rounds, extras):
                     row += f" {own:.1f} µs ({own / floor['cpu_us'] * 100:.0f}%) |"
             lines.append(row)
         lines.append("")
+    lines += aims(summary, extras)
     if "tollgate-jwt" in summary:
         added = summary["tollgate-jwt"]["cpu_us"] / floor["cpu_us"] - 1
         lines += [f"JWT only with a repeated token costs {added * 100:.0f}% more CPU per request than the floor.", ""]
@@ -723,6 +781,43 @@ def write_report(args, variants, summary, rounds, extras):
         f.write("\n".join(lines) + "\n")
 
 
+def aims(summary, extras):
+    """Issue 16's aims, each with this run's figure, the aim, their ratio (at most 1.00 meets it)."""
+    rows = []
+
+    def row(what, figure, aim, unit):
+        if figure is None:
+            return
+        ratio = figure / aim
+        rows.append(f"| {what} | {figure:.2f} {unit} | {aim:.2f} {unit} | {ratio:.2f} | {'yes' if ratio <= 1 else 'no'} |")
+
+    floor = summary["floor"]["cpu_us"]
+    callbacks = summary.get("wasm-sdk-callbacks", {}).get("cpu_us")
+    cpu = lambda n: summary[n]["cpu_us"] if n in summary else None  # noqa: E731
+    row("module size", extras.get("module_kib", 0) / 1024, 2.0, "MiB")
+    start = extras.get("start_s", {})
+    if "tollgate-100-routes" in start:
+        row("Envoy start to ready, 100 routes, 10 keys", start["tollgate-100-routes"], 1.0, "s")
+    if "tollgate-1000-routes" in start and "tollgate-100-routes" in start:
+        row("start to ready, 1,000 routes (aim: 1.2 × the 100-route start)", start["tollgate-1000-routes"],
+            1.2 * start["tollgate-100-routes"], "s")
+    if "per_worker_vm_kib" in extras:
+        row("memory per further worker VM", extras["per_worker_vm_kib"] / 1024, 2.0, "MiB")
+    if callbacks is not None:
+        if cpu("tollgate-full-rs256") is not None:
+            row("own cost, full pipeline ((full − sdk callbacks) / floor)", (cpu("tollgate-full-rs256") - callbacks) / floor, 0.20, "×")
+        if cpu("tollgate-jwt") is not None:
+            row("own cost, JWT only ((jwt − sdk callbacks) / floor)", (cpu("tollgate-jwt") - callbacks) / floor, 0.10, "×")
+    if cpu("tollgate-full-rs256") is not None and cpu("native-cache-rs256") is not None:
+        row("full pipeline / native chain with JWT cache", cpu("tollgate-full-rs256") / cpu("native-cache-rs256"), 1.15, "×")
+    if cpu("tollgate-fresh-rs256") is not None and cpu("native-fresh-rs256") is not None:
+        row("never-repeated RS256 tokens / native chain", cpu("tollgate-fresh-rs256") / cpu("native-fresh-rs256"), 1.0, "×")
+    if not rows:
+        return []
+    return ["Aims (issue 16): this run's figure, the aim, and their ratio (at most 1.00 meets the aim).", "",
+            "| aim | figure | aim | ratio | met |", "|---|---:|---:|---:|---|"] + rows + [""]
+
+
 def other_figures(extras):
     return [
         "Other figures:",
@@ -732,7 +827,9 @@ def other_figures(extras):
         f"- Envoy start to ready (`--concurrency 1`, median of 3): {extras['start_s']['floor']:.2f} s without a filter, "
         f"{extras['start_s']['tollgate-100-routes']:.2f} s with Tollgate and a policy of 100 routes (each with scopes, "
         f"a rate limit and a body schema) and 10 keys; the plugin reported compiling the policy in "
-        f"{', '.join(str(x) for x in extras.get('policy_compile_ms', []))} ms (one line per VM).",
+        f"{', '.join(str(x) for x in extras.get('policy_compile_ms', []))} ms (one line per VM); with 1,000 routes "
+        f"{extras['start_s'].get('tollgate-1000-routes', 0):.2f} s (policy compiled in "
+        f"{', '.join(str(x) for x in extras.get('policy_compile_ms_1000', []))} ms).",
         f"- memory: Envoy RSS {extras['rss_kib'][1] // 1024} MiB with 1 worker, {extras['rss_kib'][2] // 1024} MiB with 2, "
         f"{extras['rss_kib'][4] // 1024} MiB with 4: about {extras['per_worker_vm_kib'] // 1024} MiB per worker VM "
         "(V8 with the compiled module, the engine and its policy).",
