@@ -231,10 +231,11 @@ test-e2e-compat: build $(COMPAT_VENV)/.installed ## The end-to-end suite against
 # Benchmark and profile (not part of `make test`): see tests/bench/bench.py and tests/README.md,
 # "Performance".
 BENCH_ARGS ?=
-bench: build ## Benchmark against no filter and Envoy's native chain (BENCH_ARGS="--rounds 3"); writes tests/bench/results.md
+bench: build ## Benchmark against no filter and Envoy's native chain, scaling curves (BENCH_ARGS="--rounds 3"); writes tests/bench/results.md
 	@command -v wrk >/dev/null || { echo "installing wrk" >&2; $(SUDO) apt-get update -qq >&2; $(SUDO) apt-get install -y -qq wrk >&2; }
 	CARGO_TARGET_DIR=$(abspath target/stage-probe) $(MAKE) --no-print-directory build FEATURES="--features stage-probe"
 	cargo test --release --test engine_bench -- --ignored --nocapture
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/bench/requirements.txt >&2
 	$(PY) tests/bench/bench.py $(BENCH_ARGS)
 
 profile: ## callgrind profile of the engine's hot path, natively (target/callgrind.out; needs valgrind)

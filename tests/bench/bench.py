@@ -48,7 +48,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "envoy"))
+sys.path.insert(0, HERE)
 import render  # noqa: E402
+import curves  # noqa: E402
 import trap_module  # noqa: E402
 from harness import WASM, envoy_binary, free_port, stop_process  # noqa: E402
 from tokens import AUDIENCE, ISSUER, mint, public_jwk  # noqa: E402
@@ -327,7 +329,7 @@ def upstream_config(port, admin):
     # before the body has arrived closes the connection, and every variant would then pay for a
     # new upstream connection per request.
     cfg = bootstrap(port, admin, 1, [{"name": "envoy.filters.http.buffer", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 65536}}])
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 4194304}}])
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["route_config"]["virtual_hosts"][0]["routes"] = [
         {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": '{"id": 1, "status": "created"}'}}}]
@@ -467,6 +469,10 @@ def main():
     ap.add_argument("--no-stages", action="store_true", help="skip the stage breakdown of tollgate-jwt")
     ap.add_argument("--no-extras", action="store_true",
                     help="skip start time and memory (the short run in `make test` uses it)")
+    ap.add_argument("--no-curves", action="store_true", help="skip the scaling curves (tests/bench/curves.py)")
+    ap.add_argument("--curves-only", metavar="DIMENSIONS", nargs="?", const="all",
+                    help="run only the scaling curves (all, or a comma-separated subset of "
+                         "routes,api_keys,jwks_keys,body_bytes,limit_keys); report to --out")
     ap.add_argument("--baseline", metavar="PATH",
                     help="another module (an older build): adds " + " and ".join(b for _, b in BASELINE_PAIRS) +
                     ", run with the policies of " + " and ".join(a for a, _ in BASELINE_PAIRS))
@@ -481,6 +487,22 @@ def main():
             sys.exit(f"--baseline: {args.baseline} does not exist")
 
     workdir = tempfile.mkdtemp(prefix="tollgate-bench-")
+    if args.curves_only:
+        only = None if args.curves_only == "all" else set(args.curves_only.split(","))
+        up_port, up_admin = free_port(), free_port()
+        upstream = Proxy("upstream", upstream_config(up_port, up_admin), workdir, concurrency=1)
+        try:
+            upstream.wait_ready()
+            results = curves.run(sys.modules[__name__], workdir, up_port, only=only)
+        finally:
+            upstream.stop()
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write("\n".join(["# Tollgate scaling curves", ""] + curves.report(results, os.path.dirname(os.path.abspath(args.out)))) + "\n")
+        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+            json.dump({"curves": results}, f, indent=1)
+        print(open(args.out).read())
+        return
     empty_wasm = trap_module.write(os.path.join(workdir, "minimal.wasm"))
     callbacks_wasm = trap_module.write(os.path.join(workdir, "callbacks.wasm"), all_callbacks=True)
     rs256, es256 = mint("RS256", scope=SCOPE, exp=int(time.time()) + 86400), mint("ES256", scope=SCOPE, exp=int(time.time()) + 86400)
@@ -588,6 +610,7 @@ def main():
             measure_extras(args, workdir, up_port)
         if args.baseline:
             extras["baseline_module_kib"] = os.path.getsize(args.baseline) // 1024
+        curve_results = {} if args.no_curves or args.no_extras else curves.run(sys.modules[__name__], workdir, up_port)
     finally:
         for p in proxies.values():
             p.stop()
@@ -597,10 +620,11 @@ def main():
 
     summary = {name: {k: statistics.median(m[k] for m in ms) for k in ("rps", "cpu_us", "p50_ms", "p99_ms", "cpu_fixed_us")}
                for name, ms in rounds.items()}
-    write_report(args, variants, summary, rounds, extras)
+    write_report(args, variants, summary, rounds, extras, curve_results)
     json_path = os.path.splitext(args.out)[0] + ".json"
     with open(json_path, "w") as f:
-        json.dump({"summary": summary, "rounds": rounds, "extras": extras, "baseline": args.baseline}, f, indent=1)
+        json.dump({"summary": summary, "rounds": rounds, "extras": extras, "baseline": args.baseline,
+                   "curves": curve_results}, f, indent=1)
     print(open(args.out).read())
 
 
@@ -643,7 +667,7 @@ def measure_extras(args, workdir, up_port):
     return extras
 
 
-def write_report(args, variants, summary, rounds, extras):
+def write_report(args, variants, summary, rounds, extras, curve_results=None):
     floor = summary["floor"]
     lines = []
     cpu = platform.processor() or platform.machine()
@@ -765,6 +789,8 @@ def write_report(args, variants, summary, rounds, extras):
         lines += [f"Module size: {extras['module_kib']} KiB (start time and memory not measured: --no-extras).", ""]
     else:
         lines += other_figures(extras)
+    if curve_results:
+        lines += curves.report(curve_results, os.path.dirname(os.path.abspath(args.out)))
     lines += [
         "Every round:",
         "",
