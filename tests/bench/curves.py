@@ -134,25 +134,25 @@ def slope(points, key, scale=1.0):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
 
 
-def run(b, workdir, up_port, duration=3, connections=8, only=None):
+def run(b, workdir, up_port, duration=3, connections=8, only=None, points=None):
     results = {}
     for dimension, values in DIMENSIONS.items():
         if only and dimension not in only:
             continue
         results[dimension] = []
-        for n in values:
+        for n in values[:points]:
             m = measure(b, workdir, up_port, dimension, n, duration, connections)
             results[dimension].append(m)
             print(f"curve {dimension:10} {n:>8}  start {m['start_s']:.2f} s  {m['cpu_us']:7.1f} us/req", flush=True)
     return results
 
 
-def report(results, out_dir):
+def report(results, out_dir, duration=3):
     lines = [
         "## Scaling",
         "",
         "CPU per request and start-to-ready time as the policy or the request grows (tests/bench/curves.py: "
-        "one Envoy per point, `--concurrency 1`, wrk with 1 thread and 8 connections for 3 s after a 1-s "
+        f"one Envoy per point, `--concurrency 1`, wrk with 1 thread and 8 connections for {duration} s after a 1-s "
         "warm-up). Slope: the least-squares line through the points, per unit of the x axis. "
         "A slope that is small against the CPU per request means the cost does not grow with that dimension.",
         "",

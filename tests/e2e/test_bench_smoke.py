@@ -27,3 +27,16 @@ def test_a_short_benchmark_runs_and_reports(tmp_path):
     assert "A `global` limit instead of a `local` one" in report
     assert "Envoy's own `ratelimit` filter" in report
     assert (tmp_path / "results.json").exists()
+
+
+def test_the_scaling_curves_run_and_report(tmp_path):
+    """Two points of two curves, one second each: the machinery of `make bench`'s curves."""
+    out = tmp_path / "curves.md"
+    run = subprocess.run(
+        [sys.executable, "-W", "ignore", os.path.join(ROOT, "tests/bench/bench.py"), "--curves-only",
+         "routes,body_bytes", "--curve-points", "2", "--duration", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    report = out.read_text()
+    assert "**routes**: CPU slope" in report and "**body_bytes**: CPU slope" in report, report
+    assert "| 100 |" in report and "| 1,024 |" in report, report
