@@ -183,20 +183,7 @@ fn verify_by_host(
     let checked = (|| {
         let (header_b64, payload_b64, sig_b64) =
             segments(token).ok_or(DenialCode::TokenMalformed)?;
-        if like_jwt_simple {
-            // jwt-simple reads the whole header into its own type (a member of the wrong type
-            // is an error there) and decodes a `salt` before it looks at the signature.
-            #[derive(Deserialize)]
-            struct Salt {
-                salt: Option<String>,
-            }
-            let _ = Token::decode_metadata(token).map_err(|_| DenialCode::TokenMalformed)?;
-            let header: Salt = serde_json::from_slice(&decode(header_b64)?)
-                .map_err(|_| DenialCode::TokenMalformed)?;
-            if let Some(salt) = header.salt {
-                decode(&salt)?;
-            }
-        }
+        header_like_jwt_simple(token, header_b64)?;
         let signature = decode(sig_b64)?;
         let signature = match ecdsa_size {
             Some(size) => {
@@ -263,8 +250,31 @@ fn check_time_claims(token: &str) -> Result<(), DenialCode> {
     Ok(())
 }
 
+/// What jwt-simple refuses in a header before it looks at a signature, beyond [`parse_header`]'s
+/// checks: a member of the wrong type (it reads the whole header into its own type) and a `salt`
+/// that is not base64url. Every algorithm gets it (ES512 included, which jwt-simple lacks), and so
+/// does the host's check, so that a header gets one verdict whoever verifies.
+fn header_like_jwt_simple(token: &str, header_b64: &str) -> Result<(), DenialCode> {
+    use jwt_simple::reexports::ct_codecs::{Base64UrlSafeNoPadding, Decoder as _};
+    #[derive(Deserialize)]
+    struct Salt {
+        salt: Option<String>,
+    }
+    let decode = |text: &str| {
+        Base64UrlSafeNoPadding::decode_to_vec(text, None).map_err(|_| DenialCode::TokenMalformed)
+    };
+    Token::decode_metadata(token).map_err(|_| DenialCode::TokenMalformed)?;
+    let header: Salt =
+        serde_json::from_slice(&decode(header_b64)?).map_err(|_| DenialCode::TokenMalformed)?;
+    if let Some(salt) = header.salt {
+        decode(&salt)?;
+    }
+    Ok(())
+}
+
 fn verify_es512(key: &super::es512::Es512Key, token: &str) -> Result<Claims, DenialCode> {
     let (header_b64, payload_b64, sig_b64) = segments(token).ok_or(DenialCode::TokenMalformed)?;
+    header_like_jwt_simple(token, header_b64)?;
     let signature = URL_SAFE_NO_PAD
         .decode(sig_b64)
         .map_err(|_| DenialCode::TokenMalformed)?;

@@ -110,6 +110,10 @@ def test_host_and_builtin_checks_agree_on_every_token(envoys):
         assert verdicts[f"{alg} valid"] == (200, None), verdicts
         assert verdicts[f"{alg} payload changed"] == (401, "urn:tollgate:problem:signature_invalid"), verdicts
     assert verdicts["RS256 signed by another key"][0] == 401
+    # Headers jwt-simple refuses are refused for every algorithm, ES512 (not jwt-simple's) included.
+    for alg in ALGS:
+        for case in ("salt that is not base64", "cty that is not a string"):
+            assert verdicts[f"{alg} {case}"] == (401, "urn:tollgate:problem:token_malformed"), (alg, case)
     # The host did the work in one Envoy and never in the other.
     used = auto.stats().get("tollgate.jwt.host_signatures", 0) - before
     assert used >= len(ALGS) * 4, used
