@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tollgate::engine::audit::AuditRecord;
 use tollgate::engine::{path, Decision, Engine, Mode, Outcome, Request};
 use tollgate::jwt::jwks::KeySet;
+use tollgate::jwt::offload::{SignatureCheck, SignatureHost};
 use tollgate::jwt::remote::{self, RemoteSpec};
 use tollgate::jwt::verify::{self, ClaimRules};
 use tollgate::jwt::Alg;
@@ -171,11 +172,24 @@ thread_local! {
     static TOKENS: TokenFixture = TokenFixture::new();
 }
 
+/// A host that says yes to every signature: what follows a host's verdict (DER conversion before,
+/// claims after) runs on every fuzzed token, not only on the rare one with a valid signature.
+struct YesHost;
+
+impl SignatureHost for YesHost {
+    fn verify(&self, _check: &SignatureCheck<'_>) -> Option<bool> {
+        Some(true)
+    }
+}
+
 fn check_token(f: &TokenFixture, token: &str) {
     let _ = verify::peek_issuer(token);
     if let Ok(header) = verify::parse_header(token) {
         if let Some(candidates) = f.keys.candidates(header.alg, header.kid.as_deref()) {
             for verifier in candidates {
+                if let (Ok(claims), _) = verify::verify_candidate(verifier, Some(&YesHost), token) {
+                    let _ = f.rules.check(&claims, NOW);
+                }
                 if let Ok(claims) = verify::verify_signature(verifier.verifier, token) {
                     let _ = f.rules.check(&claims, NOW);
                     for name in ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "roles"] {
