@@ -7,6 +7,7 @@ pub mod engine;
 pub mod jwt;
 pub mod policy;
 pub mod problem;
+pub mod protobuf;
 pub mod store;
 
 // The only module that names `proxy_wasm`; compiled only for the module Envoy loads, and natively

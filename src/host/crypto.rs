@@ -1,6 +1,7 @@
 //! Envoy's `verify_signature` foreign function (BoringSSL's signature verification), offered to
 //! the engine as its [`SignatureHost`]. Its argument and result are protobuf messages (Envoy's
-//! `source/extensions/common/wasm/ext/verify_signature.proto`), written and read here by hand:
+//! `source/extensions/common/wasm/ext/verify_signature.proto`), written and read with the
+//! wire-format helpers of src/protobuf.rs:
 //!
 //! ```text
 //! VerifySignatureArguments { string hash_function = 1; bytes public_key = 2 (DER SPKI);
@@ -13,6 +14,7 @@
 //! that answers wrongly, leaves Tollgate verifying every signature itself.
 
 use crate::jwt::offload::{SignatureCheck, SignatureHost};
+use crate::protobuf::{bytes_field, fields, Field};
 use proxy_wasm::hostcalls;
 
 const FUNCTION: &str = "verify_signature";
@@ -67,62 +69,24 @@ fn hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn field(number: u8, bytes: &[u8], out: &mut Vec<u8>) {
-    out.push((number << 3) | 2); // length-delimited
-    varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
-}
-
 /// `VerifySignatureArguments` for `check`.
 fn arguments(check: &SignatureCheck<'_>) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(check.key.len() + check.signature.len() + check.message.len() + 24);
-    field(1, check.hash.as_bytes(), &mut out);
-    field(2, check.key, &mut out);
-    field(3, check.signature, &mut out);
-    field(4, check.message, &mut out);
+    bytes_field(&mut out, 1, check.hash.as_bytes());
+    bytes_field(&mut out, 2, check.key);
+    bytes_field(&mut out, 3, check.signature);
+    bytes_field(&mut out, 4, check.message);
     out
-}
-
-fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*at)?;
-        *at += 1;
-        n |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(n);
-        }
-    }
-    None
 }
 
 /// `VerifySignatureResult.result`; `None` when the reply is not such a message.
 fn result(reply: &[u8]) -> Option<bool> {
-    let mut at = 0;
     let mut verdict = false;
-    while at < reply.len() {
-        let key = read_varint(reply, &mut at)?;
-        match (key >> 3, key & 7) {
-            (1, 0) => verdict = read_varint(reply, &mut at)? != 0,
-            (_, 0) => {
-                read_varint(reply, &mut at)?;
-            }
-            (_, 2) => {
-                let len = usize::try_from(read_varint(reply, &mut at)?).ok()?;
-                at = at.checked_add(len).filter(|end| *end <= reply.len())?;
-            }
-            (_, 1) => at = at.checked_add(8).filter(|end| *end <= reply.len())?,
-            (_, 5) => at = at.checked_add(4).filter(|end| *end <= reply.len())?,
-            _ => return None,
+    let mut r = fields(reply);
+    while let Some((field, value)) = r.next_field().ok()? {
+        if let (1, Field::Varint(v)) = (field, value) {
+            verdict = v != 0;
         }
     }
     Some(verdict)

@@ -158,6 +158,12 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// `"a" requires "b", "c"`: property names from the schema, never values.
+fn requires(prop: &str, missing: &[&str]) -> String {
+    let names: Vec<String> = missing.iter().map(|m| quoted(m)).collect();
+    format!("{} requires {}", quoted(prop), names.join(", "))
+}
+
 /// The keyword and masked message of one failure: never the request's value, only the schema.
 fn describe(kind: &boon::ErrorKind) -> (&'static str, String) {
     use boon::ErrorKind as K;
@@ -201,6 +207,7 @@ fn describe(kind: &boon::ErrorKind) -> (&'static str, String) {
                 ),
             )
         }
+        // `collect` lists each missing property on its own; this covers any other caller.
         K::Required { want } => {
             let names: Vec<String> = want.iter().map(|n| quoted(n)).collect();
             (
@@ -208,30 +215,8 @@ fn describe(kind: &boon::ErrorKind) -> (&'static str, String) {
                 format!("{} is a required property", names.join(", ")),
             )
         }
-        K::Dependency { prop, missing } => (
-            "dependencies",
-            format!(
-                "{} requires {}",
-                quoted(prop),
-                missing
-                    .iter()
-                    .map(|m| quoted(m))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-        K::DependentRequired { prop, missing } => (
-            "dependentRequired",
-            format!(
-                "{} requires {}",
-                quoted(prop),
-                missing
-                    .iter()
-                    .map(|m| quoted(m))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
+        K::Dependency { prop, missing } => ("dependencies", requires(prop, missing)),
+        K::DependentRequired { prop, missing } => ("dependentRequired", requires(prop, missing)),
         K::MinItems { want, .. } => (
             "minItems",
             format!("value has fewer than {}", plural(*want, "item", "items")),

@@ -4,8 +4,10 @@
 //! hundred lines, where a protobuf runtime would add far more to every module. The decoder takes
 //! any bytes without panicking and skips fields it does not know, as protobuf readers must.
 //!
-//! Field numbers follow `envoy/service/ratelimit/v3/rls.proto` and
+//! The wire format itself is src/protobuf.rs. Field numbers follow `envoy/service/ratelimit/v3/rls.proto` and
 //! `envoy/extensions/common/ratelimit/v3/ratelimit.proto`.
+
+use crate::protobuf::{bytes_field, fields, varint_field, Field};
 
 /// The gRPC service and method Envoy's `ratelimit` filter calls too.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
@@ -92,34 +94,6 @@ pub struct Answer {
 
 // ---- encoding ----
 
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn tag(out: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
-
-fn bytes_field(out: &mut Vec<u8>, field: u32, data: &[u8]) {
-    tag(out, field, LEN);
-    varint(out, data.len() as u64);
-    out.extend_from_slice(data);
-}
-
-fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-    tag(out, field, VARINT);
-    varint(out, v);
-}
-
 /// A `RateLimitRequest` for `domain` that adds `hits_addend` to every descriptor's count.
 pub fn encode_request(domain: &str, descriptors: &[Descriptor], hits_addend: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + descriptors.len() * 64);
@@ -181,76 +155,6 @@ pub fn encode_response(answer: &Answer) -> Vec<u8> {
 
 // ---- decoding ----
 
-/// A field as read off the wire.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    /// Fixed-width values: Tollgate reads none of them.
-    Other,
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Option<u64> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let (&b, rest) = self.buf.split_first()?;
-            self.buf = rest;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.buf.len() {
-            return None;
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Some(head)
-    }
-
-    /// The next field: `Ok(None)` at the end, `Err` on bytes that are not protobuf.
-    fn next(&mut self) -> Result<Option<(u32, Field<'a>)>, ()> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let key = self.varint().ok_or(())?;
-        let field = u32::try_from(key >> 3).map_err(|_| ())?;
-        if field == 0 {
-            return Err(());
-        }
-        let value = match (key & 7) as u8 {
-            VARINT => Field::Varint(self.varint().ok_or(())?),
-            FIXED64 => {
-                self.take(8).ok_or(())?;
-                Field::Other
-            }
-            LEN => {
-                let n = usize::try_from(self.varint().ok_or(())?).map_err(|_| ())?;
-                Field::Bytes(self.take(n).ok_or(())?)
-            }
-            FIXED32 => {
-                self.take(4).ok_or(())?;
-                Field::Other
-            }
-            // Groups (3, 4) are not used by these messages; anything else is not protobuf.
-            _ => return Err(()),
-        };
-        Ok(Some((field, value)))
-    }
-}
-
-fn fields(buf: &[u8]) -> Reader<'_> {
-    Reader { buf }
-}
-
 /// Reads a `RateLimitResponse`; `None` when the bytes are not one.
 pub fn decode_response(buf: &[u8]) -> Option<Answer> {
     let mut answer = Answer {
@@ -259,7 +163,7 @@ pub fn decode_response(buf: &[u8]) -> Option<Answer> {
         response_headers: Vec::new(),
     };
     let mut r = fields(buf);
-    while let Some((field, value)) = r.next().ok()? {
+    while let Some((field, value)) = r.next_field().ok()? {
         match (field, value) {
             (1, Field::Varint(v)) => answer.overall = Code::from_wire(v),
             (2, Field::Bytes(b)) => answer.statuses.push(status(b)?),
@@ -280,7 +184,7 @@ fn status(buf: &[u8]) -> Option<Status> {
         reset_seconds: 0,
     };
     let mut r = fields(buf);
-    while let Some((field, value)) = r.next().ok()? {
+    while let Some((field, value)) = r.next_field().ok()? {
         match (field, value) {
             (1, Field::Varint(v)) => s.code = Code::from_wire(v),
             (2, Field::Bytes(b)) => s.requests_per_unit = Some(current_limit(b)?),
@@ -296,7 +200,7 @@ fn status(buf: &[u8]) -> Option<Status> {
 fn current_limit(buf: &[u8]) -> Option<u32> {
     let mut requests = 0;
     let mut r = fields(buf);
-    while let Some((field, value)) = r.next().ok()? {
+    while let Some((field, value)) = r.next_field().ok()? {
         match (field, value) {
             (1, Field::Varint(v)) => requests = u32::try_from(v).unwrap_or(u32::MAX),
             (1, _) => return None,
@@ -310,7 +214,7 @@ fn current_limit(buf: &[u8]) -> Option<u32> {
 fn duration_seconds(buf: &[u8]) -> Option<u64> {
     let (mut seconds, mut nanos) = (0i64, 0i64);
     let mut r = fields(buf);
-    while let Some((field, value)) = r.next().ok()? {
+    while let Some((field, value)) = r.next_field().ok()? {
         match (field, value) {
             // int64 / int32 are two's complement on the wire.
             (1, Field::Varint(v)) => seconds = v as i64,
@@ -331,7 +235,7 @@ fn duration_seconds(buf: &[u8]) -> Option<u64> {
 fn header(buf: &[u8]) -> Option<(String, String)> {
     let (mut key, mut value) = (String::new(), String::new());
     let mut r = fields(buf);
-    while let Some((field, v)) = r.next().ok()? {
+    while let Some((field, v)) = r.next_field().ok()? {
         match (field, v) {
             (1, Field::Bytes(b)) => key = String::from_utf8(b.to_vec()).ok()?,
             (2 | 3, Field::Bytes(b)) => value = String::from_utf8(b.to_vec()).ok()?,
@@ -345,13 +249,14 @@ fn header(buf: &[u8]) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protobuf::{tag, FIXED64};
     use wasm_bindgen_test::wasm_bindgen_test;
 
     /// Decodes a request the way the service does, for round trips: (domain, descriptors, hits).
     fn decode_request(buf: &[u8]) -> (String, Vec<Descriptor>, u64) {
         let (mut domain, mut descriptors, mut hits) = (String::new(), vec![], 0);
         let mut r = fields(buf);
-        while let Some((f, v)) = r.next().unwrap() {
+        while let Some((f, v)) = r.next_field().unwrap() {
             match (f, v) {
                 (1, Field::Bytes(b)) => domain = String::from_utf8(b.to_vec()).unwrap(),
                 (2, Field::Bytes(b)) => {
@@ -360,13 +265,13 @@ mod tests {
                         limit: None,
                     };
                     let mut r = fields(b);
-                    while let Some((f, v)) = r.next().unwrap() {
+                    while let Some((f, v)) = r.next_field().unwrap() {
                         match (f, v) {
                             (1, Field::Bytes(e)) => d.entries.push(header(e).unwrap()),
                             (2, Field::Bytes(l)) => {
                                 let mut r = fields(l);
                                 let (mut n, mut unit) = (0, Unit::Second);
-                                while let Some((f, v)) = r.next().unwrap() {
+                                while let Some((f, v)) = r.next_field().unwrap() {
                                     match (f, v) {
                                         (1, Field::Varint(x)) => n = x as u32,
                                         (2, Field::Varint(2)) => unit = Unit::Minute,
