@@ -130,6 +130,7 @@ lint: ## rustfmt and clippy (-D warnings) on the engine, the CLI and the proxy-w
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --lib --tests --features lint-host -- -D warnings
+	cargo clippy --lib --features lint-host,stage-probe -- -D warnings
 
 test-unit: ## Native unit tests of the engine, the CLI and the proxy-wasm adapter
 	cargo test

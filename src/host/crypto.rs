@@ -54,6 +54,7 @@ impl SignatureHost for EnvoyCrypto {
 }
 
 fn call(check: &SignatureCheck<'_>) -> Option<bool> {
+    super::probe::host_call();
     match hostcalls::call_foreign_function(FUNCTION, Some(&arguments(check))) {
         Ok(Some(reply)) => result(&reply),
         // proto3 leaves out a `false` result: an empty message is a refusal.

@@ -40,6 +40,7 @@ fn send(reply: &Reply) -> Action {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    probe::host_call();
     if hostcalls::send_http_response(
         u32::from(reply.status),
         headers,
@@ -54,6 +55,7 @@ fn send(reply: &Reply) -> Action {
 
 /// Makes a gRPC call; its answer arrives in [`Context::on_grpc_call_response`].
 fn dispatch(call: &GrpcCall) -> bool {
+    probe::host_call();
     hostcalls::dispatch_grpc_call(
         &call.cluster,
         call.service,
@@ -80,6 +82,7 @@ impl Http {
             Step::Pause => Action::Pause,
             Step::Reply(reply) => send(&reply),
             Step::ReplaceBody { size, body } => {
+                probe::host_call();
                 if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &body).is_ok() {
                     return Action::Continue;
                 }
@@ -101,6 +104,7 @@ impl Http {
     fn resume(&mut self, step: Step) {
         match step {
             Step::Continue => {
+                probe::host_call();
                 if hostcalls::resume_http_request().is_err() {
                     log(Level::Error, "tollgate: could not resume a held request");
                 }
@@ -150,8 +154,22 @@ impl Http {
     }
 }
 
+impl Drop for Http {
+    /// `proxy_on_delete`: the SDK drops the context.
+    fn drop(&mut self) {
+        probe::entry(probe::Callback::Delete);
+    }
+}
+
 impl Context for Http {
+    /// `proxy_on_done`: nothing to finish (the log callback wrote the audit line).
+    fn on_done(&mut self) -> bool {
+        probe::entry(probe::Callback::Done);
+        true
+    }
+
     fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, response_size: usize) {
+        probe::entry(probe::Callback::CallReply);
         let reply = if status_code == 0 {
             CallReply::Answered {
                 size: response_size,
@@ -168,12 +186,14 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        probe::entry(probe::Callback::RequestHeaders);
         if probe::stop_at(1) {
             return Action::Continue;
         }
         let shared = Rc::clone(&self.shared);
         let mut io = HostIo::stream(&shared);
         let engine = &shared.engine;
+        probe::host_call();
         let (Ok(headers), Some(now_ms)) =
             (hostcalls::get_map(MapType::HttpRequestHeaders), now_ms())
         else {
@@ -213,20 +233,24 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        probe::entry(probe::Callback::RequestBody);
         let step =
             self.with_io(|ex, engine, io| ex.on_request_body(engine, body_size, end_of_stream, io));
         self.apply(step)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        probe::entry(probe::Callback::RequestTrailers);
         let step = self.with_io(|ex, engine, io| ex.on_request_trailers(engine, io));
         self.apply(step)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        probe::entry(probe::Callback::ResponseHeaders);
         if probe::stopped_before(5) {
             return Action::Continue;
         }
+        probe::host_call();
         let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
         if probe::stop_at(5) {
             return Action::Continue;
@@ -237,17 +261,21 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        probe::entry(probe::Callback::ResponseBody);
         let step = self
             .with_io(|ex, engine, io| ex.on_response_body(engine, body_size, end_of_stream, io));
         self.apply(step)
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        probe::entry(probe::Callback::ResponseTrailers);
         let step = self.with_io(|ex, engine, io| ex.on_response_trailers(engine, io));
         self.apply(step)
     }
 
     fn on_log(&mut self) {
+        probe::entry(probe::Callback::Log);
+        probe::request_done();
         let shared = Rc::clone(&self.shared);
         let mut io = HostIo::stream(&shared);
         if let Some((level, line)) = self.exchange.on_done(&shared.engine, &mut io) {

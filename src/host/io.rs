@@ -51,6 +51,7 @@ impl Io for HostIo<'_> {
         if size == 0 {
             return Some(Vec::new());
         }
+        super::probe::host_call();
         let body = hostcalls::get_buffer(buffer_of(which), 0, size).ok()??;
         (body.len() == size).then_some(body)
     }
@@ -78,6 +79,7 @@ fn buffer_of(which: Body) -> BufferType {
 }
 
 fn edit_map(map: MapType, edit: Edit<'_>) -> Result<(), HostError> {
+    super::probe::host_call();
     match edit {
         Edit::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
         Edit::Add(name, value) => hostcalls::add_map_value(map, name, value),
@@ -88,6 +90,7 @@ fn edit_map(map: MapType, edit: Edit<'_>) -> Result<(), HostError> {
 
 /// The downstream peer, `ip:port`.
 pub(super) fn peer_address() -> Option<String> {
+    super::probe::host_call();
     hostcalls::get_property(vec!["source", "address"])
         .ok()
         .flatten()

@@ -87,6 +87,7 @@ impl Metrics {
             return;
         };
         for (id, n) in pending.drain() {
+            super::probe::host_call();
             let _ = hostcalls::increment_metric(id, n);
         }
     }

@@ -60,6 +60,7 @@ fn dispatch(call: &Call) -> Result<u32, String> {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let timeout = Duration::from_millis(call.timeout_ms);
+    probe::host_call();
     hostcalls::dispatch_http_call(&call.cluster, headers, None, vec![], timeout)
         .map_err(|status| format!("{status:?}"))
 }
@@ -218,10 +219,12 @@ impl RootContext for Root {
         if let Some(shared) = self.shared.clone() {
             shared.metrics.flush();
             self.tick(&shared);
+            probe::report();
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        probe::entry(probe::Callback::Create);
         let shared = self.shared.clone()?;
         Some(Box::new(http::Http::new(shared)))
     }

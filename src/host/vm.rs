@@ -17,6 +17,7 @@ pub(crate) struct Shared {
 }
 
 pub(crate) fn log(level: Level, message: &str) {
+    super::probe::host_call();
     let _ = hostcalls::log(log_level(level), message);
 }
 
@@ -32,6 +33,7 @@ pub(crate) fn log_level(level: Level) -> LogLevel {
 
 /// Milliseconds since the epoch from Envoy's clock (not the wasm runtime's).
 pub(crate) fn now_ms() -> Option<u64> {
+    super::probe::host_call();
     let t = hostcalls::get_current_time().ok()?;
     t.duration_since(UNIX_EPOCH)
         .ok()

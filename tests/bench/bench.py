@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "envoy"))
 sys.path.insert(0, HERE)
 import render  # noqa: E402
+import calls  # noqa: E402
 import curves  # noqa: E402
 import trap_module  # noqa: E402
 from harness import WASM, envoy_binary, free_port, stop_process  # noqa: E402
@@ -470,6 +471,9 @@ def main():
     ap.add_argument("--no-extras", action="store_true",
                     help="skip start time and memory (the short run in `make test` uses it)")
     ap.add_argument("--no-curves", action="store_true", help="skip the scaling curves (tests/bench/curves.py)")
+    ap.add_argument("--no-calls", action="store_true", help="skip the crossings per request (tests/bench/calls.py)")
+    ap.add_argument("--calls-only", action="store_true",
+                    help="only count VM entries, host calls and allocations per request (tests/bench/calls.py)")
     ap.add_argument("--curves-only", metavar="DIMENSIONS", nargs="?", const="all",
                     help="run only the scaling curves (all, or a comma-separated subset of "
                          "routes,api_keys,jwks_keys,body_bytes,limit_keys); report to --out")
@@ -505,6 +509,19 @@ def main():
         with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
             json.dump({"curves": results}, f, indent=1)
         print(open(args.out).read())
+        return
+    if args.calls_only:
+        if not os.path.exists(PROBE_WASM):
+            sys.exit(f"{PROBE_WASM} is missing: make bench builds it")
+        up_port, up_admin = free_port(), free_port()
+        upstream = Proxy("upstream", upstream_config(up_port, up_admin), workdir, concurrency=1)
+        try:
+            upstream.wait_ready()
+            rs256 = mint("RS256", scope=SCOPE, exp=int(time.time()) + 86400)
+            results = calls.run(sys.modules[__name__], workdir, up_port, rs256, fresh_tokens("RS256", workdir))
+        finally:
+            upstream.stop()
+        print("\n".join(calls.report(results)))
         return
     empty_wasm = trap_module.write(os.path.join(workdir, "minimal.wasm"))
     callbacks_wasm = trap_module.write(os.path.join(workdir, "callbacks.wasm"), all_callbacks=True)
@@ -613,6 +630,8 @@ def main():
             measure_extras(args, workdir, up_port)
         if args.baseline:
             extras["baseline_module_kib"] = os.path.getsize(args.baseline) // 1024
+        call_results = [] if args.no_calls or args.no_extras or not os.path.exists(PROBE_WASM) else \
+            calls.run(sys.modules[__name__], workdir, up_port, rs256, fresh_tokens("RS256", workdir))
         curve_results = {} if args.no_curves or args.no_extras else curves.run(sys.modules[__name__], workdir, up_port)
     finally:
         for p in proxies.values():
@@ -623,11 +642,11 @@ def main():
 
     summary = {name: {k: statistics.median(m[k] for m in ms) for k in ("rps", "cpu_us", "p50_ms", "p99_ms", "cpu_fixed_us")}
                for name, ms in rounds.items()}
-    write_report(args, variants, summary, rounds, extras, curve_results)
+    write_report(args, variants, summary, rounds, extras, curve_results, call_results)
     json_path = os.path.splitext(args.out)[0] + ".json"
     with open(json_path, "w") as f:
         json.dump({"summary": summary, "rounds": rounds, "extras": extras, "baseline": args.baseline,
-                   "curves": curve_results}, f, indent=1)
+                   "curves": curve_results, "calls": call_results}, f, indent=1)
     print(open(args.out).read())
 
 
@@ -673,7 +692,7 @@ def measure_extras(args, workdir, up_port):
     return extras
 
 
-def write_report(args, variants, summary, rounds, extras, curve_results=None):
+def write_report(args, variants, summary, rounds, extras, curve_results=None, call_results=None):
     floor = summary["floor"]
     lines = []
     cpu = platform.processor() or platform.machine()
@@ -795,6 +814,8 @@ def write_report(args, variants, summary, rounds, extras, curve_results=None):
         lines += [f"Module size: {extras['module_kib']} KiB (start time and memory not measured: --no-extras).", ""]
     else:
         lines += other_figures(extras)
+    if call_results:
+        lines += calls.report(call_results)
     if curve_results:
         lines += curves.report(curve_results, os.path.dirname(os.path.abspath(args.out)))
     lines += [
