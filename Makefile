@@ -88,9 +88,11 @@ optimize-wasm:
 		echo "built $$out ($$(( $$(stat -c %s $$out) / 1024 )) KiB, optimised; unchanged)"; \
 	fi
 
-run: build ## Start the demo: Envoy on 127.0.0.1:10000 (admin :9901) + echo upstream, in the foreground
+# The policy `make run` loads (POLICY=target/petstore.json runs an imported one).
+POLICY ?= policies/demo.json
+run: build ## Start the demo: Envoy on 127.0.0.1:10000 (admin :9901) + echo upstream, in the foreground (POLICY=)
 	@mkdir -p target/demo
-	@$(PY) envoy/render.py envoy/tollgate.yaml policies/demo.json target/demo/envoy.yaml
+	@$(PY) envoy/render.py envoy/tollgate.yaml $(POLICY) target/demo/envoy.yaml
 	@$(PY) envoy/demo/run.py target/demo/envoy.yaml
 
 token: $(VENV)/.installed ## Print a JWT the demo accepts (SUB=, SCOPE=, TTL= seconds)
@@ -102,7 +104,7 @@ DAYS ?= 90
 api-key: ## Print a new API key and its policy line (ID=, SCOPES="a b", DAYS=)
 	@$(PYTHON) envoy/tools/new_api_key.py --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
 
-cli: ## Build the command-line tool: target/release/tollgate (check, explain, test, render, token, api-key, jwk)
+cli: ## Build the command-line tool: target/release/tollgate (check, explain, test, render, import, token, api-key, jwk)
 	cargo build --release --bin tollgate
 	@echo "built target/release/tollgate"
 

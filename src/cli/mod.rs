@@ -7,6 +7,7 @@ pub mod cases;
 pub mod check;
 pub mod explain;
 pub mod keys;
+pub mod openapi;
 pub mod place;
 pub mod render;
 pub mod request;
@@ -47,6 +48,11 @@ usage:
   tollgate render istio POLICY [--url oci://...] [--name NAME] [--namespace NS] [--selector key=value]...
       print the Envoy http_filters block, or an Istio WasmPlugin, with the policy embedded; for a
       policy with global limits, also the rate-limit service's cluster (default ratelimit:8081).
+  tollgate import openapi SPEC [--overlay FILE] [-o POLICY] [--strict]
+      write a policy from an OpenAPI 3.0 or 3.1 document (JSON or YAML; local $refs only): a
+      route per operation with its parameters, body and response schemas and security
+      requirements; the overlay adds what OpenAPI does not say (issuers, keys, limits). Every
+      construct not enforced is reported on stderr with its JSON pointer (an error with --strict).
   tollgate token (--key PEM | --hmac-secret TEXT) [--alg ALG] [--kid KID] [--claim name=value]... [--ttl SECONDS]
       print a signed JWT (iat = now, exp = now + ttl; default ttl 3600).
   tollgate api-key --id ID [--scopes 'a b'] [--days N]
@@ -73,6 +79,7 @@ pub fn run(args: &[String], out: Out<'_>, err: Out<'_>) -> u8 {
         "token" => cmd_token(rest, out),
         "api-key" => cmd_api_key(rest, out),
         "jwk" => cmd_jwk(rest, out),
+        "import" => openapi::cmd_import(rest, out, err),
         "help" | "--help" | "-h" => {
             let _ = out.write_all(USAGE_TEXT.as_bytes());
             return OK;
