@@ -218,6 +218,7 @@ pub fn import(path: &Path, spec: Value, overlay: &Overlay, notes: &mut Notes) ->
     let mut r = Resolver::new(path, spec);
     let schemes = Schemes::read(&mut r, notes);
     let mut schemas = Schemas::default();
+    schemas.forbid_read_only = overlay.reject_unknown_properties;
     let found = {
         let mut cx = operations::Ctx {
             r: &mut r,

@@ -68,6 +68,9 @@ pub struct Schemas {
     pending: Vec<(Target, Option<Use>, String)>,
     /// Whether a target (or a schema it refers to) has `readOnly`/`writeOnly` properties.
     split: BTreeMap<Target, bool>,
+    /// Refuse `readOnly` properties in requests (the overlay's `unknown_properties: reject`:
+    /// a client setting `id` or `role` is mass assignment), rather than only not requiring them.
+    pub forbid_read_only: bool,
 }
 
 fn sanitize(name: &str) -> String {
@@ -278,6 +281,9 @@ impl Schemas {
             oas30(map, &mut out);
         }
         drop_hidden_required(map, &mut out, usage);
+        if usage == Use::Request && self.forbid_read_only {
+            forbid_read_only(map, &mut out);
+        }
         Value::Object(out)
     }
 }
@@ -389,6 +395,20 @@ fn drop_hidden_required(src: &Map<String, Value>, out: &mut Map<String, Value>, 
         req.retain(|n| n.as_str().is_none_or(|n| !skip.contains(n)));
         if req.is_empty() {
             out.remove("required");
+        }
+    }
+}
+
+/// `readOnly` properties as `false`: present in a request, they fail the schema.
+fn forbid_read_only(src: &Map<String, Value>, out: &mut Map<String, Value>) {
+    let (Some(Value::Object(props)), Some(Value::Object(translated))) =
+        (src.get("properties"), out.get_mut("properties"))
+    else {
+        return;
+    };
+    for (name, p) in props {
+        if p.get("readOnly") == Some(&Value::Bool(true)) {
+            translated.insert(name.clone(), Value::Bool(false));
         }
     }
 }
@@ -530,6 +550,29 @@ mod tests {
             s.named["Wrapper.request"]["properties"]["pet"],
             json!({"$ref": "#/$defs/Pet.request"})
         );
+        assert_eq!(
+            s.named["Pet.request"]["properties"]["id"]["type"],
+            "integer"
+        );
+    }
+
+    #[test]
+    fn read_only_properties_can_be_refused_in_requests() {
+        let doc = json!({"components": {"schemas": {"Pet": {"type": "object", "properties": {
+            "id": {"type": "integer", "readOnly": true}, "name": {"type": "string"}
+        }}}}});
+        let mut r = Resolver::new(Path::new("spec.json"), doc);
+        let mut s = Schemas {
+            forbid_read_only: true,
+            ..Schemas::default()
+        };
+        let mut notes = Notes::default();
+        let at = Target::default_main();
+        let pet = json!({"$ref": "#/components/schemas/Pet"});
+        s.translate(&pet, &at, Use::Request, Dialect::Oas31, &mut r, &mut notes);
+        s.translate(&pet, &at, Use::Response, Dialect::Oas31, &mut r, &mut notes);
+        assert_eq!(s.named["Pet.request"]["properties"]["id"], json!(false));
+        assert_eq!(s.named["Pet"]["properties"]["id"]["type"], "integer");
     }
 
     #[test]
