@@ -79,7 +79,7 @@ pub fn run(args: &[String], out: Out<'_>, err: Out<'_>) -> u8 {
         "token" => cmd_token(rest, out),
         "api-key" => cmd_api_key(rest, out),
         "jwk" => cmd_jwk(rest, out),
-        "import" => openapi::cmd_import(rest, out, err),
+        "import" => cmd_import(rest, out, err),
         "help" | "--help" | "-h" => {
             let _ = out.write_all(USAGE_TEXT.as_bytes());
             return OK;
@@ -177,6 +177,43 @@ fn cmd_check(args: &[String], out: Out<'_>) -> Result<u8> {
         print(out, &text)?;
     }
     Ok(if failed { FAILED } else { OK })
+}
+
+fn cmd_import(args: &[String], out: Out<'_>, err: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &["overlay", "output"],
+            flags: &["strict"],
+            short: &[("-o", "--output")],
+        },
+    )?;
+    let (Some(kind), Some(spec), None) = (
+        a.positional.first(),
+        a.positional.get(1),
+        a.positional.get(2),
+    ) else {
+        return usage("expected `import openapi SPEC`");
+    };
+    if kind != "openapi" {
+        return usage(format!(
+            "`{kind}`: only `openapi` documents can be imported"
+        ));
+    }
+    let outcome = openapi::run(spec, a.value("overlay"), a.flag("strict"));
+    for line in &outcome.messages {
+        let _ = writeln!(err, "{line}");
+    }
+    let Some(text) = outcome.policy else {
+        return Ok(FAILED);
+    };
+    match a.value("output") {
+        Some(file) => {
+            std::fs::write(file, &text).map_err(|e| error(format!("{file}: {e}")))?;
+            Ok(OK)
+        }
+        None => print(out, &text),
+    }
 }
 
 fn jwks_args(a: &Args) -> Result<Vec<(String, Vec<u8>)>> {

@@ -5,175 +5,23 @@
 //! beside the document; the subset the policy needs is small. Output is deterministic: objects
 //! are written with sorted keys and routes in the document's path order (sorted) and method order.
 
+mod notes;
 mod operations;
+mod overlay;
 mod refs;
 mod schema;
 mod security;
 
 use super::source::Document;
-use super::{parse, print, usage, ArgSpec, Failure, Out, Result, FAILED, OK};
 use crate::engine::Engine;
 use crate::policy;
+use notes::Notes;
+use overlay::Overlay;
 use refs::Resolver;
 use schema::{Dialect, Schemas};
 use security::{KeyPlace, Scheme, Schemes};
 use serde_json::{json, Map, Value};
 use std::path::Path;
-
-/// What the import reports: constructs not enforced (errors only with `--strict`), and errors.
-#[derive(Debug, Default)]
-pub struct Notes {
-    items: Vec<(Kind, String, String)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Unenforced,
-    Error,
-}
-
-impl Notes {
-    /// A construct the policy does not enforce (or enforces more strictly), at `at`.
-    pub fn unenforced(&mut self, at: &str, message: &str) {
-        self.items
-            .push((Kind::Unenforced, at.to_string(), message.to_string()));
-    }
-
-    /// A problem that stops the import.
-    pub fn error(&mut self, at: &str, message: &str) {
-        self.items
-            .push((Kind::Error, at.to_string(), message.to_string()));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    pub fn errors(&self) -> impl Iterator<Item = &(Kind, String, String)> {
-        self.items.iter().filter(|(k, _, _)| *k == Kind::Error)
-    }
-
-    pub fn unenforced_count(&self) -> usize {
-        self.items
-            .iter()
-            .filter(|(k, _, _)| *k == Kind::Unenforced)
-            .count()
-    }
-
-    /// One line per note, in the order found.
-    pub fn lines(&self) -> Vec<String> {
-        self.items
-            .iter()
-            .map(|(k, at, m)| match k {
-                Kind::Unenforced => format!("{at}: not enforced: {m}"),
-                Kind::Error => format!("{at}: error: {m}"),
-            })
-            .collect()
-    }
-}
-
-/// The overlay: what the policy needs that OpenAPI does not say.
-#[derive(Debug)]
-pub struct Overlay {
-    /// Top-level policy fields (`providers`, `api_keys`, `rate_limits`, `audit`, ...).
-    pub policy: Map<String, Value>,
-    /// Response checks' mode: `block`, `redact`, `report` (default) or `off`.
-    pub response_mode: String,
-    /// `reject_unknown_properties` of every route with a body schema (default false: OpenAPI
-    /// allows properties a schema does not name unless it says `additionalProperties: false`).
-    pub reject_unknown_properties: bool,
-    /// Route fields by operation id (or route name).
-    pub operations: Map<String, Value>,
-    /// Route fields by tag.
-    pub tags: Map<String, Value>,
-}
-
-impl Default for Overlay {
-    fn default() -> Overlay {
-        Overlay {
-            policy: Map::new(),
-            response_mode: "report".into(),
-            reject_unknown_properties: false,
-            operations: Map::new(),
-            tags: Map::new(),
-        }
-    }
-}
-
-const OVERLAY_FIELDS: [&str; 5] = [
-    "policy",
-    "responses",
-    "unknown_properties",
-    "operations",
-    "tags",
-];
-
-impl Overlay {
-    /// The overlay document's value; errors name the field and the expected shape.
-    pub fn from_value(v: &Value) -> std::result::Result<Overlay, String> {
-        let Value::Object(map) = v else {
-            return Err("the overlay must be an object".into());
-        };
-        let mut o = Overlay::default();
-        for (k, v) in map {
-            match k.as_str() {
-                "policy" => {
-                    let Value::Object(p) = v else {
-                        return Err(
-                            "`policy`: expected an object of top-level policy fields".into()
-                        );
-                    };
-                    if p.contains_key("routes") {
-                        return Err("`policy.routes`: routes come from the document; set route fields under `operations` or `tags`".into());
-                    }
-                    o.policy = p.clone();
-                }
-                "responses" => {
-                    let mode = v.as_str().unwrap_or("");
-                    if !["block", "redact", "report", "off"].contains(&mode) {
-                        return Err(format!(
-                            "`responses`: `{}` is not a mode; expected one of [`block`, `redact`, `report`, `off`]",
-                            super::source::short(v)
-                        ));
-                    }
-                    o.response_mode = mode.into();
-                }
-                "unknown_properties" => {
-                    o.reject_unknown_properties = match v.as_str() {
-                        Some("allow") => false,
-                        Some("reject") => true,
-                        _ => {
-                            return Err(format!(
-                                "`unknown_properties`: `{}`; expected one of [`allow`, `reject`]",
-                                super::source::short(v)
-                            ))
-                        }
-                    }
-                }
-                "operations" | "tags" => {
-                    let Value::Object(m) = v else {
-                        return Err(format!("`{k}`: expected an object of name -> route fields"));
-                    };
-                    if let Some((name, _)) = m.iter().find(|(_, f)| !f.is_object()) {
-                        return Err(format!("`{k}.{name}`: expected an object of route fields"));
-                    }
-                    if k == "operations" {
-                        o.operations = m.clone();
-                    } else {
-                        o.tags = m.clone();
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "unknown field `{other}`; expected one of [{}]",
-                        OVERLAY_FIELDS.map(|f| format!("`{f}`")).join(", ")
-                    ))
-                }
-            }
-        }
-        Ok(o)
-    }
-}
 
 /// The policy for the document `spec` (read from `path`), or `None` when the notes hold errors.
 pub fn import(path: &Path, spec: Value, overlay: &Overlay, notes: &mut Notes) -> Option<Value> {
@@ -347,76 +195,68 @@ fn compile(policy: &Value) -> std::result::Result<String, Vec<String>> {
     }
 }
 
-pub(super) fn cmd_import(args: &[String], out: Out<'_>, err: Out<'_>) -> Result<u8> {
-    let a = parse(
-        args,
-        &ArgSpec {
-            options: &["overlay", "output"],
-            flags: &["strict"],
-            short: &[("-o", "--output")],
-        },
-    )?;
-    let (Some(kind), Some(spec_path)) = (a.positional.first(), a.positional.get(1)) else {
-        return usage("expected `import openapi SPEC`");
+/// What `import` prints: the policy (when one was made) and the lines for stderr.
+pub struct Outcome {
+    pub policy: Option<String>,
+    pub messages: Vec<String>,
+}
+
+/// Imports the document at `spec_path` with the overlay at `overlay_path`. With `strict`, a
+/// construct not enforced stops the import like an error.
+pub fn run(spec_path: &str, overlay_path: Option<&str>, strict: bool) -> Outcome {
+    let mut messages = Vec::new();
+    let fail = |messages: Vec<String>| Outcome {
+        policy: None,
+        messages,
     };
-    if kind != "openapi" {
-        return usage(format!(
-            "`{kind}`: only `openapi` documents can be imported"
-        ));
-    }
-    if a.positional.len() > 2 {
-        return usage("import one document at a time");
-    }
-    let spec = Document::read(spec_path).map_err(|e| {
-        let at = e
-            .pos
-            .map(|p| format!(":{}:{}", p.line, p.column))
-            .unwrap_or_default();
-        Failure::Error(format!("{spec_path}{at}: {}", e.message))
-    })?;
-    let overlay = match a.value("overlay") {
-        Some(p) => {
-            let doc =
-                Document::read(p).map_err(|e| Failure::Error(format!("{p}: {}", e.message)))?;
-            Overlay::from_value(&doc.value).map_err(|e| Failure::Error(format!("{p}: {e}")))?
+    let spec = match Document::read(spec_path) {
+        Ok(d) => d,
+        Err(e) => {
+            let at = e
+                .pos
+                .map(|p| format!(":{}:{}", p.line, p.column))
+                .unwrap_or_default();
+            return fail(vec![format!("{spec_path}{at}: {}", e.message)]);
         }
+    };
+    let overlay = match overlay_path {
+        Some(p) => match Document::read(p) {
+            Ok(doc) => match Overlay::from_value(&doc.value) {
+                Ok(o) => o,
+                Err(e) => return fail(vec![format!("{p}: {e}")]),
+            },
+            Err(e) => return fail(vec![format!("{p}: {}", e.message)]),
+        },
         None => Overlay::default(),
     };
     let mut notes = Notes::default();
     let policy = import(Path::new(spec_path), spec.value, &overlay, &mut notes);
-    for line in notes.lines() {
-        let _ = writeln!(err, "{spec_path}{line}");
-    }
+    messages.extend(notes.lines().into_iter().map(|l| format!("{spec_path}{l}")));
     let Some(policy) = policy else {
-        let _ = writeln!(
-            err,
-            "tollgate import: no policy written: the document has errors"
-        );
-        return Ok(FAILED);
+        messages.push("no policy written: the document has errors".into());
+        return fail(messages);
     };
     let text = match compile(&policy) {
         Ok(t) => t,
         Err(errors) => {
-            for e in errors {
-                let _ = writeln!(err, "tollgate import: the policy would be invalid: {e}");
-            }
-            return Ok(FAILED);
+            messages.extend(
+                errors
+                    .into_iter()
+                    .map(|e| format!("the policy would be invalid: {e}")),
+            );
+            return fail(messages);
         }
     };
-    if a.flag("strict") && notes.unenforced_count() > 0 {
-        let _ = writeln!(
-            err,
-            "tollgate import: --strict: {} construct(s) not enforced; no policy written",
+    if strict && notes.unenforced_count() > 0 {
+        messages.push(format!(
+            "--strict: {} construct(s) not enforced; no policy written",
             notes.unenforced_count()
-        );
-        return Ok(FAILED);
+        ));
+        return fail(messages);
     }
-    match a.value("output") {
-        Some(file) => {
-            std::fs::write(file, &text).map_err(|e| Failure::Error(format!("{file}: {e}")))?;
-            Ok(OK)
-        }
-        None => print(out, &text),
+    Outcome {
+        policy: Some(text),
+        messages,
     }
 }
 

@@ -2,10 +2,11 @@
 //! name, parameters, request body and response schemas, credentials and scopes, deprecation, and
 //! the `x-tollgate-*` extensions that say what OpenAPI cannot.
 
+use super::notes::Notes;
+use super::overlay::Overlay;
 use super::refs::{escape, Resolver, Target};
 use super::schema::{Dialect, Schemas, Use};
 use super::security::{Auth, KeyPlace, Schemes};
-use super::{Notes, Overlay};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -5,8 +5,8 @@
 //! not in responses (OpenAPI's rule), and every `$ref` becomes a named schema of the policy
 //! (`#/$defs/<name>`), which also carries recursive schemas.
 
+use super::notes::Notes;
 use super::refs::{escape, Resolver, Target};
-use super::Notes;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,8 +3,8 @@
 //! route's credentials and scopes. What the policy cannot express exactly is made stricter, never
 //! looser, and reported.
 
+use super::notes::Notes;
 use super::refs::{Resolver, Target};
-use super::Notes;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
