@@ -190,3 +190,48 @@ fn usage_and_broken_documents() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field `polcy`"));
 }
+
+#[test]
+fn import_export_import_gives_the_same_policy() {
+    let first = scratch("round-1.json", "");
+    let exported = scratch("round.openapi.json", "");
+    let o = tollgate(&[
+        "import",
+        "openapi",
+        SPEC,
+        "--overlay",
+        OVERLAY,
+        "-o",
+        first.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let o = tollgate(&[
+        "export",
+        "openapi",
+        first.to_str().unwrap(),
+        "-o",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = tollgate(&[
+        "import",
+        "openapi",
+        exported.to_str().unwrap(),
+        "--overlay",
+        OVERLAY,
+    ]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        again.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        std::fs::read_to_string(&first).unwrap()
+    );
+}

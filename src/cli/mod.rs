@@ -6,6 +6,7 @@ mod args;
 pub mod cases;
 pub mod check;
 pub mod explain;
+pub mod export;
 pub mod keys;
 pub mod openapi;
 pub mod place;
@@ -53,6 +54,9 @@ usage:
       route per operation with its parameters, body and response schemas and security
       requirements; the overlay adds what OpenAPI does not say (issuers, keys, limits). Every
       construct not enforced is reported on stderr with its JSON pointer (an error with --strict).
+  tollgate export openapi POLICY [-o FILE]
+      print an OpenAPI 3.1 document of what the policy enforces: its routes, parameters, schemas
+      and security requirements (the API inventory).
   tollgate token (--key PEM | --hmac-secret TEXT) [--alg ALG] [--kid KID] [--claim name=value]... [--ttl SECONDS]
       print a signed JWT (iat = now, exp = now + ttl; default ttl 3600).
   tollgate api-key --id ID [--scopes 'a b'] [--days N]
@@ -80,6 +84,7 @@ pub fn run(args: &[String], out: Out<'_>, err: Out<'_>) -> u8 {
         "api-key" => cmd_api_key(rest, out),
         "jwk" => cmd_jwk(rest, out),
         "import" => cmd_import(rest, out, err),
+        "export" => cmd_export(rest, out, err),
         "help" | "--help" | "-h" => {
             let _ = out.write_all(USAGE_TEXT.as_bytes());
             return OK;
@@ -213,6 +218,42 @@ fn cmd_import(args: &[String], out: Out<'_>, err: Out<'_>) -> Result<u8> {
             Ok(OK)
         }
         None => print(out, &text),
+    }
+}
+
+fn cmd_export(args: &[String], out: Out<'_>, err: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &["output"],
+            flags: &[],
+            short: &[("-o", "--output")],
+        },
+    )?;
+    let [target, policy] = a.positional.as_slice() else {
+        return usage("expected `export openapi POLICY [-o FILE]`");
+    };
+    if target != "openapi" {
+        return usage(format!("cannot export `{target}`; expected `openapi`"));
+    }
+    let report = load_policy(policy)?;
+    let (Some(doc), Some(source)) = (&report.doc, &report.source) else {
+        return Err(error("the policy could not be read"));
+    };
+    let title = Path::new(policy)
+        .file_stem()
+        .map_or_else(|| policy.clone(), |s| s.to_string_lossy().into_owned());
+    let export = export::openapi(doc, &source.value, &title).map_err(error)?;
+    let text = serde_json::to_string_pretty(&export.document).map_err(|e| error(e.to_string()))?;
+    for note in &export.notes {
+        let _ = writeln!(err, "tollgate export: {note}");
+    }
+    match a.value("output") {
+        Some(file) => {
+            std::fs::write(file, format!("{text}\n")).map_err(|e| error(format!("{file}: {e}")))?;
+            Ok(OK)
+        }
+        None => print(out, &format!("{text}\n")),
     }
 }
 

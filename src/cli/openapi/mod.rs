@@ -62,7 +62,14 @@ pub fn import(path: &Path, spec: Value, overlay: &Overlay, notes: &mut Notes) ->
             }
         }
     }
-    let prefix_routes = spec.get("x-tollgate-prefix-routes").cloned();
+    // Routes an export could not write as operations (prefixes, methods OpenAPI has no field
+    // for), kept whole.
+    let kept_routes: Vec<Value> = ["x-tollgate-prefix-routes", "x-tollgate-other-routes"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .cloned()
+        .collect();
     let mut r = Resolver::new(path, spec);
     let schemes = Schemes::read(&mut r, notes);
     let mut schemas = Schemas::default();
@@ -80,9 +87,7 @@ pub fn import(path: &Path, spec: Value, overlay: &Overlay, notes: &mut Notes) ->
     };
     let mut policy = overlay.policy.clone();
     let mut routes = found.routes;
-    if let Some(Value::Array(more)) = prefix_routes {
-        routes.extend(more);
-    }
+    routes.extend(kept_routes);
     policy.insert("routes".into(), Value::Array(routes));
     if !schemas.named.is_empty() {
         let named = policy
@@ -231,7 +236,14 @@ pub fn run(spec_path: &str, overlay_path: Option<&str>, strict: bool) -> Outcome
     };
     let mut notes = Notes::default();
     let policy = import(Path::new(spec_path), spec.value, &overlay, &mut notes);
-    messages.extend(notes.lines().into_iter().map(|l| format!("{spec_path}{l}")));
+    // Places in the document itself are `#/...`; those in files beside it name their file.
+    messages.extend(notes.lines().into_iter().map(|l| {
+        if l.starts_with('#') {
+            format!("{spec_path}{l}")
+        } else {
+            l
+        }
+    }));
     let Some(policy) = policy else {
         messages.push("no policy written: the document has errors".into());
         return fail(messages);

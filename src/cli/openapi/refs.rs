@@ -45,7 +45,6 @@ impl Target {
 /// The documents of one import: the main one and those its `$ref`s name.
 pub struct Resolver {
     base: PathBuf,
-    main_name: String,
     docs: BTreeMap<String, Value>,
 }
 
@@ -106,17 +105,9 @@ impl Resolver {
         let base = path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let main_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let mut docs = BTreeMap::new();
         docs.insert(String::new(), main);
-        Resolver {
-            base,
-            main_name,
-            docs,
-        }
+        Resolver { base, docs }
     }
 
     /// The main document.
@@ -190,14 +181,10 @@ impl Resolver {
         ))
     }
 
-    /// `t` for messages: the main document's name for `""`.
+    /// `t` for messages: `#/pointer` in the main document (the caller names the document),
+    /// `file#/pointer` in another.
     pub fn shown(&self, t: &Target) -> String {
-        let file = if t.file.is_empty() {
-            self.main_name.as_str()
-        } else {
-            t.file.as_str()
-        };
-        format!("{file}#{}", t.pointer)
+        format!("{}#{}", t.file, t.pointer)
     }
 }
 

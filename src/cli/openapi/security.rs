@@ -157,6 +157,10 @@ impl Schemes {
                 notes.error(&here, "a security requirement must be an object");
                 continue;
             };
+            if obj.is_empty() && list.len() == 1 {
+                // `[{}]`: no credential at all, as explicit as `[]`.
+                return Auth::Public;
+            }
             if obj.is_empty() {
                 notes.unenforced(
                     &here,
