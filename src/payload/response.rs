@@ -161,8 +161,11 @@ impl Compiler<'_> {
                 .entry("$defs")
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(d) = defs {
+                let wanted = super::referenced_defs(schema, self.schemas);
                 for (k, v) in self.schemas {
-                    d.entry(k.clone()).or_insert_with(|| v.clone());
+                    if wanted.as_ref().is_none_or(|w| w.contains(k.as_str())) {
+                        d.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
                 }
             }
         }

@@ -268,3 +268,49 @@ fn drafts_and_config_errors() {
         ["routes[0].request", "routes[0].request.params.nope"]
     );
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn only_the_named_schemas_a_schema_reaches_are_compiled_with_it() {
+    let named: BTreeMap<String, Value> = serde_json::from_value(json!({
+        "A": {"type": "object", "properties": {"b": {"$ref": "#/$defs/B"}}},
+        "B": {"items": {"$ref": "#/$defs/C/properties/x"}},
+        "C": {"properties": {"x": {"type": "integer"}}},
+        "Unused": {"type": "string"},
+        "Anchored": {"$anchor": "item", "type": "integer"},
+        "Odd/Name": {"type": "null"}
+    }))
+    .unwrap();
+    let names = |s: Value| referenced_defs(&s, &named).map(|n| n.into_iter().collect::<Vec<_>>());
+    assert_eq!(
+        names(json!({"$ref": "#/$defs/A"})),
+        Some(vec!["A", "B", "C"])
+    );
+    assert_eq!(names(json!({"type": "string"})), Some(vec![]));
+    assert_eq!(
+        names(json!({"$ref": "#/$defs/Odd~1Name"})),
+        Some(vec!["Odd/Name"])
+    );
+    assert_eq!(
+        names(json!({"$ref": "#/$defs/%41"})),
+        Some(vec!["A", "B", "C"])
+    );
+    // A plain-name fragment could be any named schema's `$anchor`: all of them.
+    assert_eq!(names(json!({"$ref": "#item"})), None);
+    // The route's own `$defs` are scanned too, and a cycle ends.
+    let cyclic: BTreeMap<String, Value> =
+        serde_json::from_value(json!({"N": {"properties": {"next": {"$ref": "#/$defs/N"}}}}))
+            .unwrap();
+    let found = referenced_defs(&json!({"$defs": {"L": {"$ref": "#/$defs/N"}}}), &cyclic).unwrap();
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), vec!["N"]);
+    // Compiled with what it reaches, the schema works as before; an unreached broken schema
+    // is not compiled with it.
+    let rules = compile(
+        json!({"body": {"$ref": "#/$defs/A"}}),
+        json!({"A": {"type": "object", "properties": {"n": {"$ref": "#/$defs/N"}}}, "N": {"type": "integer"},
+               "Broken": {"type": 12}}),
+        &[],
+    )
+    .unwrap();
+    assert!(rules.check_body(&opts(), br#"{"n": 1}"#).is_ok());
+    assert!(rules.check_body(&opts(), br#"{"n": "x"}"#).is_err());
+}
