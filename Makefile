@@ -104,7 +104,7 @@ DAYS ?= 90
 api-key: ## Print a new API key and its policy line (ID=, SCOPES="a b", DAYS=)
 	@$(PYTHON) envoy/tools/new_api_key.py --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
 
-cli: ## Build the command-line tool: target/release/tollgate (check, explain, test, render, import, export, token, api-key, jwk)
+cli: ## Build the command-line tool: target/release/tollgate (check, explain, test, render, import, export, discover, token, api-key, jwk)
 	cargo build --release --bin tollgate
 	@echo "built target/release/tollgate"
 

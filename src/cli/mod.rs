@@ -5,6 +5,7 @@
 mod args;
 pub mod cases;
 pub mod check;
+pub mod discover;
 pub mod explain;
 pub mod export;
 pub mod keys;
@@ -57,6 +58,10 @@ usage:
   tollgate export openapi POLICY [-o FILE]
       print an OpenAPI 3.1 document of what the policy enforces: its routes, parameters, schemas
       and security requirements (the API inventory).
+  tollgate discover AUDIT_LOG... [--policy POLICY] [--json]
+      group the audit lines of requests no route matched (in Envoy's logs) into templated
+      endpoints (ids become {id}), with counts, first and last seen, and a draft route for each;
+      with --policy, leave out what it now matches and draft routes for its providers.
   tollgate token (--key PEM | --hmac-secret TEXT) [--alg ALG] [--kid KID] [--claim name=value]... [--ttl SECONDS]
       print a signed JWT (iat = now, exp = now + ttl; default ttl 3600).
   tollgate api-key --id ID [--scopes 'a b'] [--days N]
@@ -85,6 +90,7 @@ pub fn run(args: &[String], out: Out<'_>, err: Out<'_>) -> u8 {
         "jwk" => cmd_jwk(rest, out),
         "import" => cmd_import(rest, out, err),
         "export" => cmd_export(rest, out, err),
+        "discover" => cmd_discover(rest, out),
         "help" | "--help" | "-h" => {
             let _ = out.write_all(USAGE_TEXT.as_bytes());
             return OK;
@@ -255,6 +261,33 @@ fn cmd_export(args: &[String], out: Out<'_>, err: Out<'_>) -> Result<u8> {
         }
         None => print(out, &format!("{text}\n")),
     }
+}
+
+fn cmd_discover(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &["policy"],
+            flags: &["json"],
+            short: &[],
+        },
+    )?;
+    if a.positional.is_empty() {
+        return usage("name at least one log file");
+    }
+    let report = match a.value("policy") {
+        Some(p) => Some(load_policy(p)?),
+        None => None,
+    };
+    let policy = match &report {
+        Some(r) => match (&r.engine, &r.doc) {
+            (Some(engine), Some(doc)) => Some((engine, doc)),
+            _ => return Err(error("the policy did not compile")),
+        },
+        None => None,
+    };
+    let text = discover::report(&a.positional, policy, a.flag("json")).map_err(error)?;
+    print(out, &text)
 }
 
 fn jwks_args(a: &Args) -> Result<Vec<(String, Vec<u8>)>> {

@@ -111,6 +111,11 @@ pub struct AuditRecord {
     pub route: Option<String>,
     /// Without the query string or fragment, cut at [`MAX_LOGGED_PATH`] bytes.
     pub path: String,
+    /// Only for a request no route matched (refused, or let through by `default.action`): the
+    /// path routes were matched against, after normalisation (no query string either), cut like
+    /// `path`. `tollgate discover` groups these lines into the API's unlisted endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized_path: Option<String>,
     pub principal: Option<String>,
     pub decision: Verdict,
     /// The denial code (also for `would_deny`).
@@ -151,6 +156,7 @@ impl AuditRecord {
             method: cut(method, 32),
             route: None,
             path: cut(path_only, MAX_LOGGED_PATH),
+            normalized_path: None,
             principal: None,
             decision: Verdict::Allow,
             reason: None,
@@ -169,6 +175,12 @@ impl AuditRecord {
         };
         self.reason = Some(code.as_str());
         self.reason_category = Some(code.reason().as_str());
+    }
+
+    /// Marks the request as one no route matched: `normalized` is what the routes were matched
+    /// against (the output of `path::normalize`, which has dropped the query string).
+    pub fn unmatched(&mut self, normalized: &str) {
+        self.normalized_path = Some(cut(normalized, MAX_LOGGED_PATH));
     }
 
     /// What sampling hashes: the request id, or the time when there is none.
@@ -220,6 +232,17 @@ mod tests {
         let r = AuditRecord::new(0, None, None, "GET", &path, Mode::Enforce);
         assert!(r.path.len() <= MAX_LOGGED_PATH);
         assert!(r.to_json().starts_with('{'));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn normalized_path_only_on_unmatched_lines() {
+        let mut r = AuditRecord::new(0, None, None, "GET", "/a//b/./c", Mode::Enforce);
+        assert!(!r.to_json().contains("normalized_path"));
+        r.unmatched(&format!("/a/b/c{}", "é".repeat(600)));
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["path"], "/a//b/./c");
+        let n = v["normalized_path"].as_str().unwrap();
+        assert!(n.starts_with("/a/b/c") && n.len() <= MAX_LOGGED_PATH, "{n}");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -416,6 +416,19 @@ impl Exchange {
             }
         };
         report_effects(engine, &outcome.effects, now_ms, store, io);
+        if let Some(record) = self.audit.as_mut() {
+            let unmatched = match &outcome.decision {
+                Decision::Allow(allow) => allow.unknown_route,
+                Decision::Deny(d) | Decision::WouldDeny(d) => d.code == DenialCode::RouteNotFound,
+            };
+            // Normalised a second time only for requests outside the policy: the decision does
+            // not carry the path, and the matched ones (nearly all) never need it.
+            if unmatched {
+                if let Some(path) = super::path::normalize(req.path) {
+                    record.unmatched(&path);
+                }
+            }
+        }
         let failure_subject = outcome.effects.failure_subject;
         match outcome.decision {
             Decision::Allow(allow) => {
@@ -873,7 +886,10 @@ impl Exchange {
     pub fn on_done(&mut self, engine: &Engine, io: &mut dyn Io) -> Option<(Level, String)> {
         let mut record = self.audit.take()?;
         let options = &engine.audit;
-        if self.refusal.is_none() && !options.sampled(&record.sampling_key()) {
+        // Refusals and requests outside the policy (also those `default.action: allow` lets
+        // through) are always written: sampling only thins out the routine traffic.
+        if self.refusal.is_none() && !self.unknown_route && !options.sampled(&record.sampling_key())
+        {
             return None;
         }
         record.status = self.status;

@@ -295,3 +295,102 @@ fn configuration_errors_name_fields() {
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["routes[0].mode", "routes[1].lifecycle.sunset"]);
 }
+
+/// A host that only keeps the log lines; enough to see an exchange's audit line.
+#[derive(Default)]
+struct AuditHost {
+    logs: Vec<String>,
+}
+
+impl exchange::Io for AuditHost {
+    fn request_header(&mut self, _edit: exchange::Edit<'_>) -> Result<(), exchange::HostError> {
+        Ok(())
+    }
+    fn response_header(&mut self, _edit: exchange::Edit<'_>) {}
+    fn body(&mut self, _which: exchange::Body, _size: usize) -> Option<Vec<u8>> {
+        None
+    }
+    fn count(&mut self, _metric: exchange::Metric<'_>) {}
+    fn log(&mut self, _level: exchange::Level, message: &str) {
+        self.logs.push(message.to_string());
+    }
+    fn peer(&mut self) -> Option<String> {
+        None
+    }
+}
+
+/// The audit line of one GET through the exchange (answered 200 when it goes upstream), as JSON;
+/// `None` when no line is written.
+fn audit_line(e: &Engine, path: &str) -> Option<Value> {
+    let mut c = Client::new(e);
+    let (mut ex, mut host) = (Exchange::new(), AuditHost::default());
+    let h = vec![
+        ("x-request-id".to_string(), "req-1".to_string()),
+        ("x-forwarded-for".to_string(), "10.1.2.3".to_string()),
+    ];
+    let req = Request {
+        method: "GET",
+        path,
+        headers: &h,
+        peer: Some("127.0.0.1:5000"),
+    };
+    let vm = exchange::Vm {
+        state: &mut c.s,
+        store: &c.store,
+    };
+    if ex.on_request_headers(e, &req, true, NOW * 1000, vm, &mut host) == Step::Continue {
+        let status = vec![(":status".to_string(), "200".to_string())];
+        ex.on_response_headers(e, &status, true, &mut host);
+    }
+    let (_, line) = ex.on_done(e, &mut host)?;
+    serde_json::from_str(line.strip_prefix("tollgate.audit ")?).ok()
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn unmatched_requests_carry_their_normalized_path() {
+    // Refused by deny-by-default: the path as sent, and the one routes were matched against;
+    // the query string (here a token) is in neither.
+    let e = engine(json!({}));
+    let v = audit_line(&e, "/v2//users/./%31%32?access_token=secret").unwrap();
+    assert_eq!(v["reason"], "route_not_found");
+    assert_eq!(v["reason_category"], "unknown_route");
+    assert_eq!(v["path"], "/v2//users/./%31%32");
+    assert_eq!(v["normalized_path"], "/v2/users/12");
+    assert!(!v.to_string().contains("secret"), "{v}");
+    // A matched request (even one refused later) has no such field.
+    let v = audit_line(&e, "/items").unwrap();
+    assert_eq!(v["reason"], "token_missing");
+    assert!(v.get("normalized_path").is_none(), "{v}");
+    // A path that cannot be normalised is refused before any route is looked up.
+    let v = audit_line(&e, "/a/%2F/b").unwrap();
+    assert_eq!(v["reason"], "path_invalid");
+    assert!(v.get("normalized_path").is_none(), "{v}");
+    // Cut like `path`.
+    let long = format!("/x/{}", "a".repeat(700));
+    let v = audit_line(&e, &long).unwrap();
+    let cut = v["normalized_path"].as_str().unwrap();
+    assert_eq!(cut.len(), audit::MAX_LOGGED_PATH);
+    assert!(long.starts_with(cut));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn unmatched_requests_are_audited_even_when_allowed_and_unsampled() {
+    // `default.action: allow` and a sample rate of 0: routine allowed traffic is not written,
+    // a request outside the policy always is.
+    let e = engine(json!({
+        "default": {"action": "allow"},
+        "audit": {"sample_allowed": 0.0},
+    }));
+    let v = audit_line(&e, "/v2/users/7/../8/").unwrap();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["reason"], Value::Null);
+    assert_eq!(v["route"], Value::Null);
+    assert_eq!(v["normalized_path"], "/v2/users/8/");
+    assert_eq!(audit_line(&e, "/internal/x"), None, "sampled out");
+    // A dry-run policy reports the refusal it did not carry out, with the path too.
+    let e = engine(json!({"mode": "dry-run"}));
+    let v = audit_line(&e, "/v2/users/9").unwrap();
+    assert_eq!(v["decision"], "would_deny");
+    assert_eq!(v["reason"], "route_not_found");
+    assert_eq!(v["normalized_path"], "/v2/users/9");
+}
