@@ -36,14 +36,18 @@ def render(template: str, policy_text: str, as_type: str, values: dict) -> str:
     else:
         # Passed as-is: the filter itself reports a policy that is not JSON.
         config = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy_text}
-    # JSON is YAML: the flow mapping drops into the template as one line.
-    out = template.replace("@@POLICY@@", json.dumps(config))
+    # The template's own placeholders first, and only then the policy: a policy may hold `@@`
+    # itself (GitHub's OpenAPI description quotes diff hunks, `@@ -1,7 +1,7 @@`), which must
+    # neither be filled in nor be taken for a placeholder left unfilled.
+    out = template
     for name, value in {**DEFAULTS, **values}.items():
         out = out.replace(f"@@{name}@@", json.dumps(value) if name == "WASM" else str(value))
-    if "@@" in out:
-        missing = sorted({part.split("@@")[0] for part in out.split("@@")[1::2]})
+    rest = out.replace("@@POLICY@@", "")
+    if "@@" in rest:
+        missing = sorted({part.split("@@")[0] for part in rest.split("@@")[1::2]})
         raise SystemExit(f"render.py: unfilled placeholders: {missing}")
-    return out
+    # JSON is YAML: the flow mapping drops into the template as one line.
+    return out.replace("@@POLICY@@", json.dumps(config))
 
 
 def main(argv):
