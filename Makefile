@@ -156,7 +156,12 @@ else
 		RUSTFLAGS="-C linker=wasm-ld-22 $(GETRANDOM_JS)" $(DEBIAN_CARGO) test --lib --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort
 endif
 
-test-e2e: build ## The built module in a real Envoy with real upstreams
+# Real-world OpenAPI documents from published npm packages, pinned by version and checksum
+# (tests/openapi/README.md), for the import tests; fetched once into tests/openapi/.cache.
+openapi-docs: ## Fetch the pinned real-world OpenAPI documents the import tests use (idempotent)
+	@python3 tests/openapi/fetch.py >/dev/null
+
+test-e2e: build openapi-docs ## The built module in a real Envoy with real upstreams
 	$(PY) -m pytest tests/e2e -q
 
 validate: build ## envoy --mode validate on every config in envoy/ (also part of test-e2e)

@@ -7,7 +7,7 @@ pub struct Notes {
     items: Vec<(Kind, String, String)>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Unenforced,
     Error,
@@ -41,10 +41,13 @@ impl Notes {
             .count()
     }
 
-    /// One line per note, in the order found.
+    /// One line per note, in the order found; a note about a place several operations share
+    /// (a `$ref`ed request body) once.
     pub fn lines(&self) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
         self.items
             .iter()
+            .filter(|item| seen.insert(*item))
             .map(|(k, at, m)| match k {
                 Kind::Unenforced => format!("{at}: not enforced: {m}"),
                 Kind::Error => format!("{at}: error: {m}"),

@@ -302,8 +302,11 @@ fn operation(
     // Credentials and scopes.
     let security_at = if op.get("security").is_some() {
         format!("{shown}/security")
-    } else {
+    } else if doc.get("security").is_some() {
         "#/security".to_string()
+    } else {
+        // Neither says anything: the report names the operation.
+        shown.clone()
     };
     let requirements = op.get("security").or_else(|| doc.get("security"));
     match cx.schemes.auth(requirements, &security_at, cx.notes) {
@@ -633,6 +636,10 @@ fn parameters(
                 if matches!(lower.as_str(), "accept" | "content-type" | "authorization") {
                     // OpenAPI: such parameter definitions "SHALL be ignored".
                     continue;
+                }
+                if lower.contains('_') {
+                    cx.notes
+                        .unenforced(&shown, &super::security::UNDERSCORE.replace("{}", &lower));
                 }
                 if required {
                     required_headers.insert(lower.clone());

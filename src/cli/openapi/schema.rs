@@ -57,6 +57,16 @@ const OAS30_ONLY: &[&str] = &[
     "externalDocs",
     "example",
 ];
+/// Annotations of both dialects that constrain nothing and would only be carried into every VM
+/// (GitHub's description is 13 MB, mostly prose and examples).
+const ANNOTATIONS: &[&str] = &[
+    "description",
+    "title",
+    "examples",
+    "$comment",
+    "externalDocs",
+    "xml",
+];
 
 /// The named schemas an import collects, by the place they come from and their use.
 #[derive(Default)]
@@ -232,7 +242,7 @@ impl Schemas {
             pointer: format!("{}/{}", at.pointer, escape(key)),
         };
         for (key, v) in map {
-            if key == "$ref" || key.starts_with("x-") {
+            if key == "$ref" || key.starts_with("x-") || ANNOTATIONS.contains(&key.as_str()) {
                 continue;
             }
             if dialect == Dialect::Oas30 && OAS30_ONLY.contains(&key.as_str()) {
@@ -336,11 +346,6 @@ fn oas30(src: &Map<String, Value>, out: &mut Map<String, Value>) {
                 out.remove(flag);
             }
             _ => {}
-        }
-    }
-    if let Some(example) = src.get("example") {
-        if !out.contains_key("examples") {
-            out.insert("examples".into(), Value::Array(vec![example.clone()]));
         }
     }
     if src.get("nullable") == Some(&Value::Bool(true)) {
@@ -450,7 +455,7 @@ mod tests {
         );
         assert_eq!(
             out["properties"]["s"],
-            json!({"type": ["string", "null"], "enum": ["a", null], "examples": ["a"]})
+            json!({"type": ["string", "null"], "enum": ["a", null]})
         );
         assert_eq!(
             out["properties"]["o"],
@@ -462,10 +467,17 @@ mod tests {
 
     #[test]
     fn oas31_schemas_are_taken_as_they_are() {
-        let schema =
-            json!({"type": ["string", "null"], "exclusiveMinimum": 3, "examples": [1], "const": 1});
+        let schema = json!({"type": ["string", "null"], "exclusiveMinimum": 3, "const": 1});
         let (out, _, _) = run(json!({}), schema.clone(), Use::Request, Dialect::Oas31);
         assert_eq!(out, schema);
+        // Annotations constrain nothing: left out of the policy.
+        let (out, _, _) = run(
+            json!({}),
+            json!({"type": "integer", "description": "d", "title": "t", "examples": [1], "$comment": "c"}),
+            Use::Request,
+            Dialect::Oas31,
+        );
+        assert_eq!(out, json!({"type": "integer"}));
         let (out, _, _) = run(json!({}), json!(true), Use::Request, Dialect::Oas31);
         assert_eq!(out, json!(true));
     }

@@ -29,6 +29,10 @@ pub enum Scheme {
     Unsupported(String),
 }
 
+/// Envoy's recommended settings (envoy/README.md) refuse header names with underscores, so a
+/// key sent in such a header never reaches Tollgate.
+pub const UNDERSCORE: &str = "header `{}` has an underscore: Envoy with the settings in envoy/README.md (`headers_with_underscores_action: REJECT_REQUEST`) refuses such requests with 400 before Tollgate sees them; allow underscores in that listener or send the key in another header";
+
 /// What a route requires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
@@ -126,6 +130,11 @@ impl Schemes {
             };
             if let Scheme::Unsupported(why) = &scheme {
                 notes.unenforced(&r.shown(&here), why);
+            }
+            if let Scheme::ApiKey(KeyPlace::Header(h)) = &scheme {
+                if h.contains('_') {
+                    notes.unenforced(&r.shown(&here), &UNDERSCORE.replace("{}", h));
+                }
             }
             schemes.insert(name, scheme);
         }
