@@ -51,6 +51,9 @@ def make_run():
     makefile = read(os.path.join(ROOT, "Makefile"))
     recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
     [args] = re.findall(r"envoy/render\.py (.+)", recipe)
+    # Variables the recipe names take their defaults (`NAME ?= value`), as a plain `make run` would.
+    defaults = dict(re.findall(r"^(\w+)\s*\?=\s*(\S+)\s*$", makefile, re.M))
+    args = re.sub(r"\$\((\w+)\)", lambda m: defaults[m.group(1)], args)
     template, policy, _out = args.split()
     [port] = re.findall(r"serve\((\d+)\)", read(os.path.join(ROOT, "envoy/demo/run.py")))
     return {"template": os.path.join(ROOT, template), "policy": os.path.join(ROOT, policy), "upstream_port": port}
