@@ -64,6 +64,15 @@ pub enum DenialCode {
     /// A `global` limit could not be checked (the rate-limit service did not answer in time,
     /// failed, or answered garbage) and the limit denies on service failure.
     RateLimitUnavailable,
+    /// The route requires TLS (`tls`) and the connection is plaintext.
+    TlsRequired,
+    /// The connection's TLS version is older than the route's `tls.min_version`.
+    TlsVersionTooOld,
+    /// The route requires a verified client certificate (`tls.client_certificate`, `peers`) and
+    /// the connection has none.
+    ClientCertificateRequired,
+    /// The client certificate's workload is not one the route's `peers` accept.
+    PeerNotAllowed,
 }
 
 /// What a denial is about: the `reason` of per-route metrics and of the audit log.
@@ -129,7 +138,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 36] = [
+    pub const ALL: [DenialCode; 40] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -166,6 +175,10 @@ impl DenialCode {
         DenialCode::RequestAmbiguous,
         DenialCode::ResponseUnchecked,
         DenialCode::RateLimitUnavailable,
+        DenialCode::TlsRequired,
+        DenialCode::TlsVersionTooOld,
+        DenialCode::ClientCertificateRequired,
+        DenialCode::PeerNotAllowed,
     ];
 
     /// The reason category of this code.
@@ -189,8 +202,13 @@ impl DenialCode {
             | C::AudienceMismatch
             | C::ClaimMissing
             | C::ApiKeyMissing
-            | C::ApiKeyInvalid => Reason::Authentication,
-            C::InsufficientScope | C::Forbidden | C::IpDenied => Reason::Authorization,
+            | C::ApiKeyInvalid
+            | C::TlsRequired
+            | C::TlsVersionTooOld
+            | C::ClientCertificateRequired => Reason::Authentication,
+            C::InsufficientScope | C::Forbidden | C::IpDenied | C::PeerNotAllowed => {
+                Reason::Authorization
+            }
             C::RateLimited | C::ClientBlocked | C::RateLimitUnavailable => Reason::RateLimit,
             C::PathInvalid
             | C::UnsupportedMediaType
@@ -231,6 +249,10 @@ impl DenialCode {
                     | DenialCode::TokenNotYetValid
                     | DenialCode::TokenIssuedInFuture
                     | DenialCode::TokenTooOld
+                    // The connection, not a guessed credential: nothing to brute-force.
+                    | DenialCode::TlsRequired
+                    | DenialCode::TlsVersionTooOld
+                    | DenialCode::ClientCertificateRequired
             )
     }
 
@@ -472,6 +494,34 @@ impl DenialCode {
                 502,
                 "Bad gateway",
                 "The upstream service returned a response this API could not check.",
+                None,
+            ),
+            DenialCode::TlsRequired => (
+                "tls_required",
+                403,
+                "Forbidden",
+                "This API must be called over TLS.",
+                None,
+            ),
+            DenialCode::TlsVersionTooOld => (
+                "tls_version_too_old",
+                403,
+                "Forbidden",
+                "This API requires a newer TLS version.",
+                None,
+            ),
+            DenialCode::ClientCertificateRequired => (
+                "client_certificate_required",
+                403,
+                "Forbidden",
+                "This API requires a client certificate (mutual TLS).",
+                None,
+            ),
+            DenialCode::PeerNotAllowed => (
+                "peer_not_allowed",
+                403,
+                "Forbidden",
+                "The calling workload is not allowed to use this API.",
                 None,
             ),
         };

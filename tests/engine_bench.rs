@@ -105,6 +105,7 @@ fn measure(name: &str, full: bool, alg: &str) {
         path: "/orders",
         headers: &headers,
         peer: Some("127.0.0.1:40000"),
+        connection: None,
     };
     let run = |state: &mut tollgate::engine::VmState| {
         let out = engine.decide_at(&req, now_ms, state, &store);

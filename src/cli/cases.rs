@@ -37,6 +37,61 @@ pub struct Defaults {
     pub now: Option<Time>,
     #[serde(default)]
     pub peer: Option<String>,
+    #[serde(default)]
+    pub tls: Option<TlsField>,
+}
+
+/// `false` (plaintext), `true` (TLS 1.3, no client certificate) or a [`TlsConnectionDoc`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TlsField {
+    On(bool),
+    With(TlsConnectionDoc),
+}
+
+impl TlsField {
+    fn connection(&self) -> Option<crate::engine::Connection> {
+        match self {
+            TlsField::On(false) => None,
+            TlsField::On(true) => Some(TlsConnectionDoc::default().connection()),
+            TlsField::With(doc) => Some(doc.connection()),
+        }
+    }
+}
+
+/// The connection a case's request arrives on: TLS (`version`, default `TLSv1.3`) and the client
+/// certificate's identities as Envoy reports them. Without `tls` the connection is plaintext.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConnectionDoc {
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub client_certificate: Option<CertificateDoc>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateDoc {
+    #[serde(default)]
+    pub uri_san: Option<String>,
+    #[serde(default)]
+    pub dns_san: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+impl TlsConnectionDoc {
+    fn connection(&self) -> crate::engine::Connection {
+        let cert = self.client_certificate.clone().unwrap_or_default();
+        crate::engine::Connection {
+            tls_version: Some(self.version.clone().unwrap_or_else(|| "TLSv1.3".into())),
+            peer_certificate: self.client_certificate.is_some(),
+            uri_san: cert.uri_san,
+            dns_san: cert.dns_san,
+            subject: cert.subject,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +149,10 @@ pub struct RequestDoc {
     pub body: Option<Value>,
     #[serde(default)]
     pub peer: Option<String>,
+    /// The connection: `false` for plaintext, `true` for TLS 1.3, or its TLS version and client
+    /// certificate (default: `defaults.tls`, else plaintext).
+    #[serde(default)]
+    pub tls: Option<TlsField>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -359,6 +418,12 @@ pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Res
         headers,
         body,
         peer: case.request.peer.clone().or_else(|| defaults.peer.clone()),
+        connection: case
+            .request
+            .tls
+            .as_ref()
+            .or(defaults.tls.as_ref())
+            .and_then(TlsField::connection),
         response: case.response.as_ref().map(upstream),
         rate_limit_service: match &case.rate_limit_service {
             None => ServiceAnswer::default(),

@@ -29,8 +29,23 @@ pub fn explain(
         path: &spec.path,
         headers: &headers,
         peer: Some(spec.peer.as_deref().unwrap_or(super::request::DEFAULT_PEER)),
+        connection: spec.connection.as_ref(),
     };
     let mut out = Map::new();
+    if let Some(c) = &spec.connection {
+        out.insert(
+            "connection".into(),
+            json!({
+                "tls_version": c.tls_version,
+                "client_certificate": c.peer_certificate.then(|| json!({
+                    "uri_san": c.uri_san,
+                    "dns_san": c.dns_san,
+                    "subject": c.subject,
+                    "principal": c.principal(),
+                })),
+            }),
+        );
+    }
     out.insert(
         "request".into(),
         json!({
@@ -69,7 +84,16 @@ pub fn explain(
             ),
             None => (String::new(), vec![]),
         };
-        let access = match &route.access {
+        let peers = rdoc.and_then(|r| r.peers.as_ref()).map(|p| {
+            json!({
+                "principals": p.principals,
+                "namespaces": p.namespaces,
+                "trust_domains": p.trust_domains,
+                "dns_names": p.dns_names,
+                "subjects": p.subjects,
+            })
+        });
+        let mut access = match &route.access {
             Access::Public => json!("public"),
             Access::Authenticated {
                 providers,
@@ -78,7 +102,20 @@ pub fn explain(
                 "providers": providers.iter().filter_map(|i| engine.providers().get(*i)).map(|p| p.name.clone()).collect::<Vec<_>>(),
                 "api_keys": api_keys,
             }),
+            Access::Workload => json!({"providers": [], "api_keys": false}),
         };
+        if let (Some(obj), Some(peers)) = (access.as_object_mut(), peers) {
+            obj.insert("peers".into(), peers);
+        }
+        if !route.tls.is_empty() {
+            out.insert(
+                "tls_required".into(),
+                json!({
+                    "min_version": route.tls.min_version.map(|(a, b)| format!("{a}.{b}")),
+                    "client_certificate": route.tls.client_certificate || route.peers.is_some(),
+                }),
+            );
+        }
         out.insert(
             "route".into(),
             json!({
@@ -412,9 +449,48 @@ pub fn render_text(t: &Value) -> String {
             if access["api_keys"] == true {
                 parts.push("API keys".into());
             }
-            parts.join(" or ")
+            let mut accepts = parts.join(" or ");
+            if let Some(p) = access["peers"].as_object() {
+                let named: Vec<String> = p
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let v: Vec<String> = v.as_array()?.iter().map(s).collect();
+                        (!v.is_empty()).then(|| format!("{k} {}", v.join(",")))
+                    })
+                    .collect();
+                let workloads = format!("workloads with {}", named.join("; "));
+                accepts = if accepts.is_empty() {
+                    workloads
+                } else {
+                    format!("{accepts}, from {workloads}")
+                };
+            }
+            accepts
         };
         line("accepts", accepts);
+        if let Some(tls) = t["tls_required"].as_object() {
+            let mut text = "TLS".to_string();
+            if let Some(v) = tls.get("min_version").and_then(Value::as_str) {
+                text.push_str(&format!(" {v} or later"));
+            }
+            if tls.get("client_certificate") == Some(&Value::Bool(true)) {
+                text.push_str(" with a client certificate");
+            }
+            line("requires", text);
+        }
+    }
+    if !t["route"].is_null() || !t["connection"].is_null() {
+        let c = &t["connection"];
+        let text = match c["tls_version"].as_str() {
+            None => "plaintext".to_string(),
+            Some(v) => match c["client_certificate"]["principal"].as_str() {
+                Some(p) => format!("{v}, client certificate {p}"),
+                None => format!("{v}, no client certificate"),
+            },
+        };
+        if !c.is_null() || !t["tls_required"].is_null() {
+            line("connection", text);
+        }
     }
     for c in t["credential"].as_array().into_iter().flatten() {
         let mut text = format!("{} from {}", s(&c["kind"]).replace('_', " "), s(&c["from"]));
@@ -453,9 +529,11 @@ pub fn render_text(t: &Value) -> String {
             .as_array()
             .map(|v| v.iter().map(s).collect())
             .unwrap_or_default();
-        let by = a["provider"]
-            .as_str()
-            .map_or("API key".to_string(), |p| format!("provider `{p}`"));
+        let by = match a["provider"].as_str() {
+            Some(p) => format!("provider `{p}`"),
+            None if s(&a["principal"]).starts_with("mtls:") => "client certificate".to_string(),
+            None => "API key".to_string(),
+        };
         line(
             "authn",
             format!(
@@ -656,6 +734,7 @@ mod tests {
                 .collect(),
             body: None,
             peer: None,
+            connection: None,
             response: None,
             rate_limit_service: Default::default(),
         }

@@ -393,6 +393,7 @@ mod tests {
                 path: "/x",
                 headers: &headers,
                 peer: None,
+                connection: None,
             };
             let mut state = engine.new_state();
             let d = engine.decide(&req, now, &mut state).decision;

@@ -37,13 +37,15 @@ usage:
       risky choices. Exit 1 when a policy is invalid (or, with --strict, has warnings).
   tollgate explain POLICY --request 'METHOD /path?query' [-H 'name: value']... [--body FILE | --data TEXT]
                    [--now TIME] [--peer ADDR] [--jwks PROVIDER=FILE]... [--json]
+                   [--tls VERSION] [--peer-uri-san URI] [--peer-dns-san NAME] [--peer-subject DN]
                    [--response-status CODE] [--response-header 'name: value']...
                    [--response-body FILE | --response-data TEXT]
                    [--rate-limit-service ok|over_limit|timeout|unavailable|malformed]
       run one request through the engine and print the decision with its trace; with --response-*,
       the upstream's answer (status 200 unless given) through the response checks too. Global
       limits show the descriptors sent to the rate-limit service, whose answer is simulated
-      (default ok; no network).
+      (default ok; no network). --tls names the connection's TLS version (TLSv1.3 when a
+      --peer-* option describes a client certificate; plaintext without either).
   tollgate test POLICY CASES... [--json]
       run files of request cases with expected decisions. Exit 1 when a case fails.
   tollgate render envoy POLICY [--as struct|string] [--wasm PATH] [--rls-address HOST:PORT]
@@ -366,6 +368,10 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
                 "data",
                 "now",
                 "peer",
+                "tls",
+                "peer-uri-san",
+                "peer-dns-san",
+                "peer-subject",
                 "jwks",
                 "response-status",
                 "response-header",
@@ -397,6 +403,12 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
         headers,
         body,
         peer: a.value("peer").map(String::from),
+        connection: request::connection(
+            a.value("tls"),
+            a.value("peer-uri-san"),
+            a.value("peer-dns-san"),
+            a.value("peer-subject"),
+        ),
         response: response_arg(&a)?,
         rate_limit_service: match a.value("rate-limit-service") {
             None => request::ServiceAnswer::default(),

@@ -27,11 +27,35 @@ pub struct Spec {
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
     pub peer: Option<String>,
+    /// The connection's TLS state and client certificate; `None`: plaintext.
+    pub connection: Option<crate::engine::Connection>,
     /// What the upstream answers if the request reaches it; `None`: a `200` without a body is
     /// assumed and only its headers are judged.
     pub response: Option<Upstream>,
     /// What the rate-limit service answers, for routes with `global` limits (no network).
     pub rate_limit_service: ServiceAnswer,
+}
+
+/// The connection a request arrives on, as Envoy would report it: `version` (`TLSv1.3`), and a
+/// client certificate when any of its identities is given (TLS 1.3 unless `version` says
+/// otherwise). Nothing given: plaintext (`None`).
+pub fn connection(
+    version: Option<&str>,
+    uri_san: Option<&str>,
+    dns_san: Option<&str>,
+    subject: Option<&str>,
+) -> Option<crate::engine::Connection> {
+    let peer_certificate = uri_san.is_some() || dns_san.is_some() || subject.is_some();
+    if version.is_none() && !peer_certificate {
+        return None;
+    }
+    Some(crate::engine::Connection {
+        tls_version: Some(version.unwrap_or("TLSv1.3").to_string()),
+        peer_certificate,
+        uri_san: uri_san.map(String::from),
+        dns_san: dns_san.map(String::from),
+        subject: subject.map(String::from),
+    })
 }
 
 /// The rate-limit service's answer in a simulated exchange.
@@ -496,6 +520,7 @@ impl<'e> Session<'e> {
             path: &spec.path,
             headers: &headers,
             peer: Some(spec.peer.as_deref().unwrap_or(DEFAULT_PEER)),
+            connection: spec.connection.as_ref(),
         };
         let mut verdict = Verdict::default();
         let mut exchange = Exchange::explained();
@@ -630,6 +655,7 @@ mod tests {
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: body.map(|b| b.as_bytes().to_vec()),
             peer: None,
+            connection: None,
             response: None,
             rate_limit_service: Default::default(),
         }

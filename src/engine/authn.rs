@@ -18,7 +18,8 @@ const MAX_FORWARDED_VALUE: usize = 4096;
 /// at configure time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// `jwt:<provider>:<sub>` or `api_key:<id>`, forwarded in the identity header.
+    /// `jwt:<provider>:<sub>`, `api_key:<id>` or `mtls:<identity>`, forwarded in the identity
+    /// header.
     pub id: String,
     /// Whether the credential was a bearer token (for RFC 6750 challenges).
     pub bearer: bool,
@@ -31,6 +32,17 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A workload known by its verified client certificate; `id` is `mtls:<identity>`.
+    pub fn workload(id: String) -> Principal {
+        Principal {
+            id,
+            bearer: false,
+            scopes: vec![],
+            claims: Map::new(),
+            forward: vec![],
+        }
+    }
+
     pub fn api_key(id: &str, scopes: Vec<String>) -> Principal {
         Principal {
             id: format!("api_key:{id}"),

@@ -26,6 +26,8 @@ pub const MAX_TOKEN_CACHE_ENTRIES: usize = 100_000;
 
 /// Default upstream header for the authenticated identity.
 pub const DEFAULT_IDENTITY_HEADER: &str = "x-tollgate-principal";
+/// Upstream header naming the verified client certificate's workload (`mtls:<id>`).
+pub const DEFAULT_PEER_HEADER: &str = "x-tollgate-peer";
 /// Scope claims read by default: OAuth's `scope`, Azure's `scp`, Auth0's `permissions`.
 pub const DEFAULT_SCOPE_CLAIMS: [&str; 3] = ["scope", "scp", "permissions"];
 
@@ -344,6 +346,28 @@ impl Engine {
                 format!("`{identity_header}` also receives a forwarded claim"),
             ));
         }
+        let peer_header = doc
+            .peer_header
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PEER_HEADER.into())
+            .to_ascii_lowercase();
+        if !valid_header_name(&peer_header)
+            || RESERVED_HEADERS.contains(&peer_header.as_str())
+            || peer_header == identity_header
+            || providers
+                .iter()
+                .any(|p| p.forward.iter().any(|(_, h)| *h == peer_header))
+        {
+            errors.push(ConfigError::new(
+                "peer_header",
+                format!("`{peer_header}` is not a header Tollgate may write (nor the identity header or a forwarded claim's)"),
+            ));
+        }
+        let tls = doc
+            .tls
+            .as_ref()
+            .map(|d| super::peer::TlsRules::compile(d, "tls", &mut errors))
+            .unwrap_or_default();
         let allow_unknown = match doc.default.as_ref().map(|d| d.action.as_str()) {
             None | Some("deny") => false,
             Some("allow") => true,
@@ -408,6 +432,7 @@ impl Engine {
             &limit_ids,
             &compiler,
             doc.api_keys.is_some(),
+            tls,
             &mut errors,
         );
         if routes.len() == doc.routes.len() {
@@ -428,6 +453,7 @@ impl Engine {
             if !valid_header_name(h)
                 || RESERVED_HEADERS.contains(&h.as_str())
                 || *h == identity_header
+                || *h == peer_header
                 || providers
                     .iter()
                     .any(|p| p.forward.iter().any(|(_, f)| f == h))
@@ -478,6 +504,7 @@ impl Engine {
             .flat_map(|p| p.forward.iter().map(|(_, h)| h.clone()))
             .collect();
         forwarded_headers.push(identity_header.clone());
+        forwarded_headers.push(peer_header.clone());
         forwarded_headers.extend(dry_run_header.iter().cloned());
         if override_headers == headers::OverrideAction::Strip {
             forwarded_headers.extend(headers::OVERRIDE_HEADERS.iter().map(|h| h.to_string()));
@@ -495,8 +522,11 @@ impl Engine {
                 || limits
                     .iter()
                     .any(|l| l.key.contains(&crate::ratelimit::KeyPart::ClientIp)));
+        let uses_connection = routes.any_connection_rules();
         Ok(Engine {
             realm,
+            uses_connection,
+            peer_header,
             providers,
             routes,
             token_cache_entries,

@@ -1319,6 +1319,7 @@ mod tests {
                 path,
                 headers: &headers,
                 peer: None,
+                connection: None,
             };
             let vm = Vm {
                 state: &mut self.state,
@@ -1532,6 +1533,7 @@ mod tests {
             path: "/health/../health",
             headers: &headers,
             peer: None,
+            connection: None,
         };
         let vm = Vm {
             state: &mut run.state,

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod lifecycle;
 mod limits;
 pub mod path;
+pub mod peer;
 mod pipeline;
 pub mod refresh;
 pub(crate) mod request;
@@ -27,6 +28,7 @@ pub use decision::{
     RouteHit,
 };
 pub use exchange::{Exchange, Step};
+pub use peer::Connection;
 pub use request::{normalize_host, Request};
 pub use routes::{Access, Matched, Route, RouteTable};
 pub use timefmt::parse_rfc3339;
@@ -91,6 +93,11 @@ pub struct Engine {
     /// identity header) so clients cannot forge them, and the API-key header, a secret.
     forwarded_headers: Vec<String>,
     identity_header: String,
+    /// Receives the verified client certificate's workload, `mtls:<id>`.
+    peer_header: String,
+    /// Whether decisions read the connection (TLS, client certificate): the host skips fetching
+    /// it if not.
+    uses_connection: bool,
     api_keys: Option<ApiKeyConfig>,
     /// Let requests that match no route through (logged as unknown endpoints).
     allow_unknown: bool,
@@ -170,6 +177,12 @@ impl Engine {
     /// the host then provides the secret (`VmState::limit_secret`).
     pub fn uses_slots(&self) -> bool {
         self.limits.iter().any(|l| l.backend.local()) || self.brute_force.is_some()
+    }
+
+    /// Whether decisions read the downstream connection's TLS state and client certificate
+    /// ([`Request::connection`]); the host fetches them only then.
+    pub fn uses_connection(&self) -> bool {
+        self.uses_connection
     }
 
     /// Whether the policy lets the host check token signatures with its own crypto

@@ -184,6 +184,15 @@ impl Engine {
                 effects,
             };
         }
+        // The connection before any credential: a route that needs TLS or a workload refuses
+        // everything else whatever it carries.
+        if let Err(code) = route.tls.check(req.connection) {
+            return self.deny(code, route_name(), effects);
+        }
+        if let Some(Err(code)) = route.peers.as_ref().map(|p| p.check(req.connection)) {
+            return self.deny(code, route_name(), effects);
+        }
+        let workload = req.connection.and_then(super::peer::Connection::principal);
         // Brute-force subject: the client's canonical address, IPv6 by its /64 (one host usually
         // owns the whole prefix and could otherwise change address on every attempt). An address
         // that cannot be parsed is not tracked.
@@ -214,8 +223,25 @@ impl Engine {
         let mut remove_headers = self.removed_headers(req);
         let mut set_headers = Vec::new();
         let mut strip = None;
+        if let Some(w) = &workload {
+            set_headers.push((self.peer_header.clone(), w.clone()));
+        }
         let principal = if route.access == Access::Public {
             None
+        } else if route.access == Access::Workload {
+            // `peers` passed above, so the certificate names a workload.
+            let Some(id) = workload else {
+                return self.deny(DenialCode::ClientCertificateRequired, route_name(), effects);
+            };
+            trace.principal = Some(id.clone());
+            if let Some(d) = trace.diagnostics.as_mut() {
+                d.authentication = Some(Ok(Passed {
+                    principal: id.clone(),
+                    scopes: vec![],
+                }));
+            }
+            set_headers.push((self.identity_header.clone(), id.clone()));
+            Some(std::rc::Rc::new(authn::Principal::workload(id)))
         } else {
             let who = match authn::authenticate(self, &route.access, req, now, state, &mut effects)
             {

@@ -8,6 +8,9 @@ pub struct Request<'a> {
     pub headers: &'a [(String, String)],
     /// Downstream peer address (`ip:port`), for `client_ip` rate-limit keys.
     pub peer: Option<&'a str>,
+    /// The downstream connection's TLS state and client certificate; read by the host only when
+    /// the policy asks ([`super::Engine::uses_connection`]).
+    pub connection: Option<&'a super::peer::Connection>,
 }
 
 impl<'a> Request<'a> {
@@ -219,6 +222,7 @@ mod tests {
                 path: "/",
                 headers,
                 peer: None,
+                connection: None,
             }
             .host()
             .map(|h| h.into_owned())

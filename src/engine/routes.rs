@@ -22,6 +22,9 @@ pub enum Access {
         providers: Vec<usize>,
         api_keys: bool,
     },
+    /// Only the workload's verified client certificate (`peers` without `providers` or
+    /// `api_keys`): the caller is `mtls:<identity>`.
+    Workload,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,10 @@ pub struct Route {
     /// The route's own IP list, checked after the global one.
     pub ip_access: Option<crate::abuse::cidr::IpList>,
     pub lifecycle: Option<super::lifecycle::Lifecycle>,
+    /// The route's own `tls`, else the policy's.
+    pub tls: super::peer::TlsRules,
+    /// The workloads accepted by their client certificate.
+    pub peers: Option<super::peer::PeerRules>,
 }
 
 impl Route {
@@ -176,6 +183,13 @@ impl Table {
 }
 
 impl RouteTable {
+    /// Whether any route asks something of the connection (TLS, a client certificate, workloads).
+    pub fn any_connection_rules(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| !r.tls.is_empty() || r.peers.is_some())
+    }
+
     /// Whether any route has its own IP list.
     pub fn any_ip_access(&self) -> bool {
         self.routes.iter().any(|r| r.ip_access.is_some())
@@ -187,6 +201,7 @@ impl RouteTable {
         limit_ids: &BTreeMap<String, (usize, u64)>,
         payload: &crate::payload::Compiler<'_>,
         api_keys_configured: bool,
+        tls: super::peer::TlsRules,
         errors: &mut Vec<ConfigError>,
     ) -> RouteTable {
         let mut table = RouteTable::default();
@@ -277,8 +292,17 @@ impl RouteTable {
                 }
             }
             let authenticated = !doc.providers.is_empty() || doc.api_keys;
+            let peers = doc
+                .peers
+                .as_ref()
+                .map(|p| super::peer::PeerRules::compile(p, &format!("{at}.peers"), errors));
             let access = match (doc.public, authenticated) {
+                (true, false) if peers.is_some() => {
+                    errors.push(ConfigError::new(&at, "a route is either `public: true` or accepts workloads (`peers`), not both; `peers` alone lets the listed workloads call without a token"));
+                    continue;
+                }
                 (true, false) => Access::Public,
+                (false, false) if peers.is_some() => Access::Workload,
                 (false, true) => {
                     let mut ids = Vec::new();
                     for (j, p) in doc.providers.iter().enumerate() {
@@ -317,7 +341,7 @@ impl RouteTable {
                     continue;
                 }
                 (false, false) => {
-                    errors.push(ConfigError::new(&at, "route has no authentication; list `providers`, set `api_keys: true`, or say `public: true` explicitly"));
+                    errors.push(ConfigError::new(&at, "route has no authentication; list `providers`, set `api_keys: true`, name `peers`, or say `public: true` explicitly"));
                     continue;
                 }
             };
@@ -335,6 +359,16 @@ impl RouteTable {
                     "a public route cannot require scopes, claims or an owner",
                 ));
             }
+            if access == Access::Workload && !rules.is_empty() {
+                errors.push(ConfigError::new(
+                    &at,
+                    "scopes, claims and an owner are read from a token or API key; a client certificate carries none: add `providers` or `api_keys` to require both",
+                ));
+            }
+            let route_tls = match &doc.tls {
+                Some(d) => super::peer::TlsRules::compile(d, &format!("{at}.tls"), errors),
+                None => tls,
+            };
             let mut limits = Vec::new();
             for (j, l) in doc.limits.iter().enumerate() {
                 let (name, cost) = match l {
@@ -459,6 +493,8 @@ impl RouteTable {
                 rules,
                 params,
                 limits,
+                tls: route_tls,
+                peers,
             });
         }
         for t in table
@@ -535,6 +571,7 @@ mod tests {
             &BTreeMap::new(),
             &payload,
             true,
+            Default::default(),
             &mut errors,
         );
         (t, errors)

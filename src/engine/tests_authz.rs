@@ -50,6 +50,7 @@ impl Req {
                 path: &self.path,
                 headers: &self.headers,
                 peer: None,
+                connection: None,
             },
             NOW,
             s,

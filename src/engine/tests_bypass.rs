@@ -60,6 +60,7 @@ fn run(e: &Engine, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcom
             path,
             headers: &headers,
             peer: None,
+            connection: None,
         },
         NOW,
         &mut e.new_state(),
@@ -168,6 +169,7 @@ fn underscore_spellings_of_protected_headers_are_removed() {
         path: "/users/a",
         headers: &owned,
         peer: None,
+        connection: None,
     };
     assert!(
         e.removed_headers(&req).iter().any(|r| r == "x_user_id"),

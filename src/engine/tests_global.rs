@@ -117,6 +117,7 @@ impl Run {
             path,
             headers: &h,
             peer: Some("10.0.0.9:1234"),
+            connection: None,
         };
         let vm = Vm {
             state: &mut self.state,

@@ -67,6 +67,7 @@ impl<'a> Client<'a> {
                 path,
                 headers: &h,
                 peer: Some("127.0.0.1:5000"),
+                connection: None,
             },
             now * 1000,
             &mut self.s,
@@ -132,6 +133,7 @@ fn global_dry_run_with_header_and_route_override() {
             path: "/",
             headers: &[],
             peer: None,
+            connection: None,
         })
         .contains(&"x-dry-run".to_string()),
         "clients cannot forge the dry-run header"
@@ -333,6 +335,7 @@ fn audit_line(e: &Engine, path: &str) -> Option<Value> {
         path,
         headers: &h,
         peer: Some("127.0.0.1:5000"),
+        connection: None,
     };
     let vm = exchange::Vm {
         state: &mut c.s,

@@ -1,7 +1,7 @@
 //! Per-stream adapter: Envoy's HTTP callbacks become events of the engine's [`Exchange`], and
 //! the steps it answers with become Envoy calls. No policy decision is made here.
 
-use super::io::{peer_address, HostIo};
+use super::io::{connection, peer_address, HostIo};
 use super::vm::{log, now_ms, Shared};
 use super::{probe, store::HostStore};
 use crate::engine::exchange::{CallReply, GrpcCall, Io, Level, Reply, Vm};
@@ -18,7 +18,11 @@ pub(crate) struct Http {
 }
 
 /// The request view of Envoy's header map: pseudo-headers read once, an absent one empty.
-fn request_view<'a>(headers: &'a [(String, String)], peer: Option<&'a str>) -> Request<'a> {
+fn request_view<'a>(
+    headers: &'a [(String, String)],
+    peer: Option<&'a str>,
+    conn: Option<&'a crate::engine::Connection>,
+) -> Request<'a> {
     let pseudo = |name: &str| {
         headers
             .iter()
@@ -30,6 +34,7 @@ fn request_view<'a>(headers: &'a [(String, String)], peer: Option<&'a str>) -> R
         path: pseudo(":path"),
         headers,
         peer,
+        connection: conn,
     }
 }
 
@@ -210,7 +215,8 @@ impl HttpContext for Http {
         } else {
             None
         };
-        let request = request_view(&headers, peer.as_deref());
+        let conn = engine.uses_connection().then(connection);
+        let request = request_view(&headers, peer.as_deref(), conn.as_ref());
         // INVARIANT: contexts of one VM run one at a time, so the state is never borrowed here.
         let step = match shared.state.try_borrow_mut() {
             Ok(mut state) => self.exchange.on_request_headers(
@@ -295,13 +301,13 @@ mod tests {
             (":path".to_string(), "/a?b=1".to_string()),
             ("x".to_string(), "y".to_string()),
         ];
-        let r = request_view(&headers, Some("10.0.0.1:5"));
+        let r = request_view(&headers, Some("10.0.0.1:5"), None);
         assert_eq!(
             (r.method, r.path, r.peer),
             ("POST", "/a?b=1", Some("10.0.0.1:5"))
         );
         assert_eq!(r.headers.len(), 3);
-        let none = request_view(&[], None);
+        let none = request_view(&[], None, None);
         assert_eq!((none.method, none.path), ("", ""));
     }
 }

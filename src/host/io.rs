@@ -88,6 +88,39 @@ fn edit_map(map: MapType, edit: Edit<'_>) -> Result<(), HostError> {
     .map_err(|_| HostError)
 }
 
+/// One `connection.*` attribute as text; absent, or not UTF-8, is `None`.
+fn connection_property(name: &str) -> Option<String> {
+    super::probe::host_call();
+    hostcalls::get_property(vec!["connection", name])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// What Envoy reports about the downstream connection: the TLS version (absent on plaintext),
+/// then, only if it is TLS, whether a client certificate was presented (`connection.mtls`, a
+/// one-byte boolean) and, only then, its identities. One to five host calls.
+pub(super) fn connection() -> crate::engine::Connection {
+    let mut conn = crate::engine::Connection {
+        tls_version: connection_property("tls_version").filter(|v| !v.is_empty()),
+        ..Default::default()
+    };
+    if conn.tls_version.is_none() {
+        return conn;
+    }
+    super::probe::host_call();
+    conn.peer_certificate = matches!(
+        hostcalls::get_property(vec!["connection", "mtls"]),
+        Ok(Some(b)) if b.first() == Some(&1)
+    );
+    if conn.peer_certificate {
+        conn.uri_san = connection_property("uri_san_peer_certificate");
+        conn.dns_san = connection_property("dns_san_peer_certificate");
+        conn.subject = connection_property("subject_peer_certificate");
+    }
+    conn
+}
+
 /// The downstream peer, `ip:port`.
 pub(super) fn peer_address() -> Option<String> {
     super::probe::host_call();

@@ -158,6 +158,7 @@ mod tests {
             path,
             headers,
             peer: None,
+            connection: None,
         }
     }
 

@@ -80,6 +80,52 @@ pub struct PolicyDoc {
     /// How requests that could change after they were judged are handled.
     #[serde(default)]
     pub requests: Option<RequestsDoc>,
+    /// Transport requirements of every route without its own `tls`.
+    #[serde(default)]
+    pub tls: Option<TlsDoc>,
+    /// Upstream header that receives the verified client certificate's workload principal
+    /// (`mtls:<id>`); any incoming copy is removed. Default `x-tollgate-peer`.
+    #[serde(default)]
+    pub peer_header: Option<String>,
+}
+
+/// What the downstream connection must be: TLS, a minimum version, a client certificate.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsDoc {
+    /// Refuse plaintext connections (default false; `min_version` and `client_certificate`
+    /// imply it).
+    #[serde(default)]
+    pub required: bool,
+    /// `"1.2"` or `"1.3"`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// Require a client certificate that Envoy validated (mutual TLS).
+    #[serde(default)]
+    pub client_certificate: bool,
+}
+
+/// The workloads a route accepts, by their verified client certificate. Every field given must
+/// match (any of its values), as the fields of an Istio `source` do.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeersDoc {
+    /// URI SAN patterns: `spiffe://prod/ns/web/sa/frontend`, Istio's form without the scheme
+    /// (`prod/ns/web/sa/frontend`), `*`, `prefix*` or `*suffix`.
+    #[serde(default)]
+    pub principals: Vec<String>,
+    /// SPIFFE namespaces (`/ns/<namespace>/`), with the same patterns.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// SPIFFE trust domains, exact.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    /// DNS SAN patterns: `billing.internal`, `*.internal`.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// Certificate subjects as Envoy writes them (RFC 2253: `CN=billing,O=Example`), exact.
+    #[serde(default)]
+    pub subjects: Vec<String>,
 }
 
 /// Request hardening that applies to every route.
@@ -502,6 +548,13 @@ pub struct RouteDoc {
     pub ip_access: Option<IpAccessDoc>,
     #[serde(default)]
     pub lifecycle: Option<LifecycleDoc>,
+    /// Transport requirements; replaces the policy's `tls` for this route.
+    #[serde(default)]
+    pub tls: Option<TlsDoc>,
+    /// Workloads accepted by their client certificate (mutual TLS). Alone, the workload is the
+    /// caller; with `providers` or `api_keys`, both must pass.
+    #[serde(default)]
+    pub peers: Option<PeersDoc>,
 }
 
 /// Schemas for the upstream's response, by status (`"200"`) or class (`"2XX"`).

@@ -61,6 +61,7 @@ fn decide(engine: &Engine, method: &str, path: &str, headers: &[(String, String)
         path,
         headers,
         peer: Some(PEER),
+        connection: None,
     };
     engine.decide_at(&req, NOW * 1000, &mut state, &MemoryStore::default())
 }
@@ -647,6 +648,7 @@ pub fn paths(data: &[u8]) {
             path: raw_path,
             headers: &headers,
             peer: Some(PEER),
+            connection: None,
         };
         // Repeated refusals count towards a brute-force block: ask until it would have started.
         let (store, mut state) = (MemoryStore::default(), f.engine.new_state());
@@ -739,6 +741,7 @@ pub fn hosts(data: &[u8]) {
         path: "/",
         headers: &headers,
         peer: None,
+        connection: None,
     };
     let both = req.host();
     let one = tollgate::engine::normalize_host(authority);
@@ -759,6 +762,7 @@ pub fn hosts(data: &[u8]) {
         path: "/",
         headers: &twice,
         peer: None,
+        connection: None,
     };
     assert!(req.host().is_err(), "two :authority accepted");
 }
