@@ -15,17 +15,22 @@ const OPENAPI_METHODS: [&str; 8] = [
     "GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE",
 ];
 /// Route members copied as they are written into `x-tollgate-<member with - for _>`.
-const ROUTE_EXTENSIONS: [&str; 6] = [
+const ROUTE_EXTENSIONS: [&str; 8] = [
     "claims",
     "owner",
     "limits",
     "mode",
     "ip_access",
     "lifecycle",
+    "tls",
+    "peers",
 ];
 /// The security scheme of API keys in a header, and in the query when `api_keys.query` is set.
 const API_KEY: &str = "api_key";
 const API_KEY_QUERY: &str = "api_key_query";
+/// The security scheme of routes with `peers`: OpenAPI 3.1's `mutualTLS` (which workloads, in the
+/// operation's `x-tollgate-peers`).
+const MTLS: &str = "mtls";
 /// A response check's `mode` when the policy leaves it out.
 const DEFAULT_RESPONSE_MODE: &str = "block";
 /// Top-level arrays of routes that have no OpenAPI operation, each as written in the policy.
@@ -197,6 +202,18 @@ fn security_schemes(doc: &PolicyDoc) -> std::result::Result<Map<String, Value>, 
             )?;
         }
     }
+    if doc.routes.iter().any(|r| r.peers.is_some()) {
+        if schemes.contains_key(MTLS) {
+            return Err(format!(
+                "a provider or the API keys' scheme is named `{MTLS}`, the name of the client certificates' security scheme; rename it to export"
+            ));
+        }
+        schemes.insert(
+            MTLS.to_string(),
+            json!({"type": "mutualTLS",
+                   "description": "A client certificate the listener validated; an operation's `x-tollgate-peers` names the workloads it accepts."}),
+        );
+    }
     Ok(schemes)
 }
 
@@ -246,6 +263,22 @@ fn security(route: &RouteDoc, doc: &PolicyDoc) -> Value {
             })
         })
         .collect();
+    // `peers`: the client certificate is needed as well as (or, alone, instead of) a credential.
+    if route.peers.is_some() {
+        if requirements.is_empty() {
+            return json!([{ MTLS: [] }]);
+        }
+        let both = requirements
+            .into_iter()
+            .map(|mut r| {
+                if let Some(m) = r.as_object_mut() {
+                    m.insert(MTLS.to_string(), json!([]));
+                }
+                r
+            })
+            .collect();
+        return Value::Array(both);
+    }
     Value::Array(requirements)
 }
 
@@ -611,6 +644,19 @@ mod tests {
                 json!({"path": "/r", "methods": ["GET"], "api_keys": true}),
                 json!({"api_keys": {"keys": []}}),
                 json!([{"api_key": []}]),
+            ),
+            // A workload alone: a client certificate, never "public" (`[]`).
+            (
+                json!({"path": "/r", "methods": ["GET"], "peers": {"namespaces": ["ops"]}}),
+                json!({}),
+                json!([{"mtls": []}]),
+            ),
+            // A workload and a token: both in one requirement.
+            (
+                json!({"path": "/r", "methods": ["GET"], "providers": ["corp"],
+                       "scopes": {"any": ["a", "b"]}, "peers": {"principals": ["*"]}}),
+                json!({}),
+                json!([{"corp": ["a"], "mtls": []}, {"corp": ["b"], "mtls": []}]),
             ),
         ];
         for (route, extra, want) in table {

@@ -24,6 +24,8 @@ const ROUTE_FIELDS: &[&str] = &[
     "ip_access",
     "lifecycle",
     "host",
+    "tls",
+    "peers",
 ];
 
 /// The routes of the document, and what they need from the rest of the policy.
@@ -314,11 +316,20 @@ fn operation(
             route.insert("public".into(), json!(true));
         }
         Auth::Unenforceable => return None,
+        // `mutualTLS` says "a validated client certificate"; `x-tollgate-peers` (below) narrows
+        // it to workloads.
+        Auth::Workload => {
+            route.insert("peers".into(), json!({"principals": ["*"]}));
+        }
         Auth::Credentials {
             providers,
             api_keys,
             scopes,
+            mtls,
         } => {
+            if mtls {
+                route.insert("peers".into(), json!({"principals": ["*"]}));
+            }
             if !providers.is_empty() {
                 route.insert("providers".into(), json!(providers));
             }
@@ -435,6 +446,8 @@ fn extensions_route(cx: &mut Ctx<'_>, op: &Value, at: &str, route: &mut Map<Stri
                         "ip-access",
                         "lifecycle",
                         "host",
+                        "tls",
+                        "peers",
                         "deprecated",
                         "sunset",
                         "successor",

@@ -24,6 +24,8 @@ pub enum Scheme {
         issuer_hint: Option<String>,
     },
     ApiKey(KeyPlace),
+    /// `mutualTLS`: a client certificate the listener validated (route `peers`).
+    MutualTls,
     /// A scheme Tollgate cannot check (`http basic`, `mutualTLS`, an API key in a cookie), with
     /// the reason.
     Unsupported(String),
@@ -44,7 +46,11 @@ pub enum Auth {
         api_keys: BTreeSet<KeyPlace>,
         /// `{"all": [...], "any": [...]}`, or none.
         scopes: Option<Value>,
+        /// A client certificate is needed as well (`mutualTLS` in the requirements).
+        mtls: bool,
     },
+    /// Only a client certificate (`[{"<mutualTLS scheme>": []}]`): route `peers` alone.
+    Workload,
     /// No requirement object can be met by a credential Tollgate checks: the route is left out
     /// (deny by default).
     Unenforceable,
@@ -123,9 +129,7 @@ impl Schemes {
                         )),
                     }
                 }
-                "mutualTLS" => Scheme::Unsupported(
-                    "mutual TLS is not checked by Tollgate (yet); Envoy's TLS settings can require client certificates".into(),
-                ),
+                "mutualTLS" => Scheme::MutualTls,
                 other => Scheme::Unsupported(format!("unknown security scheme type `{other}`")),
             };
             if let Scheme::Unsupported(why) = &scheme {
@@ -160,12 +164,26 @@ impl Schemes {
         }
         // One alternative per requirement object: a credential and the scopes it must hold.
         let mut alternatives: Vec<(Cred, BTreeSet<String>)> = Vec::new();
+        // Requirement objects that name a `mutualTLS` scheme, and those that name only one.
+        let (mut with_mtls, mut only_mtls) = (0, 0);
         for (i, req) in list.iter().enumerate() {
             let here = format!("{at}/{i}");
             let Some(obj) = req.as_object() else {
                 notes.error(&here, "a security requirement must be an object");
                 continue;
             };
+            // A client certificate is checked by the route's `peers`, beside the one credential.
+            let mut obj = obj.clone();
+            let before = obj.len();
+            obj.retain(|name, _| !matches!(self.schemes.get(name), Some(Scheme::MutualTls)));
+            if obj.len() < before {
+                with_mtls += 1;
+                if obj.is_empty() {
+                    only_mtls += 1;
+                    continue;
+                }
+            }
+            let obj = &obj;
             if obj.is_empty() && list.len() == 1 {
                 // `[{}]`: no credential at all, as explicit as `[]`.
                 return Auth::Public;
@@ -203,6 +221,8 @@ impl Schemes {
                         &here,
                         &format!("`{name}` is not a security scheme of the document"),
                     ),
+                    // Taken out of the requirement above.
+                    Some(Scheme::MutualTls) => {}
                     Some(Scheme::Unsupported(_)) => notes.unenforced(
                         &here,
                         &format!("scheme `{name}` is not checked by Tollgate: this alternative is left out"),
@@ -213,6 +233,21 @@ impl Schemes {
                     }
                 }
             }
+        }
+        if with_mtls > 0 && with_mtls < list.len() {
+            notes.unenforced(
+                at,
+                "some alternatives need a client certificate and some do not: the route requires one for every alternative, which is stricter than the document",
+            );
+        }
+        if only_mtls > 0 && !alternatives.is_empty() {
+            notes.unenforced(
+                at,
+                "a client certificate alone or a credential: the route requires both, which is stricter than the document",
+            );
+        }
+        if alternatives.is_empty() && only_mtls > 0 {
+            return Auth::Workload;
         }
         if alternatives.is_empty() {
             notes.unenforced(
@@ -238,6 +273,7 @@ impl Schemes {
             providers: providers.into_iter().collect(),
             api_keys,
             scopes,
+            mtls: with_mtls > 0,
         }
     }
 }
@@ -317,6 +353,7 @@ mod tests {
             "key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "qkey": {"type": "apiKey", "in": "query", "name": "api_key"},
             "cookie": {"type": "apiKey", "in": "cookie", "name": "sid"},
+            "mtls": {"type": "mutualTLS"},
             "ref": {"$ref": "#/components/securitySchemes/oauth"}
         }}});
         let mut r = Resolver::new(Path::new("s.json"), doc);
@@ -337,6 +374,7 @@ mod tests {
             providers: providers.iter().map(|s| s.to_string()).collect(),
             api_keys: keys.iter().cloned().collect(),
             scopes,
+            mtls: false,
         }
     }
 
@@ -362,6 +400,40 @@ mod tests {
         assert!(matches!(s.schemes["basic"], Scheme::Unsupported(_)));
         assert!(matches!(s.schemes["cookie"], Scheme::Unsupported(_)));
         assert_eq!(s.schemes["ref"], Scheme::Jwt { issuer_hint: None });
+    }
+
+    #[test]
+    fn mutual_tls_is_a_client_certificate_beside_the_credential() {
+        assert_eq!(schemes().schemes["mtls"], Scheme::MutualTls);
+        // Alone: the workload is the caller.
+        let (a, n) = auth(json!([{"mtls": []}]));
+        assert_eq!(a, Auth::Workload);
+        assert!(n.is_empty());
+        // With a token: both, and the token's scopes.
+        let (a, n) = auth(json!([{"oauth": ["r"], "mtls": []}]));
+        let Auth::Credentials {
+            mtls,
+            scopes,
+            providers,
+            ..
+        } = a
+        else {
+            panic!("{a:?}")
+        };
+        assert!(mtls);
+        assert_eq!(
+            (providers, scopes),
+            (vec!["oauth".to_string()], Some(json!({"all": ["r"]})))
+        );
+        assert!(n.is_empty());
+        // A certificate for one alternative only, or a certificate *or* a token: both are required
+        // (stricter than the document), and reported.
+        let (a, n) = auth(json!([{"oauth": [], "mtls": []}, {"key": []}]));
+        assert!(matches!(a, Auth::Credentials { mtls: true, .. }), "{a:?}");
+        assert_eq!(n.unenforced_count(), 1);
+        let (a, n) = auth(json!([{"mtls": []}, {"oauth": []}]));
+        assert!(matches!(a, Auth::Credentials { mtls: true, .. }), "{a:?}");
+        assert_eq!(n.unenforced_count(), 2);
     }
 
     #[test]
