@@ -95,6 +95,12 @@ run: build ## Start the demo: Envoy on 127.0.0.1:10000 (admin :9901) + echo upst
 	@$(PY) envoy/render.py envoy/tollgate.yaml $(POLICY) target/demo/envoy.yaml
 	@$(PY) envoy/demo/run.py target/demo/envoy.yaml
 
+run-mesh: build ## The mesh example: mutual TLS on 127.0.0.1:10000 (certificate required) and :10443 (requested), policies/mesh.json
+	@mkdir -p target/mesh
+	@$(PY) envoy/tools/mesh_certs.py target/mesh >/dev/null
+	@$(PY) envoy/render.py envoy/mesh.yaml policies/mesh.json target/mesh/envoy.yaml
+	@$(PY) envoy/demo/run.py target/mesh/envoy.yaml mesh
+
 token: $(VENV)/.installed ## Print a JWT the demo accepts (SUB=, SCOPE=, TTL= seconds)
 	@$(PY) envoy/demo/mint_token.py --sub "$(SUB)" --scope "$(SCOPE)" --ttl "$(TTL)"
 

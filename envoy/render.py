@@ -26,6 +26,12 @@ DEFAULTS = {
     # (envoy/docker-compose.yaml sets 0.0.0.0 and publishes on the host's loopback).
     "BIND_ADDRESS": "127.0.0.1",
     "WASM": os.path.join(ROOT, "target/wasm32-wasip1/release/tollgate.wasm"),
+    # envoy/mesh.yaml only: the listener that only requests client certificates, and the
+    # certificates `make run-mesh` writes with envoy/tools/mesh_certs.py.
+    "EDGE_PORT": "10443",
+    "TLS_CERT": os.path.join(ROOT, "target/mesh/server.pem"),
+    "TLS_KEY": os.path.join(ROOT, "target/mesh/server.key"),
+    "TLS_CA": os.path.join(ROOT, "target/mesh/ca.pem"),
 }
 
 

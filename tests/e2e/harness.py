@@ -177,10 +177,12 @@ class Envoy:
     sets the template's `xff_num_trusted_hops` (the test client then plays a trusted load balancer
     whose `x-forwarded-for` names the client); `plain_listener`
     adds a second listener without the Wasm filter (`plain_port`, `plain_url`) that routes straight
-    to the upstream; `extra_args` go on Envoy's command line."""
+    to the upstream; `extra_args` go on Envoy's command line; `values` fills the template's other
+    placeholders."""
 
     def __init__(self, policy, upstream_port, jwks_port=None, as_type="string", concurrency=2, template=TEMPLATE,
-                 wasm=WASM, plain_listener=False, extra_args=(), xff_trusted_hops=0, rls_port=None):
+                 wasm=WASM, plain_listener=False, extra_args=(), xff_trusted_hops=0, rls_port=None,
+                 values=None):
         self._allocate(plain_listener, upstream_port)
         policy_text = policy if isinstance(policy, str) else json.dumps(policy)
         with open(template) as f:
@@ -195,6 +197,8 @@ class Envoy:
                     "JWKS_PORT": jwks_port or free_port(),
                     "RLS_PORT": rls_port or free_port(),
                     "WASM": wasm,
+                    # The template's own placeholders (envoy/mesh.yaml: certificates, EDGE_PORT).
+                    **(values or {}),
                 },
             )
         if xff_trusted_hops:
