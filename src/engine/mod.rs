@@ -230,3 +230,6 @@ mod tests_bypass;
 
 #[cfg(test)]
 mod tests_global;
+
+#[cfg(test)]
+mod tests_peers;
