@@ -64,11 +64,13 @@ def _leaf(ca, cn, sans, usage, expired=False):
     now = datetime.datetime.now(datetime.timezone.utc)
     start, end = ((now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired
                   else (now - datetime.timedelta(days=1), now + datetime.timedelta(days=365)))
-    cert = (x509.CertificateBuilder()
-            .subject_name(_name(cn)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    builder = (x509.CertificateBuilder()
+               .subject_name(_name(cn)).issuer_name(ca_cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(start).not_valid_after(end))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = (builder
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .sign(ca_key, hashes.SHA256()))
@@ -83,6 +85,34 @@ def _write(out, name, key, cert):
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
+
+
+class Authority:
+    """A CA that issues certificates on demand (tests/e2e/test_cli_parity.py gives each request
+    case the certificate its `tls.client_certificate` describes)."""
+
+    def __init__(self, out):
+        self.out = out
+        os.makedirs(out, exist_ok=True)
+        self.ca = _ca("Tollgate test CA")
+        _write(out, "ca", None, self.ca[1])
+        self.ca_path = os.path.join(out, "ca.pem")
+        _write(out, "server", *_leaf(self.ca, "localhost", [x509.DNSName("localhost"),
+                                                           x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+                                     ExtendedKeyUsageOID.SERVER_AUTH))
+        self.server = (os.path.join(out, "server.pem"), os.path.join(out, "server.key"))
+        self._issued = {}
+
+    def client(self, uri_san=None, dns_san=None, cn="client"):
+        """(cert path, key path) of a client certificate with these names, issued once."""
+        ident = (uri_san, dns_san, cn)
+        if ident not in self._issued:
+            sans = ([x509.UniformResourceIdentifier(uri_san)] if uri_san else []) + \
+                   ([x509.DNSName(dns_san)] if dns_san else [])
+            name = f"client-{len(self._issued)}"
+            _write(self.out, name, *_leaf(self.ca, cn, sans, ExtendedKeyUsageOID.CLIENT_AUTH))
+            self._issued[ident] = (os.path.join(self.out, f"{name}.pem"), os.path.join(self.out, f"{name}.key"))
+        return self._issued[ident]
 
 
 def write_all(out):

@@ -671,6 +671,15 @@ pub fn render_json(policy: &str, cases_file: &str, results: &[Outcome]) -> Value
                 "path": s.path,
                 "headers": s.headers,
                 "body": s.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                // `null`: plaintext.
+                "tls": s.connection.as_ref().map(|c| json!({
+                    "version": c.tls_version,
+                    "client_certificate": c.peer_certificate.then(|| json!({
+                        "uri_san": c.uri_san,
+                        "dns_san": c.dns_san,
+                        "subject": c.subject,
+                    })),
+                })),
             })),
             "response": r.spec.as_ref().and_then(|s| s.response.as_ref()).map(|u| json!({
                 "status": u.status,

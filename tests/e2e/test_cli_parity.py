@@ -14,12 +14,17 @@ import glob
 import http.client
 import json
 import os
+import ssl
 import subprocess
+import sys
 
 import pytest
 
 from harness import ROOT, TEMPLATE, WASM, Envoy, Upstream, free_port, render, validate
 from rls_server import RateLimitServer, RedisServer
+
+sys.path.insert(0, os.path.join(ROOT, "envoy", "tools"))
+import mesh_certs  # noqa: E402
 
 CASE_FILES = sorted(glob.glob(os.path.join(ROOT, "policies", "*.cases.yaml")))
 
@@ -107,9 +112,38 @@ def hooked(req, resp):
     return {**req, "headers": headers, "body": resp["body"] or req["body"]}
 
 
-def send(port, req):
-    """The request exactly as the case file built it: raw path, repeated headers kept."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def tls_context(authority, tls):
+    """A client TLS context for a case's `tls`: the version it names, and the client certificate
+    with its names, issued by the test CA."""
+    ctx = ssl.create_default_context(cafile=authority.ca_path)
+    version = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}[tls["version"]]
+    ctx.minimum_version = ctx.maximum_version = version
+    cert = tls["client_certificate"]
+    if cert is not None:
+        ctx.load_cert_chain(*authority.client(cert.get("uri_san"), cert.get("dns_san")))
+    return ctx
+
+
+def with_tls(text, authority):
+    """The config with a TLS listener that requests (does not require) client certificates
+    signed by the test CA."""
+    socket = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": False,
+        "common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"filename": authority.server[0]},
+                                  "private_key": {"filename": authority.server[1]}}],
+            "validation_context": {"trusted_ca": {"filename": authority.ca_path}}}}}
+    anchor = "    filter_chains:\n    - filters:\n"
+    assert anchor in text, "the template's listener changed"
+    return text.replace(anchor, f"    filter_chains:\n    - transport_socket: {json.dumps(socket)}\n      filters:\n", 1)
+
+
+def send(port, req, ctx=None):
+    """The request exactly as the case file built it: raw path, repeated headers kept; over TLS
+    with `ctx`."""
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx) if ctx
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     try:
         # The case's own Host headers, if it has any, instead of http.client's.
         has_host = any(name.lower() == "host" for name, _ in req["headers"])
@@ -172,6 +206,12 @@ def explain_decision(cli, policy, req, resp=None, service="ok"):
     and the upstream's response as --response-* options."""
     args = ["explain", policy, "--json", "--request", f"{req['method']} {req['path']}",
             "--rate-limit-service", service]
+    if req["tls"] is not None:
+        args += ["--tls", req["tls"]["version"]]
+        cert = req["tls"]["client_certificate"] or {}
+        for name in ("uri_san", "dns_san", "subject"):
+            if cert.get(name):
+                args += [f"--peer-{name.replace('_', '-')}", cert[name]]
     for name, value in req["headers"]:
         args += ["-H", f"{name}: {value}"]
     body = resp["body"] or req["body"] if resp else req["body"]
@@ -212,7 +252,7 @@ def echo():
 
 
 @pytest.mark.parametrize("cases", CASE_FILES, ids=os.path.basename)
-def test_cli_and_envoy_decide_alike(cli, echo, rls, cases):
+def test_cli_and_envoy_decide_alike(cli, echo, rls, cases, tmp_path):
     upstream = echo
     policy = cases[: -len(".cases.yaml")] + ".json"
     report = json.loads(tollgate(cli, "test", policy, cases, "--json").stdout)
@@ -222,6 +262,15 @@ def test_cli_and_envoy_decide_alike(cli, echo, rls, cases):
              "RLS_PORT": rls.port}
     envoy = Envoy.from_bootstrap(lambda e: config_with_rendered_block(cli, policy, "struct", {**ports, "LISTEN_PORT": e.port, "ADMIN_PORT": e.admin}),
                                  upstream.port).wait_ready()
+    # Cases that arrive over TLS go to a second Envoy, the same config with a TLS listener.
+    authority = mesh_certs.Authority(str(tmp_path / "ca"))
+    tls_envoy = None
+
+    def start_tls_envoy():
+        return Envoy.from_bootstrap(lambda e: with_tls(config_with_rendered_block(
+            cli, policy, "struct", {**ports, "LISTEN_PORT": e.port, "ADMIN_PORT": e.admin}), authority),
+            upstream.port).wait_ready()
+
     compared, responses, skipped, mismatches = 0, 0, [], []
     try:
         for case in results:
@@ -231,6 +280,12 @@ def test_cli_and_envoy_decide_alike(cli, echo, rls, cases):
                 skipped.append((case["note"], "pinned clock or repeated request"))
                 continue
             req, resp = case["request"], case["response"]
+            if req["tls"] is not None:
+                cert = (req["tls"]["client_certificate"] or {})
+                if cert.get("subject"):
+                    skipped.append((case["note"], "a certificate subject as Envoy prints it"))
+                    continue
+                tls_envoy = tls_envoy or start_tls_envoy()
             service = case["rate_limit_service"]
             rls.set_mode(*SERVICE_MODES[service])
             why = unexpressible(case)
@@ -241,7 +296,10 @@ def test_cli_and_envoy_decide_alike(cli, echo, rls, cases):
                 # The request phase as before, then what the client finally got.
                 got = {k: case["got"][k] for k in ("decision", "code", "status")}
                 explained = explain_decision(cli, policy, req, resp, service)
-                status, content_type, body = send(envoy.port, hooked(req, resp))
+                if req["tls"] is not None:
+                    status, content_type, body = send(tls_envoy.port, hooked(req, resp), tls_context(authority, req["tls"]))
+                else:
+                    status, content_type, body = send(envoy.port, hooked(req, resp))
                 seen = envoy_delivered(status, content_type, body, got["decision"] == "deny")
                 compared += 1
                 responses += 1
@@ -251,7 +309,10 @@ def test_cli_and_envoy_decide_alike(cli, echo, rls, cases):
                 continue
             got = {k: case["got"][k] for k in ("decision", "code", "status")}
             explained = {k: v for k, v in explain_decision(cli, policy, req, service=service).items() if k in got}
-            seen = envoy_decision(req["method"], *send(envoy.port, req))
+            if req["tls"] is not None:
+                seen = envoy_decision(req["method"], *send(tls_envoy.port, req, tls_context(authority, req["tls"])))
+            else:
+                seen = envoy_decision(req["method"], *send(envoy.port, req))
             compared += 1
             if seen.get("code") is None and seen["decision"] == "deny" and got["code"] == "path_invalid":
                 # Envoy's own normalisation (path_with_escaped_slashes_action: REJECT_REQUEST)
@@ -262,6 +323,8 @@ def test_cli_and_envoy_decide_alike(cli, echo, rls, cases):
                 mismatches.append({"note": case["note"], "test": got, "explain": explained, "envoy": seen})
     finally:
         envoy.stop()
+        if tls_envoy:
+            tls_envoy.stop()
     print(f"{os.path.basename(cases)}: {compared} cases decided alike ({responses} with the upstream's "
           f"response); not comparable: {skipped}")
     assert not mismatches, json.dumps(mismatches, indent=1)
