@@ -1,6 +1,8 @@
 //! Abuse controls that sit in front of authentication: client-address allow/deny lists
-//! ([`cidr`]) and temporary blocks after repeated authentication failures ([`brute`]). Both are
+//! ([`cidr`]), temporary blocks after repeated authentication failures ([`brute`]) and the nonces
+//! of signed requests seen within their window ([`replay`]). All are
 //! pure engine code: the caller passes the client address, the current time and the shared store.
 
 pub mod brute;
 pub mod cidr;
+pub mod replay;
