@@ -178,7 +178,7 @@ validate: build ## envoy --mode validate on every config in envoy/ (also part of
 # input in tests/fuzz/artifacts/<target>/ and fails the run. Keep such an input, once fixed, in
 # tests/fuzz/regressions/<target>/: tests/fuzz_regressions.rs replays it (and the seeds) in `cargo test`.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := tokens jwks policy bodies paths
+FUZZ_TARGETS := tokens jwks policy bodies paths signatures
 FUZZ := PATH="$(abspath $(TOOLS))/bin:$$PATH" cargo +nightly fuzz
 
 $(TOOLS)/bin/cargo-fuzz:

@@ -4,6 +4,7 @@
 pub mod abuse;
 pub mod codes;
 pub mod engine;
+pub mod httpsig;
 pub mod jwt;
 pub mod policy;
 pub mod problem;

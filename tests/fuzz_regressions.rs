@@ -107,13 +107,27 @@ fn json() {
     run("json");
 }
 
+#[test]
+fn signatures() {
+    run("signatures");
+}
+
 /// Every target in the glue has a test above (and a file in `tests/fuzz/fuzz_targets/`).
 #[test]
 fn every_target_is_replayed() {
     let names: Vec<&str> = glue::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
-        ["tokens", "jwks", "policy", "bodies", "paths", "hosts", "json"]
+        [
+            "tokens",
+            "jwks",
+            "policy",
+            "bodies",
+            "paths",
+            "hosts",
+            "json",
+            "signatures"
+        ]
     );
     for name in names {
         let target = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -23,7 +23,7 @@ pub type Target = fn(&[u8]);
 
 /// Every target by the name of its file in `fuzz_targets/` and of its folders in `seeds/` and
 /// `regressions/`.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("tokens", tokens),
     ("jwks", jwks),
     ("policy", policy),
@@ -31,6 +31,7 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("paths", paths),
     ("hosts", hosts),
     ("json", json_bodies),
+    ("signatures", signatures),
 ];
 
 /// The host clock in every target (2027-01-15): fixture tokens and the API keys of
@@ -835,4 +836,171 @@ fn has_duplicate_key(data: &[u8]) -> bool {
     serde_json::from_slice::<DupSeed>(data)
         .map(|d| d.0)
         .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// signatures
+
+use tollgate::httpsig::{
+    self, Component, ContentDigest, DigestAlgorithm, SignParams, Signatures, SignedRequest,
+    SigningKey, VerifyingKey,
+};
+
+const HTTPSIG_FIXTURE: &str = include_str!("../../fixtures/httpsig/rfc9421.json");
+
+struct SignatureFixture {
+    /// The deterministic signers of RFC 9421's test keys (RSA-PSS draws random salts).
+    signers: Vec<SigningKey>,
+    verifiers: Vec<VerifyingKey>,
+}
+
+impl SignatureFixture {
+    fn new() -> SignatureFixture {
+        let doc: Value = serde_json::from_str(HTTPSIG_FIXTURE).unwrap_or_default();
+        let jwks = doc["keys"].as_array().cloned().unwrap_or_default();
+        let jwk = |kid: &str| jwks.iter().find(|k| k["kid"] == kid).cloned();
+        let signers: Vec<SigningKey> = [
+            "test-shared-secret",
+            "test-key-ed25519",
+            "test-key-ecc-p256",
+        ]
+        .iter()
+        .filter_map(|kid| jwk(kid))
+        .map(|j| match SigningKey::from_jwk(&j) {
+            Ok(k) => k,
+            Err(e) => panic!("fixture key: {e}"),
+        })
+        .collect();
+        let mut verifiers: Vec<VerifyingKey> = signers.iter().map(|k| k.verifying_key()).collect();
+        if let Some(mut rsa) = jwk("test-key-rsa-pss") {
+            for m in ["d", "p", "q", "dp", "dq", "qi"] {
+                rsa.as_object_mut().map(|o| o.remove(m));
+            }
+            match VerifyingKey::from_jwk(&rsa) {
+                Ok(k) => verifiers.push(k),
+                Err(e) => panic!("fixture key: {e}"),
+            }
+        }
+        assert_eq!(verifiers.len(), 4, "fixture keys missing");
+        SignatureFixture { signers, verifiers }
+    }
+}
+
+thread_local! {
+    static SIGNATURES: SignatureFixture = SignatureFixture::new();
+}
+
+/// One signature of a fuzzed request: its base, every key, and a re-signing.
+fn check_signature(f: &SignatureFixture, req: &SignedRequest<'_>, sig: &httpsig::Signature) {
+    // `@signature-params` is a strict serialisation: it parses back to itself.
+    let member = format!("{}={}", sig.label(), sig.signature_params());
+    let value = format!("{}=::", sig.label());
+    let again = match Signatures::parse(&[&member], &[&value]) {
+        Ok(s) => s,
+        Err(e) => panic!("{member:?} does not parse back: {e}"),
+    };
+    match again.get(sig.label()) {
+        Ok(a) => assert_eq!(a.signature_params(), sig.signature_params()),
+        Err(e) => panic!("{member:?} lost its label: {e}"),
+    }
+    let base = match sig.base(req) {
+        Ok(base) => base,
+        Err(_) => return,
+    };
+    // One line per covered component, then `@signature-params`; ASCII without a stray newline.
+    assert!(base.is_ascii(), "{base:?}");
+    let lines: Vec<&str> = base.split('\n').collect();
+    assert_eq!(lines.len(), sig.components().len() + 1, "{base:?}");
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("\"@signature-params\": {}", sig.signature_params()).as_str())
+    );
+    for key in &f.verifiers {
+        let _ = sig.verify(req, key);
+    }
+    // What resolves can be signed by every key, and that signature verifies over the same
+    // components and parameters.
+    for key in &f.signers {
+        let params = SignParams {
+            created: sig.created(),
+            keyid: Some(key.kid()),
+            alg: true,
+            expires: sig.expires(),
+            nonce: sig.nonce(),
+            tag: sig.tag(),
+        };
+        let headers = match httpsig::sign(req, "fz", sig.components(), &params, key) {
+            Ok(h) => h,
+            Err(e) => panic!("{member:?} has a base but cannot be signed: {e}"),
+        };
+        let signed = match Signatures::parse(&[&headers.signature_input], &[&headers.signature]) {
+            Ok(s) => s,
+            Err(e) => panic!("{headers:?} does not parse: {e}"),
+        };
+        let Ok(ours) = signed.get("fz") else {
+            panic!("{headers:?} has no `fz`")
+        };
+        assert_eq!(ours.components(), sig.components());
+        assert_eq!(ours.verify(req, &key.verifying_key()), Ok(()), "{member:?}");
+    }
+}
+
+/// RFC 9421 signatures and RFC 9530 digests. The input's first five lines are the
+/// `Signature-Input`, `Signature` and `Content-Digest` values, the request target (default
+/// RFC 9421's test request's) and an `example-dict` value; the rest is the body. Nothing panics;
+/// bases are well-formed; what has a base can be signed and verified again; `@signature-params`
+/// re-parses to itself; a computed `Content-Digest` verifies its body, and another body fails.
+pub fn signatures(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.splitn(6, '\n');
+    let mut next = || parts.next().unwrap_or_default();
+    let (input, signature, digest, target, dict, body) =
+        (next(), next(), next(), next(), next(), next());
+    let path = if target.is_empty() {
+        "/foo?param=Value&Pet=dog"
+    } else {
+        target
+    };
+    if let Ok(d) = ContentDigest::parse(&[digest]) {
+        let _ = d.verify(body.as_bytes());
+    }
+    for alg in [DigestAlgorithm::Sha256, DigestAlgorithm::Sha512] {
+        let value = httpsig::content_digest(alg, body.as_bytes());
+        match ContentDigest::parse(&[&value]) {
+            Ok(d) => {
+                assert_eq!(d.verify(body.as_bytes()), Ok(()));
+                assert!(d.verify(format!("{body}.").as_bytes()).is_err());
+            }
+            Err(e) => panic!("{value:?} does not parse: {e}"),
+        }
+    }
+    let _ = Component::parse(input);
+    let length = body.len().to_string();
+    let headers: Vec<(String, String)> = [
+        ("date", "Tue, 20 Apr 2021 02:07:55 GMT"),
+        ("content-type", "application/json"),
+        ("content-length", &length),
+        ("content-digest", digest),
+        ("example-dict", dict),
+        ("signature-input", input),
+        ("signature", signature),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let req = SignedRequest {
+        method: "POST",
+        scheme: "https",
+        authority: "example.com",
+        path_and_query: path,
+        headers: &headers,
+    };
+    let Ok(sigs) = Signatures::from_request(&req) else {
+        return;
+    };
+    SIGNATURES.with(|f| {
+        for sig in sigs.iter() {
+            check_signature(f, &req, sig);
+        }
+    });
 }
