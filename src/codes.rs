@@ -73,6 +73,21 @@ pub enum DenialCode {
     ClientCertificateRequired,
     /// The client certificate's workload is not one the route's `peers` accept.
     PeerNotAllowed,
+    /// The route takes only signed requests (`signers`) and the request has no signature.
+    MessageSignatureMissing,
+    /// A message signature (RFC 9421) that does not verify: malformed, unknown key, algorithm or
+    /// tag not allowed, a required component not covered, a wrong signature (deliberately one
+    /// code).
+    MessageSignatureInvalid,
+    /// A message signature outside its validity: too old, expired, or created in the future.
+    MessageSignatureExpired,
+    /// A message signature whose nonce was already used within its window.
+    MessageSignatureReplayed,
+    /// The body does not match the signed `Content-Digest` (RFC 9530).
+    ContentDigestMismatch,
+    /// The nonce of a signed request could not be recorded (shared data failed or is full), so
+    /// the request cannot be protected against replay.
+    ReplayCheckUnavailable,
 }
 
 /// What a denial is about: the `reason` of per-route metrics and of the audit log.
@@ -138,7 +153,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 40] = [
+    pub const ALL: [DenialCode; 46] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -179,6 +194,12 @@ impl DenialCode {
         DenialCode::TlsVersionTooOld,
         DenialCode::ClientCertificateRequired,
         DenialCode::PeerNotAllowed,
+        DenialCode::MessageSignatureMissing,
+        DenialCode::MessageSignatureInvalid,
+        DenialCode::MessageSignatureExpired,
+        DenialCode::MessageSignatureReplayed,
+        DenialCode::ContentDigestMismatch,
+        DenialCode::ReplayCheckUnavailable,
     ];
 
     /// The reason category of this code.
@@ -205,7 +226,12 @@ impl DenialCode {
             | C::ApiKeyInvalid
             | C::TlsRequired
             | C::TlsVersionTooOld
-            | C::ClientCertificateRequired => Reason::Authentication,
+            | C::ClientCertificateRequired
+            | C::MessageSignatureMissing
+            | C::MessageSignatureInvalid
+            | C::MessageSignatureExpired
+            | C::MessageSignatureReplayed
+            | C::ContentDigestMismatch => Reason::Authentication,
             C::InsufficientScope | C::Forbidden | C::IpDenied | C::PeerNotAllowed => {
                 Reason::Authorization
             }
@@ -218,7 +244,7 @@ impl DenialCode {
             | C::RequestAmbiguous => Reason::RequestSchema,
             C::ResponseInvalid | C::ResponseUnchecked | C::UpstreamError => Reason::ResponseSchema,
             C::RouteRetired => Reason::Lifecycle,
-            C::KeysUnavailable | C::InternalError => Reason::Config,
+            C::KeysUnavailable | C::InternalError | C::ReplayCheckUnavailable => Reason::Config,
         }
     }
 
@@ -253,6 +279,8 @@ impl DenialCode {
                     | DenialCode::TlsRequired
                     | DenialCode::TlsVersionTooOld
                     | DenialCode::ClientCertificateRequired
+                    | DenialCode::MessageSignatureMissing
+                    | DenialCode::MessageSignatureExpired
             )
     }
 
@@ -517,6 +545,48 @@ impl DenialCode {
                 "This API requires a client certificate (mutual TLS).",
                 None,
             ),
+            DenialCode::MessageSignatureMissing => (
+                "message_signature_missing",
+                401,
+                "Authentication required",
+                "This API requires a signed request (HTTP Message Signatures).",
+                None,
+            ),
+            DenialCode::MessageSignatureInvalid => (
+                "message_signature_invalid",
+                401,
+                "Invalid signature",
+                "The request's signature is not valid for this API.",
+                None,
+            ),
+            DenialCode::MessageSignatureExpired => (
+                "message_signature_expired",
+                401,
+                "Invalid signature",
+                "The request's signature is too old or not valid yet.",
+                None,
+            ),
+            DenialCode::MessageSignatureReplayed => (
+                "message_signature_replayed",
+                401,
+                "Invalid signature",
+                "The request's signature was already used.",
+                None,
+            ),
+            DenialCode::ContentDigestMismatch => (
+                "content_digest_mismatch",
+                400,
+                "Bad request",
+                "The request body does not match its signed Content-Digest.",
+                None,
+            ),
+            DenialCode::ReplayCheckUnavailable => (
+                "replay_check_unavailable",
+                503,
+                "Service unavailable",
+                "The signed request could not be checked for replay; retry shortly.",
+                None,
+            ),
             DenialCode::PeerNotAllowed => (
                 "peer_not_allowed",
                 403,
@@ -718,7 +788,11 @@ mod tests {
                 "issuer_mismatch",
                 "audience_mismatch",
                 "claim_missing",
-                "api_key_invalid"
+                "api_key_invalid",
+                // A forged or replayed signature; a body that breaks its signed digest.
+                "message_signature_invalid",
+                "message_signature_replayed",
+                "content_digest_mismatch",
             ]
         );
         for c in DenialCode::ALL {

@@ -112,8 +112,10 @@ fn measure(name: &str, full: bool, alg: &str) {
         let Decision::Allow(a) = out.decision else {
             panic!("{name}: denied: {:?}", out.decision)
         };
-        if let Some(rules) = a.body_check {
-            engine.check_body(rules, &a.route, BODY).unwrap();
+        if let Some(check) = a.body_check {
+            engine
+                .check_request_body(check, &a.route, a.content_digest.as_deref(), BODY)
+                .unwrap();
         }
     };
     for _ in 0..1000 {

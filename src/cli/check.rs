@@ -154,6 +154,27 @@ pub fn warnings(doc: &PolicyDoc) -> Vec<(String, String)> {
             }
         }
     }
+    for (name, s) in &doc.signers {
+        if s.require_nonce == Some(false) {
+            out.push((
+                format!("signers.{name}.require_nonce"),
+                "signatures without a nonce are accepted: a captured request can be replayed until it is `max_age_seconds` old".into(),
+            ));
+        }
+    }
+    for (i, r) in doc.routes.iter().enumerate() {
+        if doc.tls.is_some()
+            && r.peers.is_none()
+            && r.tls
+                .as_ref()
+                .is_some_and(|t| !t.client_certificate && t.min_version.is_none() && !t.required)
+        {
+            out.push((
+                format!("routes[{i}].tls"),
+                "an empty `tls` replaces the policy's: this route takes plaintext".into(),
+            ));
+        }
+    }
     for (name, l) in &doc.rate_limits {
         if l.burst > BURST_CEILING || l.burst > l.rate.saturating_mul(BURST_PERIODS) {
             out.push((

@@ -98,9 +98,11 @@ pub fn explain(
             Access::Authenticated {
                 providers,
                 api_keys,
+                signers,
             } => json!({
                 "providers": providers.iter().filter_map(|i| engine.providers().get(*i)).map(|p| p.name.clone()).collect::<Vec<_>>(),
                 "api_keys": api_keys,
+                "signers": signers.iter().filter_map(|i| engine.signers().get(*i)).map(|s| s.name.clone()).collect::<Vec<_>>(),
             }),
             Access::Workload => json!({"providers": [], "api_keys": false}),
         };
@@ -258,6 +260,7 @@ fn credential(engine: &Engine, access: &Access, req: &Request<'_>) -> Option<Val
     let Access::Authenticated {
         providers,
         api_keys,
+        signers,
     } = access
     else {
         return None;
@@ -274,6 +277,28 @@ fn credential(engine: &Engine, access: &Access, req: &Request<'_>) -> Option<Val
         sources.extend(k.sources.iter().map(|s| (s, "api_key")));
     }
     let mut found = Vec::new();
+    if !signers.is_empty() {
+        // The signatures as sent (`tollgate explain` shows them; the engine verifies them).
+        let values = |name: &str| req.header_values(name).collect::<Vec<_>>();
+        if let Ok(sigs) =
+            crate::httpsig::Signatures::parse(&values("signature-input"), &values("signature"))
+        {
+            for sig in sigs.iter() {
+                found.push(json!({
+                    "kind": "signature",
+                    "from": format!("`signature-input` label `{}`", sig.label()),
+                    "signature": {
+                        "keyid": sig.keyid(),
+                        "alg": sig.alg(),
+                        "created": sig.created(),
+                        "expires": sig.expires(),
+                        "nonce": sig.nonce().is_some(),
+                        "components": sig.components().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                    },
+                }));
+            }
+        }
+    }
     for (source, kind) in sources {
         let mut scratch = Vec::new();
         source.find(req, &mut scratch);
@@ -449,6 +474,10 @@ pub fn render_text(t: &Value) -> String {
             if access["api_keys"] == true {
                 parts.push("API keys".into());
             }
+            if let Some(p) = access["signers"].as_array().filter(|p| !p.is_empty()) {
+                let names: Vec<String> = p.iter().map(|n| format!("`{}`", s(n))).collect();
+                parts.push(format!("requests signed by {}", names.join(", ")));
+            }
             let mut accepts = parts.join(" or ");
             if let Some(p) = access["peers"].as_object() {
                 let named: Vec<String> = p
@@ -520,6 +549,18 @@ pub fn render_text(t: &Value) -> String {
             }
         } else if c["kind"] == "token" {
             text.push_str(": not a JWT");
+        } else if c["kind"] == "signature" {
+            let g = &c["signature"];
+            text.push_str(&format!(
+                ": keyid={} alg={} created={} covers [{}]",
+                g["keyid"],
+                g["alg"],
+                g["created"],
+                g["components"]
+                    .as_array()
+                    .map(|v| v.iter().map(s).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+            ));
         }
         line("credential", text);
     }
@@ -532,6 +573,7 @@ pub fn render_text(t: &Value) -> String {
         let by = match a["provider"].as_str() {
             Some(p) => format!("provider `{p}`"),
             None if s(&a["principal"]).starts_with("mtls:") => "client certificate".to_string(),
+            None if s(&a["principal"]).starts_with("sig:") => "message signature".to_string(),
             None => "API key".to_string(),
         };
         line(

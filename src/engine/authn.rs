@@ -57,6 +57,9 @@ impl Principal {
 /// The outcome of authentication: the principal, and how the credential leaves the request.
 pub struct Authenticated {
     pub principal: Rc<Principal>,
+    /// A signed request: the covered `Content-Digest` its body must match (`None` inside: the
+    /// body must be empty).
+    pub signed_body: Option<Option<String>>,
     pub remove_headers: Vec<String>,
     /// Query parameter to strip from `:path`.
     pub strip_query: Option<String>,
@@ -69,23 +72,38 @@ enum Found<'a> {
     ApiKey(&'a Source),
 }
 
+/// What authentication reads besides the request: the time and the shared store (nonces of
+/// signed requests).
+pub struct Context<'a> {
+    pub now_ms: u64,
+    pub store: &'a dyn crate::store::SharedStore,
+}
+
 /// Finds and verifies the one credential `access` accepts. Called by `Engine::decide_at`; public so
 /// that `tollgate explain` can show who passed (or why not) with the engine's own code.
 pub fn authenticate(
     engine: &Engine,
     access: &Access,
     req: &Request<'_>,
-    now: u64,
+    cx: &Context<'_>,
     state: &mut VmState,
     effects: &mut Effects,
 ) -> Result<Authenticated, DenialCode> {
+    let now = cx.now_ms / 1000;
     let Access::Authenticated {
         providers: ids,
         api_keys,
+        signers,
     } = access
     else {
         return Err(DenialCode::InternalError);
     };
+    // A signature is a credential too: with a token or key beside it, the request carries two.
+    let signed = !signers.is_empty()
+        && req
+            .headers
+            .iter()
+            .any(|(k, _)| k == "signature-input" || k == "signature");
     let providers: Vec<(usize, &Provider)> = ids
         .iter()
         .filter_map(|i| engine.providers.get(*i).map(|p| (*i, p)))
@@ -113,18 +131,23 @@ pub fn authenticate(
         match &candidate {
             Found::Jwt(s) | Found::ApiKey(s) => s.find(req, &mut scratch),
         }
-        if scratch.len() > 1 || (found.is_some() && !scratch.is_empty()) {
+        if scratch.len() > 1 || ((found.is_some() || signed) && !scratch.is_empty()) {
             return Err(DenialCode::MultipleTokens);
         }
         if let Some(t) = scratch.first() {
             found = Some((candidate, t));
         }
     }
+    if signed {
+        return authenticate_signature(engine, signers, req, cx, state);
+    }
     let Some((found, credential)) = found else {
-        return Err(if providers.is_empty() {
+        return Err(if !providers.is_empty() {
+            DenialCode::TokenMissing
+        } else if *api_keys {
             DenialCode::ApiKeyMissing
         } else {
-            DenialCode::TokenMissing
+            DenialCode::MessageSignatureMissing
         });
     };
     let (principal, source, forward_token) = match found {
@@ -143,6 +166,7 @@ pub fn authenticate(
     };
     let mut out = Authenticated {
         principal,
+        signed_body: None,
         remove_headers: vec![],
         strip_query: None,
         strip_cookie: None,
@@ -155,6 +179,59 @@ pub fn authenticate(
         }
     }
     Ok(out)
+}
+
+/// The request's signature by one of `signers` (indices into `Engine::signers`): the first
+/// signature (in `Signature-Input` order) whose `keyid` one of them holds is the credential.
+fn authenticate_signature(
+    engine: &Engine,
+    signers: &[usize],
+    req: &Request<'_>,
+    cx: &Context<'_>,
+    state: &VmState,
+) -> Result<Authenticated, DenialCode> {
+    let first = |name: &str| req.header_values(name).next().unwrap_or("");
+    let view = crate::httpsig::SignedRequest {
+        method: req.method,
+        scheme: match first(":scheme") {
+            "" => "http",
+            s => s,
+        },
+        authority: first(":authority"),
+        path_and_query: req.path,
+        headers: req.headers,
+    };
+    let sigs = crate::httpsig::Signatures::from_request(&view)
+        .map_err(|_| DenialCode::MessageSignatureInvalid)?;
+    let (signer, sig) = sigs
+        .iter()
+        .find_map(|sig| {
+            let kid = sig.keyid()?;
+            signers
+                .iter()
+                .filter_map(|i| engine.signers.get(*i))
+                .find(|s| s.has_key(kid))
+                .map(|s| (s, sig))
+        })
+        .ok_or(DenialCode::MessageSignatureInvalid)?;
+    let has_body = req.header_values("transfer-encoding").next().is_some()
+        || req.header_values("content-length").any(|v| v.trim() != "0");
+    let signed = signer.check(
+        sig,
+        &view,
+        has_body,
+        cx.now_ms,
+        &engine.replay,
+        cx.store,
+        &state.limit_secret,
+    )?;
+    Ok(Authenticated {
+        principal: Rc::new(Principal::workload(signed.principal)),
+        signed_body: Some(signed.content_digest),
+        remove_headers: vec![],
+        strip_query: None,
+        strip_cookie: None,
+    })
 }
 
 fn authenticate_jwt<'p>(

@@ -426,12 +426,21 @@ impl Engine {
             schemas: &doc.schemas,
             options: &payload_options,
         };
+        let mut signers = Vec::new();
+        let mut signer_ids = BTreeMap::new();
+        for (name, s) in &doc.signers {
+            signer_ids.insert(name.clone(), signer_ids.len());
+            if let Some(s) = super::signers::Signer::compile(name, s, &mut errors) {
+                signers.push(s);
+            }
+        }
         let routes = RouteTable::compile(
             &doc.routes,
             &ids,
             &limit_ids,
             &compiler,
             doc.api_keys.is_some(),
+            &signer_ids,
             tls,
             &mut errors,
         );
@@ -525,6 +534,11 @@ impl Engine {
         let uses_connection = routes.any_connection_rules();
         Ok(Engine {
             realm,
+            signers,
+            replay: crate::abuse::replay::Replay::new(
+                super::signers::REPLAY_SLOTS,
+                super::signers::REPLAY_ATTEMPTS,
+            ),
             uses_connection,
             peer_header,
             providers,

@@ -30,9 +30,12 @@ pub struct Allow {
     pub unknown_route: bool,
     /// Added to the upstream's response (`RateLimit`, `RateLimit-Policy`).
     pub response_headers: Vec<(String, String)>,
-    /// The body must pass these request rules (`Engine::check_body`) before the request goes on;
-    /// the host holds the headers and buffers the body.
-    pub body_check: Option<usize>,
+    /// The body must pass these checks (`Engine::check_request_body`) before the request goes
+    /// on; the host holds the headers and buffers the body.
+    pub body_check: Option<BodyCheck>,
+    /// The `Content-Digest` a verified message signature covers: the body must match it
+    /// (`body_check.digest`).
+    pub content_digest: Option<String>,
     /// The upstream's response must be checked with these response rules.
     pub response_check: Option<usize>,
     /// The mode that applied: in `dry-run`, body and response refusals are reported, not sent.
@@ -41,6 +44,15 @@ pub struct Allow {
     pub authenticated: bool,
     /// `global` limits: the rate-limit service decides before the request goes on.
     pub global: Option<GlobalAsk>,
+}
+
+/// What a request body must pass before the request goes on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BodyCheck {
+    /// The route's request rules (schema, size), when it has a body schema.
+    pub rules: Option<usize>,
+    /// The body must match the signed `Content-Digest` ([`Allow::content_digest`]).
+    pub digest: bool,
 }
 
 /// What the rate-limit service is asked for one request (its `global` limits).

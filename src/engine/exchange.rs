@@ -7,8 +7,9 @@
 //! very same code.
 
 use super::audit::{AuditLevel, AuditRecord};
+use super::Request;
 use super::VmState;
-use super::{Decision, Denial, Diagnostics, Engine, GlobalAsk, Mode, ProviderKeys, Request};
+use super::{BodyCheck, Decision, Denial, Diagnostics, Engine, GlobalAsk, Mode, ProviderKeys};
 use crate::codes::{Counter, DenialCode};
 use crate::payload::response::{Unchecked, Verdict};
 use crate::payload::Violation;
@@ -24,7 +25,7 @@ pub enum State {
     /// No request headers yet.
     Init,
     /// The request's headers are held and its body buffered until it passes these request rules.
-    RequestBody { rules: usize },
+    RequestBody { rules: BodyCheck },
     /// The request is held (its body buffered) while an outgoing call is out: the rate-limit
     /// service decides its `global` limits. [`Exchange::on_call_reply`] goes on.
     Calling,
@@ -101,7 +102,7 @@ enum Waiting {
     Limits {
         ask: GlobalAsk,
         /// Request rules the body must pass once the service let the request through.
-        body_check: Option<usize>,
+        body_check: Option<BodyCheck>,
         /// The request's body (or trailers) ended while the call was out.
         request_ended: bool,
     },
@@ -211,6 +212,8 @@ pub struct Exchange {
     response_headers: Vec<(String, String)>,
     /// Response rules of the matched route.
     response_check: Option<usize>,
+    /// The signed `Content-Digest` the request body must match.
+    content_digest: Option<String>,
     /// Bytes of the request and response bodies buffered so far (read again when trailers end
     /// the stream instead of a data frame).
     request_body_size: usize,
@@ -316,6 +319,7 @@ impl Exchange {
             authenticated: false,
             response_headers: Vec::new(),
             response_check: None,
+            content_digest: None,
             request_body_size: 0,
             response_body_size: 0,
             status: 0,
@@ -462,6 +466,7 @@ impl Exchange {
                 }
                 self.response_headers = allow.response_headers;
                 self.response_check = allow.response_check;
+                self.content_digest = allow.content_digest;
                 if let Some(ask) = allow.global {
                     let Some(service) = engine.rate_limit_service() else {
                         return self.internal_error(engine, io);
@@ -995,9 +1000,16 @@ impl Exchange {
         Step::Continue
     }
 
-    fn finish_body(&mut self, engine: &Engine, rules: usize, body: &[u8], io: &mut dyn Io) -> Step {
+    fn finish_body(
+        &mut self,
+        engine: &Engine,
+        rules: BodyCheck,
+        body: &[u8],
+        io: &mut dyn Io,
+    ) -> Step {
         self.state = State::Forwarded;
-        match engine.check_body(rules, &self.route, body) {
+        let digest = self.content_digest.take();
+        match engine.check_request_body(rules, &self.route, digest.as_deref(), body) {
             Ok(()) => {
                 io.count(Metric::Allowed { route: &self.route });
                 Step::Continue

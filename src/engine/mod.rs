@@ -19,13 +19,14 @@ mod pipeline;
 pub mod refresh;
 pub(crate) mod request;
 mod routes;
+pub mod signers;
 pub mod timefmt;
 
 pub use apikeys::ApiKeys;
-pub use authn::{authenticate, Authenticated, Principal};
+pub use authn::{authenticate, Authenticated, Context as AuthContext, Principal};
 pub use decision::{
-    Allow, Check, Decision, Denial, Diagnostics, Effects, GlobalAsk, Mode, Outcome, Passed,
-    RouteHit,
+    Allow, BodyCheck, Check, Decision, Denial, Diagnostics, Effects, GlobalAsk, Mode, Outcome,
+    Passed, RouteHit,
 };
 pub use exchange::{Exchange, Step};
 pub use peer::Connection;
@@ -85,6 +86,10 @@ impl std::ops::Deref for ApiKeyConfig {
 pub struct Engine {
     realm: String,
     providers: Vec<Provider>,
+    /// Signers of HTTP message signatures, indexed as `Access::Authenticated::signers`.
+    signers: Vec<signers::Signer>,
+    /// The nonces of signed requests.
+    replay: crate::abuse::replay::Replay,
     routes: RouteTable,
     token_cache_entries: usize,
     /// `signature_verification: auto`: the host may check signatures ([`VmState::signatures`]).
@@ -154,6 +159,11 @@ impl Engine {
         &self.providers
     }
 
+    /// The signers, indexed as `Access::Authenticated::signers` names them.
+    pub fn signers(&self) -> &[signers::Signer] {
+        &self.signers
+    }
+
     /// The rate limits, indexed as `Route::limits` names them.
     pub fn limits(&self) -> &[Limit] {
         &self.limits
@@ -176,7 +186,9 @@ impl Engine {
     /// Whether state is kept in slots hashed with the process secret (rate limits, brute force):
     /// the host then provides the secret (`VmState::limit_secret`).
     pub fn uses_slots(&self) -> bool {
-        self.limits.iter().any(|l| l.backend.local()) || self.brute_force.is_some()
+        self.limits.iter().any(|l| l.backend.local())
+            || self.brute_force.is_some()
+            || self.signers.iter().any(signers::Signer::uses_replay_store)
     }
 
     /// Whether decisions read the downstream connection's TLS state and client certificate
@@ -233,3 +245,6 @@ mod tests_global;
 
 #[cfg(test)]
 mod tests_peers;
+
+#[cfg(test)]
+mod tests_signers;

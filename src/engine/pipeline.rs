@@ -223,6 +223,7 @@ impl Engine {
         let mut remove_headers = self.removed_headers(req);
         let mut set_headers = Vec::new();
         let mut strip = None;
+        let mut signed_body = None;
         if let Some(w) = &workload {
             set_headers.push((self.peer_header.clone(), w.clone()));
         }
@@ -243,7 +244,8 @@ impl Engine {
             set_headers.push((self.identity_header.clone(), id.clone()));
             Some(std::rc::Rc::new(authn::Principal::workload(id)))
         } else {
-            let who = match authn::authenticate(self, &route.access, req, now, state, &mut effects)
+            let cx = authn::Context { now_ms, store };
+            let who = match authn::authenticate(self, &route.access, req, &cx, state, &mut effects)
             {
                 Ok(who) => who,
                 Err(code) => {
@@ -293,6 +295,7 @@ impl Engine {
                 }
             }
             remove_headers.extend(who.remove_headers);
+            signed_body = who.signed_body;
             set_headers.extend(who.principal.forward.iter().cloned());
             set_headers.push((self.identity_header.clone(), who.principal.id.clone()));
             strip = who.strip_query;
@@ -348,9 +351,23 @@ impl Engine {
                 };
             }
             if rules.has_body() {
-                body_check = Some(index);
+                body_check = Some(super::BodyCheck {
+                    rules: Some(index),
+                    digest: false,
+                });
             }
         }
+        let content_digest = match signed_body {
+            Some(digest) => {
+                let rules = body_check.and_then(|c: super::BodyCheck| c.rules);
+                body_check = Some(super::BodyCheck {
+                    rules,
+                    digest: true,
+                });
+                digest
+            }
+            None => None,
+        };
         set_headers.extend(self.path_rewrite(req.path, &path, strip.as_deref()));
         if route.response.is_some() {
             // Tollgate judges JSON, not gzip: the upstream is asked for an uncompressed response
@@ -361,6 +378,7 @@ impl Engine {
         let allow = Allow {
             response_check: route.response,
             body_check,
+            content_digest,
             route: route.name.clone(),
             principal: trace.principal.take(),
             remove_headers,
@@ -417,7 +435,39 @@ impl Engine {
         (new != raw).then(|| (":path".to_string(), new))
     }
 
-    /// Checks a complete request body for the rules named by `Allow::body_check`.
+    /// Checks a complete request body as `Allow::body_check` says: against the signed
+    /// `Content-Digest` (`digest`, from `Allow::content_digest`), then the route's request rules.
+    pub fn check_request_body(
+        &self,
+        check: super::BodyCheck,
+        route: &str,
+        digest: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), Denial> {
+        if check.digest {
+            // A signed request: its body matches the covered `Content-Digest`, or is empty when
+            // the signature covers none.
+            let matches = match digest {
+                Some(d) => crate::httpsig::ContentDigest::parse(&[d])
+                    .and_then(|c| c.verify(body))
+                    .is_ok(),
+                None => body.is_empty(),
+            };
+            if !matches {
+                return Err(crate::problem::denial(
+                    &self.realm,
+                    DenialCode::ContentDigestMismatch,
+                    Some(route.to_string()),
+                ));
+            }
+        }
+        match check.rules {
+            Some(rules) => self.check_body(rules, route, body),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a complete request body for the rules named by `BodyCheck::rules`.
     pub fn check_body(&self, rules: usize, route: &str, body: &[u8]) -> Result<(), Denial> {
         let Some(r) = self.routes.request_rules.get(rules) else {
             return Err(crate::problem::denial(
@@ -462,12 +512,17 @@ impl Engine {
         }
     }
 
-    /// Largest body the rules named by `Allow::body_check` accept (the host stops buffering there).
-    pub fn max_body_bytes(&self, rules: usize) -> usize {
-        self.routes
-            .request_rules
-            .get(rules)
-            .map_or(0, |r| r.max_body_bytes)
+    /// Largest body `Allow::body_check` accepts (the host stops buffering there): the route's
+    /// request rules', else the policy's default.
+    pub fn max_body_bytes(&self, check: super::BodyCheck) -> usize {
+        match check.rules {
+            Some(rules) => self
+                .routes
+                .request_rules
+                .get(rules)
+                .map_or(0, |r| r.max_body_bytes),
+            None => self.payload_options.max_body_bytes,
+        }
     }
 
     fn payload_denial(&self, failure: Failure, route: Option<String>) -> Denial {

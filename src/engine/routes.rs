@@ -21,6 +21,8 @@ pub enum Access {
     Authenticated {
         providers: Vec<usize>,
         api_keys: bool,
+        /// Signers (indices) whose signed requests are accepted.
+        signers: Vec<usize>,
     },
     /// Only the workload's verified client certificate (`peers` without `providers` or
     /// `api_keys`): the caller is `mtls:<identity>`.
@@ -195,12 +197,15 @@ impl RouteTable {
         self.routes.iter().any(|r| r.ip_access.is_some())
     }
 
+    // One argument per section of the policy that routes refer to by name.
+    #[allow(clippy::too_many_arguments)]
     pub fn compile(
         docs: &[RouteDoc],
         providers: &BTreeMap<String, usize>,
         limit_ids: &BTreeMap<String, (usize, u64)>,
         payload: &crate::payload::Compiler<'_>,
         api_keys_configured: bool,
+        signer_ids: &BTreeMap<String, usize>,
         tls: super::peer::TlsRules,
         errors: &mut Vec<ConfigError>,
     ) -> RouteTable {
@@ -291,7 +296,8 @@ impl RouteTable {
                     ));
                 }
             }
-            let authenticated = !doc.providers.is_empty() || doc.api_keys;
+            let authenticated =
+                !doc.providers.is_empty() || doc.api_keys || !doc.signers.is_empty();
             let peers = doc
                 .peers
                 .as_ref()
@@ -331,17 +337,39 @@ impl RouteTable {
                             "the policy has no top-level `api_keys` section",
                         ));
                     }
+                    let mut signers = Vec::new();
+                    for (j, s) in doc.signers.iter().enumerate() {
+                        match signer_ids.get(s) {
+                            Some(id) if !signers.contains(id) => signers.push(*id),
+                            Some(_) => errors.push(ConfigError::new(
+                                format!("{at}.signers[{j}]"),
+                                format!("signer `{s}` is listed twice"),
+                            )),
+                            None => errors.push(ConfigError::new(
+                                format!("{at}.signers[{j}]"),
+                                format!(
+                                    "unknown signer `{s}`; expected one of [{}]",
+                                    signer_ids
+                                        .keys()
+                                        .map(|k| format!("`{k}`"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            )),
+                        }
+                    }
                     Access::Authenticated {
                         providers: ids,
                         api_keys: doc.api_keys,
+                        signers,
                     }
                 }
                 (true, true) => {
-                    errors.push(ConfigError::new(&at, "a route is either `public: true` or accepts credentials (`providers`, `api_keys`), not both"));
+                    errors.push(ConfigError::new(&at, "a route is either `public: true` or accepts credentials (`providers`, `api_keys`, `signers`), not both"));
                     continue;
                 }
                 (false, false) => {
-                    errors.push(ConfigError::new(&at, "route has no authentication; list `providers`, set `api_keys: true`, name `peers`, or say `public: true` explicitly"));
+                    errors.push(ConfigError::new(&at, "route has no authentication; list `providers` or `signers`, set `api_keys: true`, name `peers`, or say `public: true` explicitly"));
                     continue;
                 }
             };
@@ -357,6 +385,13 @@ impl RouteTable {
                 errors.push(ConfigError::new(
                     &at,
                     "a public route cannot require scopes, claims or an owner",
+                ));
+            }
+            let signers_only = matches!(&access, Access::Authenticated { providers, api_keys: false, signers } if providers.is_empty() && !signers.is_empty());
+            if signers_only && !rules.is_empty() {
+                errors.push(ConfigError::new(
+                    &at,
+                    "scopes, claims and an owner are read from a token or API key; a signed request carries none: add `providers` or `api_keys`",
                 ));
             }
             if access == Access::Workload && !rules.is_empty() {
@@ -571,6 +606,7 @@ mod tests {
             &BTreeMap::new(),
             &payload,
             true,
+            &BTreeMap::new(),
             Default::default(),
             &mut errors,
         );

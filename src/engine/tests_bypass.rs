@@ -246,7 +246,7 @@ fn duplicate_body_keys_are_refused_by_default() {
         "/submit",
         &[(":authority", "a"), ("content-type", "application/json")],
     ));
-    let rules = a.body_check.unwrap();
+    let rules = a.body_check.and_then(|c| c.rules).unwrap();
     assert_eq!(
         e.check_body(rules, "submit", body).unwrap_err().code,
         DenialCode::BodyMalformed

@@ -35,6 +35,9 @@ pub struct PolicyDoc {
     /// `builtin`: always by Tollgate's own code.
     #[serde(default)]
     pub signature_verification: Option<String>,
+    /// Signers of HTTP message signatures (RFC 9421) by name, that routes accept in `signers`.
+    #[serde(default)]
+    pub signers: BTreeMap<String, SignerDoc>,
     /// API keys, stored as SHA-256 hashes.
     #[serde(default)]
     pub api_keys: Option<ApiKeysDoc>,
@@ -87,6 +90,33 @@ pub struct PolicyDoc {
     /// (`mtls:<id>`); any incoming copy is removed. Default `x-tollgate-peer`.
     #[serde(default)]
     pub peer_header: Option<String>,
+}
+
+/// Who may sign requests (RFC 9421 HTTP Message Signatures) and what a signature must cover.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerDoc {
+    /// Verification keys as JWK objects (`{"keys": [...]}`), each with the `kid` a signature
+    /// names in its `keyid`.
+    pub keys: JwksDoc,
+    /// Accepted algorithms: `hmac-sha256`, `ed25519`, `ecdsa-p256-sha256`, `rsa-pss-sha512`.
+    pub algorithms: Vec<String>,
+    /// Components every signature must cover (default `@method`, `@target-uri`, `@authority`);
+    /// `content-digest` is required besides on requests with a body.
+    #[serde(default)]
+    pub components: Option<Vec<String>>,
+    /// Oldest `created` accepted, in seconds (default 300; 1 to 86400).
+    #[serde(default)]
+    pub max_age_seconds: Option<u64>,
+    /// Allowed clock difference for `created` and `expires` (default 60).
+    #[serde(default)]
+    pub clock_skew_seconds: Option<u64>,
+    /// Require a `nonce` and refuse one seen within the signature's window (default true).
+    #[serde(default)]
+    pub require_nonce: Option<bool>,
+    /// Required `tag` parameter (an application's signature profile), if any.
+    #[serde(default)]
+    pub tag: Option<String>,
 }
 
 /// What the downstream connection must be: TLS, a minimum version, a client certificate.
@@ -522,6 +552,9 @@ pub struct RouteDoc {
     /// Accept API keys on this route.
     #[serde(default)]
     pub api_keys: bool,
+    /// Names of the signers whose signed requests (RFC 9421) this route accepts.
+    #[serde(default)]
+    pub signers: Vec<String>,
     /// Only requests whose `:authority` (port removed, case-insensitive) is this host.
     #[serde(default)]
     pub host: Option<String>,

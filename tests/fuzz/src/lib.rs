@@ -376,7 +376,10 @@ fn use_engine(engine: &Engine) {
         decide(engine, method, path, &json);
     }
     for i in 0..engine.routes().request_rules.len() {
-        let _ = engine.max_body_bytes(i);
+        let _ = engine.max_body_bytes(tollgate::engine::BodyCheck {
+            rules: Some(i),
+            digest: false,
+        });
         let _ = engine.check_body(i, "r", br#"{"a": [1, "x", null]}"#);
     }
     for i in 0..engine.routes().response_rules.len() {
@@ -699,10 +702,13 @@ pub fn paths(data: &[u8]) {
                     }
                 }
             }
-            if let Some(i) = allow.body_check {
-                let _ = f
-                    .engine
-                    .check_body(i, &allow.route, br#"{"item": "x", "quantity": 2}"#);
+            if let Some(check) = allow.body_check {
+                let _ = f.engine.check_request_body(
+                    check,
+                    &allow.route,
+                    allow.content_digest.as_deref(),
+                    br#"{"item": "x", "quantity": 2}"#,
+                );
             }
         }
     });
