@@ -33,6 +33,9 @@ pub struct Defaults {
     /// The base of every case's `token` (a case without `token` sends none).
     #[serde(default)]
     pub token: Option<TokenDoc>,
+    /// The base of every case's `signature` (a case without `signature` sends none).
+    #[serde(default)]
+    pub signature: Option<SignatureDoc>,
     #[serde(default)]
     pub now: Option<Time>,
     #[serde(default)]
@@ -101,6 +104,9 @@ pub struct Case {
     pub request: RequestDoc,
     #[serde(default)]
     pub token: Option<TokenField>,
+    /// Sign the request (RFC 9421) with a key; fields fall back to `defaults.signature`.
+    #[serde(default)]
+    pub signature: Option<SignatureDoc>,
     /// The time the case is judged at; default: the clock (tokens are minted relative to it).
     #[serde(default)]
     pub now: Option<Time>,
@@ -230,6 +236,63 @@ impl TokenDoc {
             query: pick(&self.query, &base.query),
             cookie: pick(&self.cookie, &base.cookie),
             corrupt_signature: self.corrupt_signature || base.corrupt_signature,
+        }
+    }
+}
+
+/// A signature to make (RFC 9421). Every field falls back to `defaults.signature`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureDoc {
+    /// File holding the private JWK (with `kid`), relative to the case file.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Covered components (default `@method`, `@target-uri`, `@authority`); `content-digest`
+    /// is added (with the header) when the request has a body.
+    #[serde(default)]
+    pub components: Option<Vec<String>>,
+    /// Default `sig1`.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Seconds before the case's time the signature was made (default 0; negative: later).
+    #[serde(default)]
+    pub age: Option<i64>,
+    /// `expires` this many seconds after `created`.
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+    /// The nonce: a string, or `false` for none (default: a random one).
+    #[serde(default)]
+    pub nonce: Option<NonceField>,
+    /// `keyid` to write instead of the key's `kid`.
+    #[serde(default)]
+    pub keyid: Option<String>,
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Leave out the `content-digest` component and header even with a body.
+    #[serde(default)]
+    pub no_digest: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum NonceField {
+    On(bool),
+    Text(String),
+}
+
+impl SignatureDoc {
+    fn over(&self, base: &SignatureDoc) -> SignatureDoc {
+        let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+        SignatureDoc {
+            key: pick(&self.key, &base.key),
+            components: self.components.clone().or_else(|| base.components.clone()),
+            label: pick(&self.label, &base.label),
+            age: self.age.or(base.age),
+            expires_in: self.expires_in.or(base.expires_in),
+            nonce: self.nonce.clone().or_else(|| base.nonce.clone()),
+            keyid: pick(&self.keyid, &base.keyid),
+            tag: pick(&self.tag, &base.tag),
+            no_digest: self.no_digest || base.no_digest,
         }
     }
 }
@@ -412,7 +475,7 @@ pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Res
             headers.push((name, format!("{prefix}{token}")));
         }
     }
-    Ok(Spec {
+    let mut spec = Spec {
         method: case.request.method.clone().unwrap_or_else(|| "GET".into()),
         path,
         headers,
@@ -429,7 +492,44 @@ pub fn build(case: &Case, defaults: &Defaults, base_dir: &Path, now: u64) -> Res
             None => ServiceAnswer::default(),
             Some(v) => ServiceAnswer::parse(v).map_err(|e| format!("rate_limit_service: {e}"))?,
         },
-    })
+    };
+    if let Some(sig) = &case.signature {
+        let sig = match &defaults.signature {
+            Some(base) => sig.over(base),
+            None => sig.clone(),
+        };
+        let key = sig
+            .key
+            .as_ref()
+            .ok_or("signature: `key` is required (here or in `defaults.signature`)")?;
+        let created = i64::try_from(now)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(sig.age.unwrap_or(0));
+        let created = u64::try_from(created).map_err(|_| "signature: `age` is before 1970")?;
+        let nonce = match &sig.nonce {
+            None | Some(NonceField::On(true)) => Some(super::sign::random_nonce()?),
+            Some(NonceField::On(false)) => None,
+            Some(NonceField::Text(t)) => Some(t.clone()),
+        };
+        let options = super::sign::Options {
+            key: super::sign::read_key(&base_dir.join(key))?,
+            components: sig.components.clone().unwrap_or_else(|| {
+                super::sign::DEFAULT_COMPONENTS
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect()
+            }),
+            label: sig.label.clone().unwrap_or_else(|| "sig1".into()),
+            created,
+            expires: sig.expires_in.map(|e| created.saturating_add_signed(e)),
+            nonce,
+            keyid: sig.keyid.clone(),
+            tag: sig.tag.clone(),
+            digest: !sig.no_digest,
+        };
+        super::sign::sign(&mut spec, &options).map_err(|e| format!("signature: {e}"))?;
+    }
+    Ok(spec)
 }
 
 fn mint(t: &TokenDoc, base_dir: &Path, now: u64) -> Result<String, String> {

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod place;
 pub mod render;
 pub mod request;
+pub mod sign;
 pub mod source;
 mod yaml;
 
@@ -66,6 +67,11 @@ usage:
       with --policy, leave out what it now matches and draft routes for its providers.
   tollgate token (--key PEM | --hmac-secret TEXT) [--alg ALG] [--kid KID] [--claim name=value]... [--ttl SECONDS]
       print a signed JWT (iat = now, exp = now + ttl; default ttl 3600).
+  tollgate sign --key JWK --request 'METHOD /path' [--authority HOST[:PORT]] [--https] [-H 'name: value']...
+                [--body FILE | --data TEXT] [--component ID]... [--nonce TEXT | --no-nonce] [--now TIME]
+                [--expires-in SECONDS] [--tag TAG] [--label LABEL]
+      print the headers that sign the request (RFC 9421) with a private JWK: content-digest (for
+      a body), signature-input and signature, one `name: value` per line (for curl -H).
   tollgate api-key --id ID [--scopes 'a b'] [--days N]
       print a new API key and the line for the policy's api_keys.keys (days 0: no expiry).
   tollgate jwk PEM [--kid KID] [--alg ALG]
@@ -89,6 +95,7 @@ pub fn run(args: &[String], out: Out<'_>, err: Out<'_>) -> u8 {
         "render" => cmd_render(rest, out),
         "token" => cmd_token(rest, out),
         "api-key" => cmd_api_key(rest, out),
+        "sign" => cmd_sign(rest, out),
         "jwk" => cmd_jwk(rest, out),
         "import" => cmd_import(rest, out, err),
         "export" => cmd_export(rest, out, err),
@@ -599,6 +606,104 @@ fn cmd_token(args: &[String], out: Out<'_>) -> Result<u8> {
     )
     .map_err(error)?;
     print(out, &format!("{token}\n"))
+}
+
+fn cmd_sign(args: &[String], out: Out<'_>) -> Result<u8> {
+    let a = parse(
+        args,
+        &ArgSpec {
+            options: &[
+                "key",
+                "request",
+                "authority",
+                "header",
+                "body",
+                "data",
+                "component",
+                "nonce",
+                "now",
+                "expires-in",
+                "tag",
+                "label",
+            ],
+            flags: &["https", "no-nonce"],
+            short: &[("-H", "--header"), ("-X", "--request")],
+        },
+    )?;
+    let Some(key) = a.value("key") else {
+        return usage("`--key JWK` (a file with a private JWK) is required");
+    };
+    let Some(line) = a.value("request") else {
+        return usage("`--request 'METHOD /path'` is required");
+    };
+    let (method, path) = request::Spec::parse_line(line).map_err(Failure::Usage)?;
+    let mut headers = a
+        .values("header")
+        .iter()
+        .map(|h| request::parse_header(h))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    match a.value("authority") {
+        Some(host) => headers.push(("host".into(), host.to_string())),
+        None if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) => {}
+        // `@authority` is signed: it must be what the client will send.
+        None => return usage("`--authority HOST[:PORT]` (as the client will send it) is required"),
+    }
+    let nonce = match (a.value("nonce"), a.flag("no-nonce")) {
+        (Some(_), true) => return usage("give `--nonce` or `--no-nonce`, not both"),
+        (Some(n), false) => Some(n.to_string()),
+        (None, true) => None,
+        (None, false) => Some(sign::random_nonce().map_err(error)?),
+    };
+    let created = now_arg(&a)? / 1000;
+    let expires = match a.value("expires-in") {
+        Some(s) => Some(
+            created
+                .saturating_add(s.parse::<u64>().map_err(|_| {
+                    Failure::Usage(format!("`--expires-in {s}`: expected seconds"))
+                })?),
+        ),
+        None => None,
+    };
+    let given = a.values("component");
+    let components: Vec<String> = if given.is_empty() {
+        sign::DEFAULT_COMPONENTS
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    } else {
+        given.iter().map(|c| c.to_string()).collect()
+    };
+    let options = sign::Options {
+        key: sign::read_key(std::path::Path::new(key)).map_err(error)?,
+        components,
+        label: a.value("label").unwrap_or("sig1").to_string(),
+        created,
+        expires,
+        nonce,
+        keyid: None,
+        tag: a.value("tag").map(String::from),
+        digest: true,
+    };
+    let before = headers.len();
+    let mut spec = request::Spec {
+        method,
+        path,
+        headers,
+        body: body_arg(&a, "")?,
+        // Only the scheme matters here: `https` makes `@scheme` and `@target-uri` say so.
+        connection: a.flag("https").then(crate::engine::Connection::default),
+        ..request::Spec::default()
+    };
+    sign::sign(&mut spec, &options).map_err(error)?;
+    let added: String = spec
+        .headers
+        .get(before..)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\n"))
+        .collect();
+    print(out, &added)
 }
 
 fn cmd_api_key(args: &[String], out: Out<'_>) -> Result<u8> {

@@ -216,7 +216,12 @@ impl Spec {
         out.push((":authority".to_string(), authority));
         out.push((":path".to_string(), self.path.clone()));
         out.push((":method".to_string(), self.method.clone()));
-        out.push((":scheme".to_string(), "http".to_string()));
+        let scheme = if self.connection.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        out.push((":scheme".to_string(), scheme.to_string()));
         for (k, v) in &self.headers {
             let k = k.to_ascii_lowercase();
             if k == "host" || k.starts_with(':') {
