@@ -145,9 +145,12 @@ def send(port, req, ctx=None):
     conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx) if ctx
             else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     try:
-        # The case's own Host headers, if it has any, instead of http.client's.
+        # The case's own Host headers, if it has any; otherwise the authority the CLI assumes
+        # (`localhost`), which signed requests cover.
         has_host = any(name.lower() == "host" for name, _ in req["headers"])
-        conn.putrequest(req["method"], req["path"], skip_host=has_host, skip_accept_encoding=True)
+        conn.putrequest(req["method"], req["path"], skip_host=True, skip_accept_encoding=True)
+        if not has_host:
+            conn.putheader("host", "localhost")
         for name, value in req["headers"]:
             conn.putheader(name, value)
         body = req["body"].encode() if req["body"] is not None else None
