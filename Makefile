@@ -184,7 +184,7 @@ FUZZ := PATH="$(abspath $(TOOLS))/bin:$$PATH" cargo +nightly fuzz
 $(TOOLS)/bin/cargo-fuzz:
 	cargo install --quiet --root $(TOOLS) cargo-fuzz
 
-fuzz: $(TOOLS)/bin/cargo-fuzz ## Fuzz the parsers (tokens, JWKS, policy, bodies, paths), FUZZ_SECONDS=60 each; not in `make test`
+fuzz: $(TOOLS)/bin/cargo-fuzz ## Fuzz the parsers (tokens, JWKS, policy, bodies, paths, signatures), FUZZ_SECONDS=60 each; not in `make test`
 	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
 	$(FUZZ) build --fuzz-dir tests/fuzz
 	@failed=""; for t in $(FUZZ_TARGETS); do \
