@@ -363,6 +363,9 @@ impl Engine {
                 format!("`{peer_header}` is not a header Tollgate may write (nor the identity header or a forwarded claim's)"),
             ));
         }
+        let forwarded_from = doc.forwarded_client_cert.as_ref().map(|f| {
+            super::peer::PeerRules::compile(&f.from, "forwarded_client_cert.from", &mut errors)
+        });
         let tls = doc
             .tls
             .as_ref()
@@ -531,7 +534,7 @@ impl Engine {
                 || limits
                     .iter()
                     .any(|l| l.key.contains(&crate::ratelimit::KeyPart::ClientIp)));
-        let uses_connection = routes.any_connection_rules();
+        let uses_connection = routes.any_connection_rules() || forwarded_from.is_some();
         Ok(Engine {
             realm,
             signers,
@@ -541,6 +544,7 @@ impl Engine {
             ),
             uses_connection,
             peer_header,
+            forwarded_from,
             providers,
             routes,
             token_cache_entries,

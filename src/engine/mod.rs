@@ -21,6 +21,7 @@ pub(crate) mod request;
 mod routes;
 pub mod signers;
 pub mod timefmt;
+mod xfcc;
 
 pub use apikeys::ApiKeys;
 pub use authn::{authenticate, Authenticated, Context as AuthContext, Principal};
@@ -100,6 +101,8 @@ pub struct Engine {
     identity_header: String,
     /// Receives the verified client certificate's workload, `mtls:<id>`.
     peer_header: String,
+    /// The hops whose `x-forwarded-client-cert` names the caller (`forwarded_client_cert`).
+    forwarded_from: Option<peer::PeerRules>,
     /// Whether decisions read the connection (TLS, client certificate): the host skips fetching
     /// it if not.
     uses_connection: bool,

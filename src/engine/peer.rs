@@ -277,6 +277,11 @@ impl PeerRules {
         }
     }
 
+    /// Whether `conn` has a verified certificate these rules accept.
+    pub fn matches(&self, conn: &Connection) -> bool {
+        conn.identity().is_some() && self.permits(conn)
+    }
+
     fn permits(&self, conn: &Connection) -> bool {
         let uri = conn.uri_san.as_deref();
         let id = uri.and_then(spiffe);

@@ -184,15 +184,26 @@ impl Engine {
                 effects,
             };
         }
+        // The caller's connection: the direct one, or - behind a hop the policy trusts with
+        // `x-forwarded-client-cert` - the one that hop describes.
+        let forwarded;
+        let connection = match (&self.forwarded_from, req.connection) {
+            (Some(from), Some(direct)) if from.matches(direct) => {
+                let values: Vec<&str> = req.header_values("x-forwarded-client-cert").collect();
+                forwarded = super::xfcc::forwarded_client(&values, direct);
+                forwarded.as_ref().or(Some(direct))
+            }
+            (_, direct) => direct,
+        };
         // The connection before any credential: a route that needs TLS or a workload refuses
         // everything else whatever it carries.
-        if let Err(code) = route.tls.check(req.connection) {
+        if let Err(code) = route.tls.check(connection) {
             return self.deny(code, route_name(), effects);
         }
-        if let Some(Err(code)) = route.peers.as_ref().map(|p| p.check(req.connection)) {
+        if let Some(Err(code)) = route.peers.as_ref().map(|p| p.check(connection)) {
             return self.deny(code, route_name(), effects);
         }
-        let workload = req.connection.and_then(super::peer::Connection::principal);
+        let workload = connection.and_then(super::peer::Connection::principal);
         // Brute-force subject: the client's canonical address, IPv6 by its /64 (one host usually
         // owns the whole prefix and could otherwise change address on every attempt). An address
         // that cannot be parsed is not tracked.

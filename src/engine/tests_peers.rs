@@ -176,3 +176,94 @@ fn configuration_mistakes_are_named() {
         "{errors:#?}"
     );
 }
+
+const INGRESS: &str = "spiffe://prod.example/ns/edge/sa/ingress";
+
+fn behind_ingress() -> Engine {
+    let policy = json!({
+        "forwarded_client_cert": {"from": {"principals": [INGRESS]}},
+        "routes": [{"name": "front", "path": "/front", "peers": {"principals": [FRONTEND]}}]
+    });
+    Engine::compile(policy.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e:#?}"))
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_trusted_hop_names_its_client_in_xfcc() {
+    let e = behind_ingress();
+    let ingress = mtls(INGRESS);
+    let xfcc = |uri: &str| format!("By={INGRESS};Hash=ab;URI={uri}");
+    let o = decide(
+        &e,
+        "/front",
+        &[("x-forwarded-client-cert", &xfcc(FRONTEND))],
+        Some(&ingress),
+    );
+    assert_eq!(code(&o), None);
+    assert_eq!(set(&o, "x-tollgate-peer"), Some(format!("mtls:{FRONTEND}")));
+    let admin = xfcc("spiffe://prod.example/ns/admin/sa/tool");
+    assert_eq!(
+        code(&decide(
+            &e,
+            "/front",
+            &[("x-forwarded-client-cert", &admin)],
+            Some(&ingress)
+        )),
+        Some(DenialCode::PeerNotAllowed)
+    );
+    // The hop's client had no certificate.
+    let none = format!("By={INGRESS};Hash=ab");
+    assert_eq!(
+        code(&decide(
+            &e,
+            "/front",
+            &[("x-forwarded-client-cert", &none)],
+            Some(&ingress)
+        )),
+        Some(DenialCode::ClientCertificateRequired)
+    );
+    // Without the header the hop itself is the caller.
+    assert_eq!(
+        code(&decide(&e, "/front", &[], Some(&ingress))),
+        Some(DenialCode::PeerNotAllowed)
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn any_other_hops_xfcc_is_not_read() {
+    let e = behind_ingress();
+    let forged = format!("By={INGRESS};URI={FRONTEND}");
+    let batch = mtls("spiffe://prod.example/ns/batch/sa/report");
+    assert_eq!(
+        code(&decide(
+            &e,
+            "/front",
+            &[("x-forwarded-client-cert", &forged)],
+            Some(&batch)
+        )),
+        Some(DenialCode::PeerNotAllowed)
+    );
+    let tls_only = Connection {
+        tls_version: Some("TLSv1.3".into()),
+        ..Connection::default()
+    };
+    assert_eq!(
+        code(&decide(
+            &e,
+            "/front",
+            &[("x-forwarded-client-cert", &forged)],
+            Some(&tls_only)
+        )),
+        Some(DenialCode::ClientCertificateRequired)
+    );
+    // The frontend connecting directly is itself, whatever its header says.
+    let other = "URI=spiffe://prod.example/ns/admin/sa/tool".to_string();
+    assert_eq!(
+        code(&decide(
+            &e,
+            "/front",
+            &[("x-forwarded-client-cert", &other)],
+            Some(&mtls(FRONTEND))
+        )),
+        None
+    );
+}

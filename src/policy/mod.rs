@@ -86,6 +86,10 @@ pub struct PolicyDoc {
     /// Transport requirements of every route without its own `tls`.
     #[serde(default)]
     pub tls: Option<TlsDoc>,
+    /// Trust `x-forwarded-client-cert` from these hops, and only from them: a front proxy that
+    /// terminates the caller's mutual TLS and connects with its own certificate.
+    #[serde(default)]
+    pub forwarded_client_cert: Option<ForwardedCertDoc>,
     /// Upstream header that receives the verified client certificate's workload principal
     /// (`mtls:<id>`); any incoming copy is removed. Default `x-tollgate-peer`.
     #[serde(default)]
@@ -117,6 +121,14 @@ pub struct SignerDoc {
     /// Required `tag` parameter (an application's signature profile), if any.
     #[serde(default)]
     pub tag: Option<String>,
+}
+
+/// Which hops may say who their client was in `x-forwarded-client-cert`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedCertDoc {
+    /// The hops, by their own verified client certificate (as `peers` names workloads).
+    pub from: PeersDoc,
 }
 
 /// What the downstream connection must be: TLS, a minimum version, a client certificate.
