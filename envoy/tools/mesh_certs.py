@@ -9,6 +9,7 @@ A mesh CA with the SPIFFE trust domain `prod.example`, the server certificate En
     frontend   spiffe://prod.example/ns/web/sa/frontend
     ops        spiffe://prod.example/ns/ops/sa/prometheus
     staging    spiffe://staging.example/ns/web/sa/frontend   (another trust domain, same CA)
+    ingress    spiffe://prod.example/ns/edge/sa/ingress      (a front proxy: forwarded_client_cert)
     expired    spiffe://prod.example/ns/web/sa/frontend      (expired yesterday)
     rogue      spiffe://prod.example/ns/web/sa/frontend      (signed by another CA)
 
@@ -29,6 +30,7 @@ WORKLOADS = {
     "frontend": "spiffe://prod.example/ns/web/sa/frontend",
     "ops": "spiffe://prod.example/ns/ops/sa/prometheus",
     "staging": "spiffe://staging.example/ns/web/sa/frontend",
+    "ingress": "spiffe://prod.example/ns/edge/sa/ingress",
 }
 
 

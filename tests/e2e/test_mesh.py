@@ -202,3 +202,103 @@ def test_plaintext_is_refused(upstream):
         assert r.status == 403 and r.json()["type"] == "urn:tollgate:problem:tls_required"
     finally:
         e.stop()
+
+
+# --- behind a front proxy that forwards the client certificate ---------------------------------
+
+INGRESS = "spiffe://prod.example/ns/edge/sa/ingress"
+
+
+def front_proxy(certs, backend_port):
+    """An Envoy without Tollgate that terminates the client's mutual TLS, describes the client in
+    x-forwarded-client-cert (SANITIZE_SET: whatever the client sent is replaced) and connects to
+    `backend_port` with the `ingress` workload's certificate."""
+    def build(e):
+        tls = {"tls_certificates": [{"certificate_chain": {"filename": os.path.join(certs["dir"], "server.pem")},
+                                     "private_key": {"filename": os.path.join(certs["dir"], "server.key")}}],
+               "validation_context": {"trusted_ca": {"filename": certs["ca"]}}}
+        client = {"tls_certificates": [{"certificate_chain": {"filename": certs["ingress"][0]},
+                                        "private_key": {"filename": certs["ingress"][1]}}],
+                  "validation_context": {"trusted_ca": {"filename": certs["ca"]}}}
+        return {
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": e.admin}}},
+            "static_resources": {
+                "listeners": [{
+                    "name": "front",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": e.port}},
+                    "filter_chains": [{
+                        "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                            "require_client_certificate": True, "common_tls_context": tls}},
+                        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "front",
+                            "forward_client_cert_details": "SANITIZE_SET",
+                            "set_current_client_cert_details": {"uri": True, "dns": True, "subject": True},
+                            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                                {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
+                            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                        }}],
+                    }],
+                }],
+                "clusters": [{
+                    "name": "backend", "connect_timeout": "1s", "type": "STATIC",
+                    "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                        "address": {"socket_address": {"address": "127.0.0.1", "port_value": backend_port}}}}]}]},
+                    "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                        "sni": "localhost", "common_tls_context": client}},
+                }],
+            },
+        }
+    return build
+
+
+@pytest.fixture(scope="module")
+def behind_front(upstream, certs):
+    """The mesh example with `forwarded_client_cert` trusting the ingress workload, its connection
+    manager forwarding the header it gets (FORWARD_ONLY), and a front proxy before it."""
+    policy = {**POLICY, "forwarded_client_cert": {"from": {"principals": [INGRESS]}}}
+    with open(MESH) as f:
+        template = f.read().replace("forward_client_cert_details: SANITIZE", "forward_client_cert_details: FORWARD_ONLY")
+    assert "FORWARD_ONLY" in template
+    path = os.path.join(certs["dir"], "mesh-forward.yaml")
+    with open(path, "w") as f:
+        f.write(template)
+    backend = Envoy(policy, upstream.port, template=path, values={
+        "TLS_CERT": os.path.join(certs["dir"], "server.pem"),
+        "TLS_KEY": os.path.join(certs["dir"], "server.key"),
+        "TLS_CA": certs["ca"],
+        "EDGE_PORT": free_port(),
+    }).wait_ready()
+    front = Envoy.from_bootstrap(front_proxy(certs, backend.port), upstream.port).wait_ready()
+    yield front, backend
+    front.stop()
+    backend.stop()
+
+
+def test_the_trusted_front_proxy_names_the_caller(behind_front, certs):
+    front, _ = behind_front
+    r = call(front.port, certs, "/orders/7", "frontend", bearer())
+    assert r.status == 200, r.body
+    seen = r.upstream_headers()
+    assert seen["x-tollgate-peer"] == "mtls:spiffe://prod.example/ns/web/sa/frontend"
+    assert "URI=spiffe://prod.example/ns/web/sa/frontend" in seen["x-forwarded-client-cert"]
+    r = call(front.port, certs, "/orders/7", "staging", bearer())
+    assert (r.status, r.code()) == (403, "peer_not_allowed")
+    r = call(front.port, certs, "/internal/metrics", "ops")
+    assert r.status == 200, r.body
+    assert r.upstream_headers()["x-tollgate-principal"] == "mtls:spiffe://prod.example/ns/ops/sa/prometheus"
+
+
+def test_a_client_forging_the_header_is_not_believed(behind_front, certs):
+    _, backend = behind_front
+    forged = {"x-forwarded-client-cert": "By=spiffe://prod.example/ns/api/sa/orders;URI=spiffe://prod.example/ns/ops/sa/prometheus"}
+    # Straight to the backend: the frontend is not a trusted hop, so it is itself.
+    r = call(backend.port, certs, "/internal/metrics", "frontend", forged)
+    assert (r.status, r.code()) == (403, "peer_not_allowed")
+    # Through the front proxy, which replaces what the client sent (SANITIZE_SET).
+    front, _ = behind_front
+    r = call(front.port, certs, "/internal/metrics", "frontend", forged)
+    assert (r.status, r.code()) == (403, "peer_not_allowed")
