@@ -145,11 +145,15 @@ pub struct State {
     pub failures: u32,
 }
 
-/// A key set installed in this VM, with the generation it came from.
-pub struct Installed {
+/// A key set installed in this VM, with the generation it came from: a JWKS of a provider
+/// (`KeySet`), or the keys of a signer of HTTP message signatures.
+pub struct Installed<K = KeySet> {
     pub generation: u64,
-    pub keys: Rc<KeySet>,
+    pub keys: Rc<K>,
 }
+
+/// Reads a fetched document into the keys it holds; `Err` says why there are none usable.
+pub type Parse<'a, K> = &'a dyn Fn(&[u8]) -> Result<K, &'static str>;
 
 fn state_key(spec: &RemoteSpec) -> String {
     format!("{}/state", spec.key_prefix)
@@ -204,6 +208,21 @@ pub fn sync(
     algs: &[Alg],
     installed: &mut Option<Installed>,
 ) -> Result<bool, StoreError> {
+    sync_with(
+        store,
+        spec,
+        &|body| KeySet::from_fetched(body, algs),
+        installed,
+    )
+}
+
+/// [`sync`] for keys of any kind, read by `parse`.
+pub fn sync_with<K>(
+    store: &dyn SharedStore,
+    spec: &RemoteSpec,
+    parse: Parse<'_, K>,
+    installed: &mut Option<Installed<K>>,
+) -> Result<bool, StoreError> {
     let Some((bytes, _)) = store.get(&state_key(spec))? else {
         return Ok(false);
     };
@@ -221,7 +240,7 @@ pub fn sync(
     if generation == current {
         return Ok(false);
     }
-    match KeySet::from_fetched(body, algs) {
+    match parse(body) {
         Ok(keys) => {
             *installed = Some(Installed {
                 generation,
@@ -293,11 +312,24 @@ pub fn complete_fetch(
     outcome: Result<&[u8], FetchFailure>,
     installed: &mut Option<Installed>,
 ) -> Result<Result<(), FetchFailure>, StoreError> {
+    let parse = |body: &[u8]| KeySet::from_fetched(body, algs);
+    complete_fetch_with(store, spec, &parse, now, outcome, installed)
+}
+
+/// [`complete_fetch`] for keys of any kind, read by `parse`.
+pub fn complete_fetch_with<K>(
+    store: &dyn SharedStore,
+    spec: &RemoteSpec,
+    parse: Parse<'_, K>,
+    now: u64,
+    outcome: Result<&[u8], FetchFailure>,
+    installed: &mut Option<Installed<K>>,
+) -> Result<Result<(), FetchFailure>, StoreError> {
     let checked = outcome.and_then(|body| {
         if body.len() > spec.max_bytes {
             return Err(FetchFailure::TooLarge);
         }
-        KeySet::from_fetched(body, algs)
+        parse(body)
             .map(|keys| (body, keys))
             .map_err(FetchFailure::Invalid)
     });
