@@ -139,7 +139,7 @@ pub fn authenticate(
         }
     }
     if signed {
-        return authenticate_signature(engine, signers, req, cx, state);
+        return authenticate_signature(engine, signers, req, cx, state, effects);
     }
     let Some((found, credential)) = found else {
         return Err(if !providers.is_empty() {
@@ -189,6 +189,7 @@ fn authenticate_signature(
     req: &Request<'_>,
     cx: &Context<'_>,
     state: &VmState,
+    effects: &mut Effects,
 ) -> Result<Authenticated, DenialCode> {
     let first = |name: &str| req.header_values(name).next().unwrap_or("");
     let view = crate::httpsig::SignedRequest {
@@ -203,20 +204,46 @@ fn authenticate_signature(
     };
     let sigs = crate::httpsig::Signatures::from_request(&view)
         .map_err(|_| DenialCode::MessageSignatureInvalid)?;
-    let (signer, sig) = sigs
-        .iter()
-        .find_map(|sig| {
-            let kid = sig.keyid()?;
-            signers
-                .iter()
-                .filter_map(|i| engine.signers.get(*i))
-                .find(|s| s.has_key(kid))
-                .map(|s| (s, sig))
+    // Each signer's keys: its own, or the set fetched into this VM (none yet: `None`).
+    let keys = |i: usize| match engine.signers.get(i).map(|s| &s.keys) {
+        Some(super::signers::SignerKeys::Inline(keys)) => Some(keys),
+        Some(super::signers::SignerKeys::Remote(_)) => state
+            .signer_keys
+            .get(i)
+            .and_then(|k| k.as_ref())
+            .map(|k| &*k.keys),
+        None => None,
+    };
+    let found = sigs.iter().find_map(|sig| {
+        let kid = sig.keyid()?;
+        signers.iter().find_map(|i| {
+            let set = keys(*i)?;
+            set.contains_key(kid)
+                .then(|| engine.signers.get(*i).map(|s| (s, set, sig)))
+                .flatten()
         })
-        .ok_or(DenialCode::MessageSignatureInvalid)?;
+    });
+    let Some((signer, set, sig)) = found else {
+        // A key the signers do not hold - unless one of them has not loaded its keys yet.
+        if signers.iter().any(|i| keys(*i).is_none()) {
+            return Err(DenialCode::KeysUnavailable);
+        }
+        // Perhaps a key published since the last fetch: ask for an early one (rate-limited).
+        effects.early_refresh = signers
+            .iter()
+            .find(|i| {
+                matches!(
+                    engine.signers.get(**i).map(|s| &s.keys),
+                    Some(super::signers::SignerKeys::Remote(_))
+                )
+            })
+            .map(|i| super::refresh::Source::Signer(*i));
+        return Err(DenialCode::MessageSignatureInvalid);
+    };
     let has_body = req.header_values("transfer-encoding").next().is_some()
         || req.header_values("content-length").any(|v| v.trim() != "0");
     let signed = signer.check(
+        set,
         sig,
         &view,
         has_body,
@@ -313,7 +340,7 @@ fn verify_fresh(
     };
     let Some(candidates) = keys.candidates(header.alg, header.kid.as_deref()) else {
         if matches!(provider.keys, ProviderKeys::Remote(_)) {
-            effects.early_refresh = Some(index);
+            effects.early_refresh = Some(super::refresh::Source::Provider(index));
         }
         return Err(DenialCode::UnknownKey);
     };

@@ -87,8 +87,8 @@ pub struct Denial {
 /// Side effects the host carries out after the decision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Effects {
-    /// A token named a `kid` the remote key set of this provider lacks: ask for an early refresh.
-    pub early_refresh: Option<usize>,
+    /// A credential named a `kid` this remote key set lacks: ask for an early refresh.
+    pub early_refresh: Option<super::refresh::Source>,
     /// Whether the token cache answered (`Some(true)`), was consulted and missed (`Some(false)`).
     pub cache_hit: Option<bool>,
     /// Signatures the host's crypto checked (src/jwt/offload.rs).

@@ -9,7 +9,7 @@
 use super::audit::{AuditLevel, AuditRecord};
 use super::Request;
 use super::VmState;
-use super::{BodyCheck, Decision, Denial, Diagnostics, Engine, GlobalAsk, Mode, ProviderKeys};
+use super::{BodyCheck, Decision, Denial, Diagnostics, Engine, GlobalAsk, Mode};
 use crate::codes::{Counter, DenialCode};
 use crate::payload::response::{Unchecked, Verdict};
 use crate::payload::Violation;
@@ -302,8 +302,8 @@ fn report_effects(
     if effects.deprecated {
         io.count(Metric::Add(Counter::DeprecatedRequests, 1));
     }
-    if let Some(index) = effects.early_refresh {
-        if let Some(ProviderKeys::Remote(spec)) = engine.providers.get(index).map(|p| &p.keys) {
+    if let Some(source) = effects.early_refresh {
+        if let Some(spec) = engine.remote_spec(source) {
             // The next tick of any worker fetches; a store failure only delays that.
             let _ = crate::jwt::remote::request_early(store, spec, now_ms / 1000);
         }

@@ -133,6 +133,8 @@ pub struct VmState {
     pub cache: TokenCache<Principal>,
     /// Indexed like `Engine::providers`; `None` for inline providers and remote ones not loaded yet.
     pub remote: Vec<Option<Installed>>,
+    /// Indexed like `Engine::signers`: the fetched keys of signers with `remote_keys`.
+    pub signer_keys: Vec<Option<Installed<signers::KeyMap>>>,
     /// Process-wide secret that rate-limit keys are hashed with (from shared data).
     pub limit_secret: Vec<u8>,
     /// The host's signature checks, installed by the host when it has them and the policy
@@ -160,6 +162,33 @@ impl Engine {
     /// The JWT providers, indexed as `Access::Authenticated::providers` names them.
     pub fn providers(&self) -> &[Provider] {
         &self.providers
+    }
+
+    /// Signers whose keys are fetched: `(index, signer, spec)`.
+    pub fn remote_signers(
+        &self,
+    ) -> impl Iterator<Item = (usize, &signers::Signer, &crate::jwt::remote::RemoteSpec)> {
+        self.signers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.keys {
+                signers::SignerKeys::Remote(spec) => Some((i, s, spec)),
+                signers::SignerKeys::Inline(_) => None,
+            })
+    }
+
+    /// The fetch settings of a remote key set.
+    pub fn remote_spec(&self, source: refresh::Source) -> Option<&RemoteSpec> {
+        match source {
+            refresh::Source::Provider(i) => match self.providers.get(i).map(|p| &p.keys) {
+                Some(ProviderKeys::Remote(spec)) => Some(spec),
+                _ => None,
+            },
+            refresh::Source::Signer(i) => match self.signers.get(i).map(|s| &s.keys) {
+                Some(signers::SignerKeys::Remote(spec)) => Some(spec),
+                _ => None,
+            },
+        }
     }
 
     /// The signers, indexed as `Access::Authenticated::signers` names them.
@@ -211,6 +240,7 @@ impl Engine {
         VmState {
             cache: TokenCache::new(self.token_cache_entries),
             remote: self.providers.iter().map(|_| None).collect(),
+            signer_keys: self.signers.iter().map(|_| None).collect(),
             limit_secret: Vec::new(),
             signatures: None,
         }

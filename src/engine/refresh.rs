@@ -31,11 +31,62 @@ pub struct CallReply<'a> {
     pub body_size: usize,
 }
 
-/// The JWKS calls of one VM: which provider each in-flight call is for.
+/// Whose keys a fetch is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A JWT provider's `remote_jwks` (index into `Engine::providers`).
+    Provider(usize),
+    /// A signer's `remote_keys` (index into `Engine::signers`).
+    Signer(usize),
+}
+
+/// The key-set calls of one VM: whose keys each in-flight call is for.
 #[derive(Debug, Default)]
 pub struct KeyRefresh {
-    /// Host call id -> provider index.
-    in_flight: HashMap<u32, usize>,
+    /// Host call id -> whose keys.
+    in_flight: HashMap<u32, Source>,
+}
+
+/// For the log: what is fetched, and for whom.
+struct Named {
+    kind: &'static str,
+    whose: String,
+}
+
+/// The fetch settings of `source`, and its name for the log.
+fn spec_of(engine: &Engine, source: Source) -> Option<(&RemoteSpec, Named)> {
+    match source {
+        Source::Provider(index) => {
+            engine
+                .remote_providers()
+                .find(|(i, _, _)| *i == index)
+                .map(|(_, p, spec)| {
+                    let whose = format!("provider `{}`", p.name);
+                    (
+                        spec,
+                        Named {
+                            kind: "jwks",
+                            whose,
+                        },
+                    )
+                })
+        }
+        Source::Signer(index) => {
+            engine
+                .remote_signers()
+                .find(|(i, _, _)| *i == index)
+                .map(|(_, s, spec)| {
+                    let whose = format!("signer `{}`", s.name);
+                    (
+                        spec,
+                        Named {
+                            kind: "key set",
+                            whose,
+                        },
+                    )
+                })
+        }
+    }
 }
 
 fn jwks_call(spec: &RemoteSpec) -> Call {
@@ -62,9 +113,18 @@ impl KeyRefresh {
         now: u64,
         vm: Vm<'_>,
         io: &mut dyn Io,
-    ) -> Vec<(usize, Call)> {
+    ) -> Vec<(Source, Call)> {
         let Vm { state, store } = vm;
         let mut calls = Vec::new();
+        let due = |source: Source, spec: &RemoteSpec, calls: &mut Vec<(Source, Call)>| {
+            if self.in_flight.values().any(|s| *s == source) {
+                return;
+            }
+            // Only one worker of the process wins the claim for a due fetch.
+            if matches!(remote::claim_fetch(store, spec, now), Ok(true)) {
+                calls.push((source, jwks_call(spec)));
+            }
+        };
         for (index, provider, spec) in engine.remote_providers() {
             let Some(slot) = state.remote.get_mut(index) else {
                 continue;
@@ -72,53 +132,46 @@ impl KeyRefresh {
             if let Ok(true) = remote::sync(store, spec, &provider.algorithms, slot) {
                 io.count(super::exchange::Metric::Add(Counter::JwksInstalled, 1));
             }
-            if self.in_flight.values().any(|i| *i == index) {
+            due(Source::Provider(index), spec, &mut calls);
+        }
+        for (index, signer, spec) in engine.remote_signers() {
+            let Some(slot) = state.signer_keys.get_mut(index) else {
                 continue;
+            };
+            let parse = |body: &[u8]| signer.parse_keys(body);
+            if let Ok(true) = remote::sync_with(store, spec, &parse, slot) {
+                io.count(super::exchange::Metric::Add(Counter::JwksInstalled, 1));
             }
-            // Only one worker of the process wins the claim for a due fetch.
-            if matches!(remote::claim_fetch(store, spec, now), Ok(true)) {
-                calls.push((index, jwks_call(spec)));
-            }
+            due(Source::Signer(index), spec, &mut calls);
         }
         calls
     }
 
-    /// The host dispatched the call for `provider`; its answer will carry `id`.
-    pub fn dispatched(&mut self, id: u32, provider: usize) {
-        self.in_flight.insert(id, provider);
+    /// The host dispatched the call for `source`; its answer will carry `id`.
+    pub fn dispatched(&mut self, id: u32, source: Source) {
+        self.in_flight.insert(id, source);
     }
 
     /// Event: the host could not dispatch the call for `provider` (`why`: its own reason).
     pub fn on_dispatch_failed(
         &mut self,
         engine: &Engine,
-        provider: usize,
+        source: Source,
         why: &str,
         now: u64,
         vm: Vm<'_>,
         io: &mut dyn Io,
     ) {
-        if let Some(p) = engine.providers.get(provider) {
-            let cluster = engine
-                .remote_providers()
-                .find(|(i, _, _)| *i == provider)
-                .map_or("", |(_, _, spec)| spec.cluster.as_str());
+        if let Some((spec, Named { kind, whose })) = spec_of(engine, source) {
             io.log(
                 Level::Warn,
                 &format!(
-                    "tollgate: jwks fetch for provider `{}` could not be dispatched to cluster `{cluster}` ({why})",
-                    p.name
+                    "tollgate: {kind} fetch for {whose} could not be dispatched to cluster `{}` ({why})",
+                    spec.cluster
                 ),
             );
         }
-        finish(
-            engine,
-            provider,
-            now,
-            Err(FetchFailure::Unreachable),
-            vm,
-            io,
-        );
+        finish(engine, source, now, Err(FetchFailure::Unreachable), vm, io);
     }
 
     /// Event: a call answered (or failed to).
@@ -135,13 +188,10 @@ impl KeyRefresh {
             status,
             body_size,
         } = reply;
-        let Some(provider) = self.in_flight.remove(&id) else {
+        let Some(source) = self.in_flight.remove(&id) else {
             return;
         };
-        let max = engine
-            .remote_providers()
-            .find(|(i, _, _)| *i == provider)
-            .map_or(0, |(_, _, spec)| spec.max_bytes);
+        let max = spec_of(engine, source).map_or(0, |(spec, _)| spec.max_bytes);
         let body;
         let outcome = match status.map(str::parse::<u32>) {
             None | Some(Err(_)) => Err(FetchFailure::Unreachable),
@@ -152,48 +202,71 @@ impl KeyRefresh {
             }
             Some(Ok(code)) => Err(FetchFailure::Status(code)),
         };
-        finish(engine, provider, now, outcome, vm, io);
+        finish(engine, source, now, outcome, vm, io);
     }
 }
 
 /// Installs a fetched key set (or keeps the last good one), counted and logged.
 fn finish(
     engine: &Engine,
-    index: usize,
+    source: Source,
     now: u64,
     outcome: Result<&[u8], FetchFailure>,
     vm: Vm<'_>,
     io: &mut dyn Io,
 ) {
     let Vm { state, store } = vm;
-    let Some((_, provider, spec)) = engine.remote_providers().find(|(i, _, _)| *i == index) else {
+    let Some((spec, Named { kind, whose })) = spec_of(engine, source) else {
         return;
     };
-    let Some(slot) = state.remote.get_mut(index) else {
-        return;
+    // (generation, usable keys) once installed.
+    let result = match source {
+        Source::Provider(index) => {
+            let (Some(slot), Some(provider)) =
+                (state.remote.get_mut(index), engine.providers.get(index))
+            else {
+                return;
+            };
+            remote::complete_fetch(store, spec, &provider.algorithms, now, outcome, slot).map(|r| {
+                r.map(|()| {
+                    slot.as_ref()
+                        .map_or((0, 0), |i| (i.generation, i.keys.len()))
+                })
+            })
+        }
+        Source::Signer(index) => {
+            let (Some(slot), Some(signer)) =
+                (state.signer_keys.get_mut(index), engine.signers.get(index))
+            else {
+                return;
+            };
+            let parse = |body: &[u8]| signer.parse_keys(body);
+            remote::complete_fetch_with(store, spec, &parse, now, outcome, slot).map(|r| {
+                r.map(|()| {
+                    slot.as_ref()
+                        .map_or((0, 0), |i| (i.generation, i.keys.len()))
+                })
+            })
+        }
     };
-    let name = &provider.name;
-    match remote::complete_fetch(store, spec, &provider.algorithms, now, outcome, slot) {
-        Ok(Ok(())) => {
+    match result {
+        Ok(Ok((generation, keys))) => {
             io.count(super::exchange::Metric::Add(Counter::JwksFetchOk, 1));
-            let (generation, keys) = slot
-                .as_ref()
-                .map_or((0, 0), |i| (i.generation, i.keys.len()));
             io.log(
                 Level::Info,
-                &format!("tollgate: jwks for provider `{name}` fetched: {keys} usable keys, generation {generation}"),
+                &format!("tollgate: {kind} for {whose} fetched: {keys} usable keys, generation {generation}"),
             );
         }
         Ok(Err(failure)) => {
             io.count(super::exchange::Metric::Add(Counter::JwksFetchFailed, 1));
             io.log(
                 Level::Warn,
-                &format!("tollgate: jwks fetch for provider `{name}` failed: {failure}; keeping the last good key set"),
+                &format!("tollgate: {kind} fetch for {whose} failed: {failure}; keeping the last good key set"),
             );
         }
         Err(e) => io.log(
             Level::Warn,
-            &format!("tollgate: shared data unavailable for provider `{name}`: {e:?}"),
+            &format!("tollgate: shared data unavailable for {whose}: {e:?}"),
         ),
     }
 }
@@ -310,7 +383,14 @@ mod tests {
             state: &mut state,
             store: &store,
         };
-        refresh.on_dispatch_failed(&engine, 0, "BadArgument", 200, vm, &mut io);
+        refresh.on_dispatch_failed(
+            &engine,
+            Source::Provider(0),
+            "BadArgument",
+            200,
+            vm,
+            &mut io,
+        );
         assert_eq!(
             io.counts,
             [Counter::JwksFetchFailed, Counter::JwksFetchFailed]

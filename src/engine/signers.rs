@@ -6,6 +6,7 @@
 use crate::abuse::replay::{Replay, Seen};
 use crate::codes::DenialCode;
 use crate::httpsig::{self, Algorithm, Component, SignedRequest, VerifyingKey};
+use crate::jwt::remote::RemoteSpec;
 use crate::policy::{is_identifier, ConfigError, SignerDoc};
 use crate::store::SharedStore;
 use std::collections::BTreeMap;
@@ -20,10 +21,20 @@ pub const REPLAY_ATTEMPTS: u32 = 8;
 /// Most keys one signer may list (the work of finding one is a map lookup either way).
 const MAX_KEYS: usize = 256;
 
+/// A signer's keys by `kid`.
+pub type KeyMap = BTreeMap<String, VerifyingKey>;
+
+/// Where a signer's keys come from.
+pub enum SignerKeys {
+    Inline(KeyMap),
+    /// Fetched into each VM (`VmState::signer_keys`).
+    Remote(RemoteSpec),
+}
+
 /// One compiled signer.
 pub struct Signer {
     pub name: String,
-    keys: BTreeMap<String, VerifyingKey>,
+    pub keys: SignerKeys,
     algorithms: Vec<Algorithm>,
     /// As the policy wrote them (checked at load), compared with the signature's covered
     /// components.
@@ -73,37 +84,69 @@ impl Signer {
                 "list at least one of [`hmac-sha256`, `ed25519`, `ecdsa-p256-sha256`, `rsa-pss-sha512`]",
             ));
         }
-        let mut keys = BTreeMap::new();
-        if doc.keys.keys.is_empty() || doc.keys.keys.len() > MAX_KEYS {
-            errors.push(ConfigError::new(
-                format!("{at}.keys.keys"),
-                format!("expected 1 to {MAX_KEYS} JWK objects"),
-            ));
-        }
-        for (i, jwk) in doc.keys.keys.iter().enumerate() {
-            let here = format!("{at}.keys.keys[{i}]");
-            match VerifyingKey::from_jwk(jwk) {
-                Ok(key) if !algorithms.is_empty() && !algorithms.contains(&key.algorithm()) => {
+        let keys = match (&doc.keys, &doc.remote_keys) {
+            (Some(jwks), None) => {
+                let mut keys = BTreeMap::new();
+                if jwks.keys.is_empty() || jwks.keys.len() > MAX_KEYS {
                     errors.push(ConfigError::new(
-                        here,
-                        format!(
-                            "a key for `{}`, which `algorithms` does not list",
-                            key.algorithm()
-                        ),
+                        format!("{at}.keys.keys"),
+                        format!("expected 1 to {MAX_KEYS} JWK objects"),
                     ));
                 }
-                Ok(key) => {
-                    let kid = key.kid().to_string();
-                    if keys.insert(kid.clone(), key).is_some() {
-                        errors.push(ConfigError::new(
-                            format!("{here}.kid"),
-                            format!("`{kid}` is the `kid` of another key of this signer"),
-                        ));
+                for (i, jwk) in jwks.keys.iter().enumerate() {
+                    let here = format!("{at}.keys.keys[{i}]");
+                    match VerifyingKey::from_jwk(jwk) {
+                        Ok(key)
+                            if !algorithms.is_empty() && !algorithms.contains(&key.algorithm()) =>
+                        {
+                            errors.push(ConfigError::new(
+                                here,
+                                format!(
+                                    "a key for `{}`, which `algorithms` does not list",
+                                    key.algorithm()
+                                ),
+                            ));
+                        }
+                        Ok(key) => {
+                            let kid = key.kid().to_string();
+                            if keys.insert(kid.clone(), key).is_some() {
+                                errors.push(ConfigError::new(
+                                    format!("{here}.kid"),
+                                    format!("`{kid}` is the `kid` of another key of this signer"),
+                                ));
+                            }
+                        }
+                        Err(e) => errors.push(ConfigError::new(here, e.to_string())),
                     }
                 }
-                Err(e) => errors.push(ConfigError::new(here, e.to_string())),
+                SignerKeys::Inline(keys)
             }
-        }
+            (None, Some(remote)) => {
+                // A shared secret is not published: fetched key sets hold public keys only.
+                if algorithms.contains(&Algorithm::HmacSha256) {
+                    errors.push(ConfigError::new(
+                        format!("{at}.algorithms"),
+                        "`hmac-sha256` keys are secrets and cannot come from `remote_keys`; list them in `keys`",
+                    ));
+                }
+                match RemoteSpec::compile(name, remote, &format!("{at}.remote_keys"), errors) {
+                    // Shared-data keys of its own, apart from a provider of the same name.
+                    Some(mut spec) => {
+                        spec.key_prefix = spec.key_prefix.replacen("/jwks/", "/signer-keys/", 1);
+                        SignerKeys::Remote(spec)
+                    }
+                    None => SignerKeys::Inline(BTreeMap::new()),
+                }
+            }
+            (both, _) => {
+                let found = if both.is_some() { 2 } else { 0 };
+                errors.push(ConfigError::new(
+                    &at,
+                    format!("a signer needs exactly one of `keys`, `remote_keys`; found {found}"),
+                ));
+                SignerKeys::Inline(BTreeMap::new())
+            }
+        };
         let names: Vec<String> = match &doc.components {
             Some(list) => list.clone(),
             None => DEFAULT_COMPONENTS.iter().map(|c| c.to_string()).collect(),
@@ -180,6 +223,7 @@ impl Signer {
     #[allow(clippy::too_many_arguments)]
     pub fn check(
         &self,
+        keys: &KeyMap,
         sig: &httpsig::Signature,
         req: &SignedRequest<'_>,
         has_body: bool,
@@ -189,10 +233,7 @@ impl Signer {
         secret: &[u8],
     ) -> Result<Signed, DenialCode> {
         let kid = sig.keyid().ok_or(DenialCode::MessageSignatureInvalid)?;
-        let key = self
-            .keys
-            .get(kid)
-            .ok_or(DenialCode::MessageSignatureInvalid)?;
+        let key = keys.get(kid).ok_or(DenialCode::MessageSignatureInvalid)?;
         if !self.algorithms.contains(&key.algorithm()) {
             return Err(DenialCode::MessageSignatureInvalid);
         }
@@ -259,9 +300,28 @@ impl Signer {
         })
     }
 
-    /// Whether this signer holds the key a signature names.
-    pub fn has_key(&self, kid: &str) -> bool {
-        self.keys.contains_key(kid)
+    /// The keys of a fetched document (`{"keys": [...]}`) this signer can use: keys for an
+    /// algorithm it does not accept, or that do not load, are left out (as RFC 7517 asks of
+    /// unknown members); a document without any usable key is refused (the last good set stays).
+    pub fn parse_keys(&self, body: &[u8]) -> Result<KeyMap, &'static str> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| "the key set is not JSON")?;
+        let list = doc
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .ok_or("the key set has no `keys` array")?;
+        let mut keys = KeyMap::new();
+        for jwk in list.iter().take(MAX_KEYS) {
+            if let Ok(key) = VerifyingKey::from_jwk(jwk) {
+                if self.algorithms.contains(&key.algorithm()) {
+                    keys.entry(key.kid().to_string()).or_insert(key);
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err("the key set has no key this signer can use");
+        }
+        Ok(keys)
     }
 
     /// Whether nonces are checked against shared data (the host then provides the secret).

@@ -499,7 +499,10 @@ fn remote_provider_fails_closed_until_keys_arrive() {
     // rsa-2 is not published yet: denied, and an early refresh is asked for.
     let out = get("/api/x").bearer(&t).run(&engine, &mut state);
     assert_eq!(code(&out), Some(DenialCode::UnknownKey));
-    assert_eq!(out.effects.early_refresh, Some(index));
+    assert_eq!(
+        out.effects.early_refresh,
+        Some(refresh::Source::Provider(index))
+    );
     let ok = Mint::new(Alg::RS256, "rsa-1").now(NOW).sign();
     assert_eq!(
         code(&get("/api/x").bearer(&ok).run(&engine, &mut state)),

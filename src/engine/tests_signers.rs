@@ -69,6 +69,18 @@ fn signed_with(
     created: u64,
     nonce: Option<&str>,
 ) -> Msg {
+    signed_by(&key(), method, path, body, components, created, nonce)
+}
+
+fn signed_by(
+    key: &SigningKey,
+    method: &'static str,
+    path: &str,
+    body: Option<&[u8]>,
+    components: &[&str],
+    created: u64,
+    nonce: Option<&str>,
+) -> Msg {
     let mut headers = vec![
         (":authority".to_string(), "api.example".to_string()),
         (":scheme".to_string(), "https".to_string()),
@@ -92,12 +104,12 @@ fn signed_with(
     };
     let params = SignParams {
         created: Some(created),
-        keyid: Some("h1"),
+        keyid: Some(key.kid()),
         alg: true,
         nonce,
         ..SignParams::default()
     };
-    let out = httpsig::sign(&view, "sig1", &comps, &params, &key()).unwrap();
+    let out = httpsig::sign(&view, "sig1", &comps, &params, key).unwrap();
     headers.push(("signature-input".into(), out.signature_input));
     headers.push(("signature".into(), out.signature));
     Msg {
@@ -110,7 +122,10 @@ fn signed_with(
 const ALL: [&str; 3] = ["@method", "@target-uri", "@authority"];
 
 fn decide(e: &Engine, m: &Msg, store: &MemoryStore) -> Outcome {
-    let mut state = e.new_state();
+    decide_in(e, m, store, &mut e.new_state())
+}
+
+fn decide_in(e: &Engine, m: &Msg, store: &MemoryStore, state: &mut VmState) -> Outcome {
     e.decide_at(
         &Request {
             method: m.method,
@@ -120,7 +135,7 @@ fn decide(e: &Engine, m: &Msg, store: &MemoryStore) -> Outcome {
             connection: None,
         },
         NOW_MS,
-        &mut state,
+        state,
         store,
     )
 }
@@ -321,4 +336,102 @@ fn configuration_mistakes_are_named() {
     );
     // Key material never appears in a message.
     assert!(errors.iter().all(|e| !e.message.contains(SECRET)));
+}
+
+/// The demo partner's Ed25519 key (public and private halves), as envoy/demo ships it.
+const PARTNER_JWK: &str = include_str!("../../envoy/demo/partner-signing-key.jwk.json");
+
+#[wasm_bindgen_test(unsupported = test)]
+fn remote_keys_are_fetched_before_they_are_trusted() {
+    let p = json!({
+        "signers": {"partner": {
+            "remote_keys": {"cluster": "keys", "uri": "http://keys.test/partner.json"},
+            "algorithms": ["ed25519"]
+        }},
+        "routes": [{"name": "signed", "prefix": "/signed", "signers": ["partner"]}]
+    });
+    let e = Engine::compile(p.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let private: serde_json::Value = serde_json::from_str(PARTNER_JWK).unwrap();
+    let partner = SigningKey::from_jwk(&private).unwrap();
+    let msg = |key: &SigningKey, nonce| {
+        signed_by(
+            key,
+            "GET",
+            "/signed/1",
+            None,
+            &ALL,
+            NOW_MS / 1000,
+            Some(nonce),
+        )
+    };
+    let store = MemoryStore::default();
+    let mut state = e.new_state();
+
+    // Nothing fetched yet: the request waits for the keys, it is not called forged.
+    let out = decide_in(&e, &msg(&partner, "n-1"), &store, &mut state);
+    assert_eq!(code(&out), Some(DenialCode::KeysUnavailable));
+
+    // The fetch a tick makes, answered with the public half (and a key it cannot use).
+    let (index, _, spec) = e.remote_signers().next().unwrap();
+    assert!(
+        spec.key_prefix.contains("/signer-keys/"),
+        "{}",
+        spec.key_prefix
+    );
+    let mut public = private.clone();
+    public.as_object_mut().unwrap().remove("d");
+    let other = json!({"kty": "oct", "kid": "shared", "k": SECRET});
+    let body = json!({"keys": [public, other]}).to_string();
+    let signer = &e.signers()[index];
+    assert!(signer
+        .parse_keys(b"{\"keys\": [{\"kty\": \"oct\"}]}")
+        .is_err());
+    assert!(crate::jwt::remote::claim_fetch(&store, spec, NOW_MS / 1000).unwrap());
+    crate::jwt::remote::complete_fetch_with(
+        &store,
+        spec,
+        &|b: &[u8]| signer.parse_keys(b),
+        NOW_MS / 1000,
+        Ok(body.as_bytes()),
+        &mut state.signer_keys[index],
+    )
+    .unwrap()
+    .unwrap();
+    let keys = &state.signer_keys[index].as_ref().unwrap().keys;
+    assert_eq!(keys.keys().collect::<Vec<_>>(), ["partner-2026"]);
+
+    let a = allow(decide_in(&e, &msg(&partner, "n-2"), &store, &mut state));
+    assert_eq!(a.principal.as_deref(), Some("sig:partner:partner-2026"));
+
+    // A key the set does not hold: refused, and an early refresh is asked for (rotation).
+    let mut stranger = private.clone();
+    stranger["kid"] = json!("partner-2027");
+    let stranger = SigningKey::from_jwk(&stranger).unwrap();
+    let out = decide_in(&e, &msg(&stranger, "n-3"), &store, &mut state);
+    assert_eq!(code(&out), Some(DenialCode::MessageSignatureInvalid));
+    assert_eq!(
+        out.effects.early_refresh,
+        Some(refresh::Source::Signer(index))
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_signer_has_one_source_of_public_keys() {
+    let remote = json!({"cluster": "keys", "uri": "http://keys.test/k.json"});
+    let bad = json!({
+        "signers": {
+            "both": {"keys": {"keys": [{"kty": "oct", "kid": "h", "k": SECRET}]},
+                     "remote_keys": remote, "algorithms": ["hmac-sha256"]},
+            "none": {"algorithms": ["ed25519"]},
+            "secret": {"remote_keys": remote, "algorithms": ["hmac-sha256"]}
+        },
+        "routes": [{"path": "/x", "signers": ["both", "none", "secret"]}]
+    });
+    let errors = Engine::compile(bad.to_string().as_bytes()).unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["signers.both", "signers.none", "signers.secret.algorithms"],
+        "{errors:#?}"
+    );
 }

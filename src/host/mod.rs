@@ -79,22 +79,16 @@ impl Root {
             store: &HostStore,
         };
         let calls = self.refresh.on_tick(&shared.engine, now, vm, &mut io);
-        for (provider, call) in calls {
+        for (source, call) in calls {
             match dispatch(&call) {
-                Ok(id) => self.refresh.dispatched(id, provider),
+                Ok(id) => self.refresh.dispatched(id, source),
                 Err(why) => {
                     let vm = Vm {
                         state: &mut state,
                         store: &HostStore,
                     };
-                    self.refresh.on_dispatch_failed(
-                        &shared.engine,
-                        provider,
-                        &why,
-                        now,
-                        vm,
-                        &mut io,
-                    );
+                    self.refresh
+                        .on_dispatch_failed(&shared.engine, source, &why, now, vm, &mut io);
                 }
             }
         }

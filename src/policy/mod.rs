@@ -101,8 +101,12 @@ pub struct PolicyDoc {
 #[serde(deny_unknown_fields)]
 pub struct SignerDoc {
     /// Verification keys as JWK objects (`{"keys": [...]}`), each with the `kid` a signature
-    /// names in its `keyid`.
-    pub keys: JwksDoc,
+    /// names in its `keyid`. Exactly one of `keys` and `remote_keys`.
+    #[serde(default)]
+    pub keys: Option<JwksDoc>,
+    /// The same, fetched from a URI through an Envoy cluster and refreshed (as `remote_jwks`).
+    #[serde(default)]
+    pub remote_keys: Option<RemoteJwksDoc>,
     /// Accepted algorithms: `hmac-sha256`, `ed25519`, `ecdsa-p256-sha256`, `rsa-pss-sha512`.
     pub algorithms: Vec<String>,
     /// Components every signature must cover (default `@method`, `@target-uri`, `@authority`);
