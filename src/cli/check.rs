@@ -133,15 +133,7 @@ pub fn warnings(doc: &PolicyDoc) -> Vec<(String, String)> {
             ));
         }
         if let Some(r) = &p.remote_jwks {
-            if r.uri.starts_with("http://") {
-                out.push((
-                    format!("{at}.remote_jwks.uri"),
-                    format!(
-                        "`{}` is fetched without TLS; keys could be replaced in transit",
-                        r.uri
-                    ),
-                ));
-            }
+            plaintext_keys(&format!("{at}.remote_jwks"), r, &mut out);
         }
         for (i, key) in p.jwks.iter().flat_map(|j| j.keys.iter()).enumerate() {
             if let Some(len) = hmac_key_len(key) {
@@ -155,6 +147,9 @@ pub fn warnings(doc: &PolicyDoc) -> Vec<(String, String)> {
         }
     }
     for (name, s) in &doc.signers {
+        if let Some(r) = &s.remote_keys {
+            plaintext_keys(&format!("signers.{name}.remote_keys"), r, &mut out);
+        }
         if s.require_nonce == Some(false) {
             out.push((
                 format!("signers.{name}.require_nonce"),
@@ -221,6 +216,19 @@ pub fn warnings(doc: &PolicyDoc) -> Vec<(String, String)> {
 }
 
 /// Length of an HMAC JWK's secret (`kty: oct`), if it is one.
+/// A key set fetched over plain HTTP (`at`: the `remote_jwks` or `remote_keys` object).
+fn plaintext_keys(at: &str, r: &policy::RemoteJwksDoc, out: &mut Vec<(String, String)>) {
+    if r.uri.starts_with("http://") {
+        out.push((
+            format!("{at}.uri"),
+            format!(
+                "`{}` is fetched without TLS; keys could be replaced in transit",
+                r.uri
+            ),
+        ));
+    }
+}
+
 fn hmac_key_len(jwk: &Value) -> Option<usize> {
     use base64::Engine as _;
     if jwk.get("kty")?.as_str()? != "oct" {

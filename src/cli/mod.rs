@@ -37,7 +37,7 @@ usage:
       load and compile policies (JSON or YAML); print every problem as FILE:LINE:COL and warn about
       risky choices. Exit 1 when a policy is invalid (or, with --strict, has warnings).
   tollgate explain POLICY --request 'METHOD /path?query' [-H 'name: value']... [--body FILE | --data TEXT]
-                   [--now TIME] [--peer ADDR] [--jwks PROVIDER=FILE]... [--json]
+                   [--now TIME] [--peer ADDR] [--jwks NAME=FILE]... [--json]
                    [--tls VERSION] [--peer-uri-san URI] [--peer-dns-san NAME] [--peer-subject DN]
                    [--response-status CODE] [--response-header 'name: value']...
                    [--response-body FILE | --response-data TEXT]
@@ -303,9 +303,11 @@ fn jwks_args(a: &Args) -> Result<Vec<(String, Vec<u8>)>> {
     a.values("jwks")
         .iter()
         .map(|v| {
-            let (name, file) = v
-                .split_once('=')
-                .ok_or_else(|| Failure::Usage(format!("`--jwks {v}`: expected PROVIDER=FILE")))?;
+            let (name, file) = v.split_once('=').ok_or_else(|| {
+                Failure::Usage(format!(
+                    "`--jwks {v}`: expected NAME=FILE (a provider or signer with remote keys)"
+                ))
+            })?;
             let body = std::fs::read(file).map_err(|e| error(format!("{file}: {e}")))?;
             Ok((name.to_string(), body))
         })

@@ -489,22 +489,42 @@ impl<'e> Session<'e> {
     pub fn new(engine: &'e Engine, jwks: &[(String, Vec<u8>)]) -> Result<Session<'e>, String> {
         let mut state = engine.new_state();
         for (name, body) in jwks {
-            let index = engine
-                .providers()
-                .iter()
-                .position(|p| p.name == *name)
-                .ok_or_else(|| format!("the policy has no provider `{name}`"))?;
+            // A provider's `remote_jwks`, or a signer's `remote_keys`, of that name.
+            let mut found = false;
             let provider = engine
                 .providers()
-                .get(index)
-                .ok_or_else(|| format!("the policy has no provider `{name}`"))?;
-            let keys = KeySet::from_fetched(body, &provider.algorithms)
-                .map_err(|e| format!("key set for `{name}`: {e}"))?;
-            if let Some(slot) = state.remote.get_mut(index) {
-                *slot = Some(Installed {
-                    generation: 1,
-                    keys: Rc::new(keys),
-                });
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.name == *name);
+            if let Some((index, provider)) = provider {
+                let keys = KeySet::from_fetched(body, &provider.algorithms)
+                    .map_err(|e| format!("key set for provider `{name}`: {e}"))?;
+                if let Some(slot) = state.remote.get_mut(index) {
+                    *slot = Some(Installed {
+                        generation: 1,
+                        keys: Rc::new(keys),
+                    });
+                }
+                found = true;
+            }
+            if let Some((index, signer, _)) =
+                engine.remote_signers().find(|(_, s, _)| s.name == *name)
+            {
+                let keys = signer
+                    .parse_keys(body)
+                    .map_err(|e| format!("key set for signer `{name}`: {e}"))?;
+                if let Some(slot) = state.signer_keys.get_mut(index) {
+                    *slot = Some(Installed {
+                        generation: 1,
+                        keys: Rc::new(keys),
+                    });
+                }
+                found = true;
+            }
+            if !found {
+                return Err(format!(
+                    "the policy has no provider or signer with remote keys named `{name}`"
+                ));
             }
         }
         Ok(Session {
@@ -852,5 +872,20 @@ mod tests {
         let s = Session::new(&engine, &[("idp".into(), jwks.into_bytes())]).unwrap();
         assert!(s.state.remote[0].is_some());
         assert!(Session::new(&engine, &[("nope".into(), b"{}".to_vec())]).is_err());
+
+        let policy = r#"{"signers": {"partner": {"algorithms": ["ed25519"],
+            "remote_keys": {"cluster": "c", "uri": "https://partner/keys"}}},
+            "routes": [{"path": "/x", "signers": ["partner"]}]}"#;
+        let engine = Engine::compile(policy.as_bytes()).unwrap();
+        let public = include_str!("../../envoy/demo/partner-signing-key.jwk.json")
+            .replace("\"d\"", "\"unused\"");
+        let set = format!(r#"{{"keys": [{public}]}}"#);
+        let s = Session::new(&engine, &[("partner".into(), set.into_bytes())]).unwrap();
+        assert!(s.state.signer_keys[0].is_some());
+        let none = br#"{"keys": []}"#.to_vec();
+        let e = Session::new(&engine, &[("partner".into(), none)])
+            .err()
+            .unwrap();
+        assert!(e.contains("signer `partner`"), "{e}");
     }
 }
