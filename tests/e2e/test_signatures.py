@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
 
-from harness import Envoy
+from harness import Envoy, JwksServer, wait_until
 
 
 def b64url(data: bytes) -> str:
@@ -74,9 +74,9 @@ class Message:
 
 
 def signed(envoy, kid, method="GET", path="/transfers/7?page=2", body=None, headers=None,
-           components=("@method", "@authority", "@target-uri"), created=None, nonce=True):
-    """A request signed with key `kid`: (method, path, headers, body) ready to send."""
-    alg, private, _ = KEYS[kid]
+           components=("@method", "@authority", "@target-uri"), created=None, nonce=True, keys=None):
+    """A request signed with key `kid` (of `keys`, default KEYS): (method, path, headers, body)."""
+    alg, private, _ = (keys or KEYS)[kid]
     resolver = MappingKeyResolver(public_keys={}, private_keys={kid: private})
     signer = HTTPMessageSigner(signature_algorithm=alg, key_resolver=resolver)
     msg = Message(method, f"http://127.0.0.1:{envoy.port}{path}", {"x-client": "acme", **(headers or {})})
@@ -179,3 +179,40 @@ def test_no_signature_and_unknown_keys(envoy):
     forged = {**headers, "signature-input": headers["signature-input"].replace('keyid="ed-1"', 'keyid="ed-2"')}
     assert forged != headers
     assert code(*send(envoy, method, path, forged)) == "message_signature_invalid"
+
+
+def test_published_keys_are_fetched_and_rotated(upstream):
+    """`remote_keys`: the partner publishes its public keys; refused (503) until they are fetched,
+    then a rotation to a new key is picked up by the early refresh an unknown `keyid` asks for."""
+    published = JwksServer()
+    published.fail(503)
+    policy = {
+        "signers": {"partner": {
+            "remote_keys": {"cluster": "jwks", "uri": "http://partner.test/keys.json",
+                            "refresh_seconds": 3600, "retry_seconds": 1, "min_refresh_seconds": 1},
+            "algorithms": ["ed25519", "ecdsa-p256-sha256"],
+        }},
+        "routes": [{"name": "transfers", "prefix": "/transfers", "signers": ["partner"]}],
+    }
+    envoy = Envoy(policy, upstream.port, published.port, concurrency=2).wait_ready()
+    try:
+        assert code(*send(envoy, *signed(envoy, "ed-1"))) == "keys_unavailable"
+        # The secret beside them is not for fetching: left out, as keys of other algorithms are.
+        published.publish([KEYS[k][2] for k in ("ed-1", "p256-1", "hmac-1")])
+        wait_until(lambda: send(envoy, *signed(envoy, "ed-1"))[0] == 200, what="keys fetched")
+        assert send(envoy, *signed(envoy, "p256-1"))[0] == 200
+        assert code(*send(envoy, *signed(envoy, "hmac-1"))) == "message_signature_invalid"
+        assert "key set for signer `partner` fetched: 2 usable keys" in envoy.logs()
+
+        # Rotation: ed-2 replaces ed-1 and p256-1 at the partner's end.
+        ed2 = ed25519.Ed25519PrivateKey.generate()
+        rotated = {"ed-2": (algorithms.ED25519, ed2, {
+            "kty": "OKP", "crv": "Ed25519", "kid": "ed-2", "x": b64url(ed2.public_key().public_bytes_raw())})}
+        published.publish([rotated["ed-2"][2]])
+        wait_until(lambda: send(envoy, *signed(envoy, "ed-2", keys=rotated))[0] == 200,
+                   timeout=10, what="an early refresh installs ed-2")
+        wait_until(lambda: all(send(envoy, *signed(envoy, "ed-1"))[0] == 401 for _ in range(4)),
+                   what="ed-1 dropped by every worker")
+    finally:
+        envoy.stop()
+        published.stop()
