@@ -18,9 +18,10 @@ import wasm_size  # noqa: E402
 # 2,576 KiB measured on 2026-12-05 after boon and wasm-opt, then 2,605 with Envoy's
 # verify_signature (DER and protobuf encoding, the jwt-simple-compatible parse), then 2,744 with
 # issue 18 (RFC 9421 message signatures: structured fields, signature bases, RSA-PSS, the nonce
-# store; mutual-TLS identities), which the issue requires. Issue 16's aim is 2,048 KiB: not met
-# yet.
-BUDGET_KIB = 2760
+# store; mutual-TLS identities), which the issue requires, then 2,763 with signers' fetched key
+# sets (`remote_keys`: a second kind of remote key set, its parsing and refresh). Issue 16's aim
+# is 2,048 KiB: not met yet.
+BUDGET_KIB = 2776
 
 NAMED = os.path.join(os.path.dirname(WASM), "tollgate.named.wasm")
 CARGO = os.path.join(os.path.dirname(WASM), "deps", "tollgate.wasm")
