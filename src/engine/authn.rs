@@ -237,7 +237,7 @@ fn authenticate_signature(
                     Some(super::signers::SignerKeys::Remote(_))
                 )
             })
-            .map(|i| super::refresh::Source::Signer(*i));
+            .map(|i| super::decision::KeySource::Signer(*i));
         return Err(DenialCode::MessageSignatureInvalid);
     };
     let has_body = req.header_values("transfer-encoding").next().is_some()
@@ -340,7 +340,7 @@ fn verify_fresh(
     };
     let Some(candidates) = keys.candidates(header.alg, header.kid.as_deref()) else {
         if matches!(provider.keys, ProviderKeys::Remote(_)) {
-            effects.early_refresh = Some(super::refresh::Source::Provider(index));
+            effects.early_refresh = Some(super::decision::KeySource::Provider(index));
         }
         return Err(DenialCode::UnknownKey);
     };

@@ -84,11 +84,20 @@ pub struct Denial {
     pub principal: Option<String>,
 }
 
+/// Whose remote key set (a fetch, an early refresh) is meant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// A JWT provider's `remote_jwks` (index into `Engine::providers`).
+    Provider(usize),
+    /// A signer's `remote_keys` (index into `Engine::signers`).
+    Signer(usize),
+}
+
 /// Side effects the host carries out after the decision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Effects {
     /// A credential named a `kid` this remote key set lacks: ask for an early refresh.
-    pub early_refresh: Option<super::refresh::Source>,
+    pub early_refresh: Option<KeySource>,
     /// Whether the token cache answered (`Some(true)`), was consulted and missed (`Some(false)`).
     pub cache_hit: Option<bool>,
     /// Signatures the host's crypto checked (src/jwt/offload.rs).

@@ -178,13 +178,13 @@ impl Engine {
     }
 
     /// The fetch settings of a remote key set.
-    pub fn remote_spec(&self, source: refresh::Source) -> Option<&RemoteSpec> {
+    pub fn remote_spec(&self, source: decision::KeySource) -> Option<&RemoteSpec> {
         match source {
-            refresh::Source::Provider(i) => match self.providers.get(i).map(|p| &p.keys) {
+            decision::KeySource::Provider(i) => match self.providers.get(i).map(|p| &p.keys) {
                 Some(ProviderKeys::Remote(spec)) => Some(spec),
                 _ => None,
             },
-            refresh::Source::Signer(i) => match self.signers.get(i).map(|s| &s.keys) {
+            decision::KeySource::Signer(i) => match self.signers.get(i).map(|s| &s.keys) {
                 Some(signers::SignerKeys::Remote(spec)) => Some(spec),
                 _ => None,
             },

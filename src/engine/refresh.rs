@@ -31,14 +31,7 @@ pub struct CallReply<'a> {
     pub body_size: usize,
 }
 
-/// Whose keys a fetch is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// A JWT provider's `remote_jwks` (index into `Engine::providers`).
-    Provider(usize),
-    /// A signer's `remote_keys` (index into `Engine::signers`).
-    Signer(usize),
-}
+pub use super::decision::KeySource as Source;
 
 /// The key-set calls of one VM: whose keys each in-flight call is for.
 #[derive(Debug, Default)]
