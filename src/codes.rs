@@ -88,6 +88,12 @@ pub enum DenialCode {
     /// The nonce of a signed request could not be recorded (shared data failed or is full), so
     /// the request cannot be protected against replay.
     ReplayCheckUnavailable,
+    /// The credential (token id, subject, API key, principal) is on the revocation list.
+    CredentialRevoked,
+    /// The route is closed by the revocation list (containment during an incident).
+    RouteClosed,
+    /// The remote revocation list has not been fetched yet (`revocations.on_unavailable: deny`).
+    RevocationsUnavailable,
 }
 
 /// What a denial is about: the `reason` of per-route metrics and of the audit log.
@@ -153,7 +159,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 46] = [
+    pub const ALL: [DenialCode; 49] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -200,6 +206,9 @@ impl DenialCode {
         DenialCode::MessageSignatureReplayed,
         DenialCode::ContentDigestMismatch,
         DenialCode::ReplayCheckUnavailable,
+        DenialCode::CredentialRevoked,
+        DenialCode::RouteClosed,
+        DenialCode::RevocationsUnavailable,
     ];
 
     /// The reason category of this code.
@@ -231,7 +240,8 @@ impl DenialCode {
             | C::MessageSignatureInvalid
             | C::MessageSignatureExpired
             | C::MessageSignatureReplayed
-            | C::ContentDigestMismatch => Reason::Authentication,
+            | C::ContentDigestMismatch
+            | C::CredentialRevoked => Reason::Authentication,
             C::InsufficientScope | C::Forbidden | C::IpDenied | C::PeerNotAllowed => {
                 Reason::Authorization
             }
@@ -243,8 +253,11 @@ impl DenialCode {
             | C::RequestInvalid
             | C::RequestAmbiguous => Reason::RequestSchema,
             C::ResponseInvalid | C::ResponseUnchecked | C::UpstreamError => Reason::ResponseSchema,
-            C::RouteRetired => Reason::Lifecycle,
-            C::KeysUnavailable | C::InternalError | C::ReplayCheckUnavailable => Reason::Config,
+            C::RouteRetired | C::RouteClosed => Reason::Lifecycle,
+            C::KeysUnavailable
+            | C::InternalError
+            | C::ReplayCheckUnavailable
+            | C::RevocationsUnavailable => Reason::Config,
         }
     }
 
@@ -281,6 +294,8 @@ impl DenialCode {
                     | DenialCode::ClientCertificateRequired
                     | DenialCode::MessageSignatureMissing
                     | DenialCode::MessageSignatureExpired
+                    // A genuine credential, withdrawn: its holder is contained, not guessing.
+                    | DenialCode::CredentialRevoked
             )
     }
 
@@ -587,6 +602,27 @@ impl DenialCode {
                 "The signed request could not be checked for replay; retry shortly.",
                 None,
             ),
+            DenialCode::CredentialRevoked => (
+                "credential_revoked",
+                401,
+                "Invalid credential",
+                "The credential has been revoked.",
+                INVALID,
+            ),
+            DenialCode::RouteClosed => (
+                "route_closed",
+                503,
+                "Service unavailable",
+                "This API is temporarily closed.",
+                None,
+            ),
+            DenialCode::RevocationsUnavailable => (
+                "revocations_unavailable",
+                503,
+                "Service unavailable",
+                "The revocation list is not available yet; retry shortly.",
+                None,
+            ),
             DenialCode::PeerNotAllowed => (
                 "peer_not_allowed",
                 403,
@@ -658,10 +694,16 @@ pub enum Counter {
     RatelimitServiceMalformed,
     /// Requests let through although the service failed (`on_service_failure: allow`).
     RatelimitServiceFailedOpen,
+    /// Successful fetches of the remote revocation list.
+    RevocationsFetchOk,
+    /// Failed fetches of the remote revocation list (unreachable, not 200, too large, malformed).
+    RevocationsFetchFailed,
+    /// Revocation lists installed in a worker from shared data (after a fetch by any worker).
+    RevocationsInstalled,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 25] = [
         Counter::RequestsAllowed,
         Counter::JwtCacheHit,
         Counter::JwtCacheMiss,
@@ -684,6 +726,9 @@ impl Counter {
         Counter::RatelimitServiceError,
         Counter::RatelimitServiceMalformed,
         Counter::RatelimitServiceFailedOpen,
+        Counter::RevocationsFetchOk,
+        Counter::RevocationsFetchFailed,
+        Counter::RevocationsInstalled,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -710,6 +755,9 @@ impl Counter {
             Counter::RatelimitServiceError => "tollgate.ratelimit.service.error",
             Counter::RatelimitServiceMalformed => "tollgate.ratelimit.service.malformed",
             Counter::RatelimitServiceFailedOpen => "tollgate.ratelimit.service.failed_open",
+            Counter::RevocationsFetchOk => "tollgate.revocations.fetch_ok",
+            Counter::RevocationsFetchFailed => "tollgate.revocations.fetch_failed",
+            Counter::RevocationsInstalled => "tollgate.revocations.installed",
         }
     }
 

@@ -106,7 +106,10 @@ pub fn denial(realm: &str, code: DenialCode, route: Option<String>) -> Denial {
     if let Some(c) = challenge(realm, code) {
         headers.push(("www-authenticate", c));
     }
-    if code == DenialCode::KeysUnavailable {
+    if matches!(
+        code,
+        DenialCode::KeysUnavailable | DenialCode::RevocationsUnavailable
+    ) {
         headers.push(("retry-after", KEYS_UNAVAILABLE_RETRY_AFTER.to_string()));
     }
     Denial {

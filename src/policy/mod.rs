@@ -3,7 +3,9 @@
 
 mod error;
 pub mod pbstruct;
+mod revocations;
 pub use error::ConfigError;
+pub use revocations::{RevocationListDoc, RevocationsDoc};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -94,6 +96,10 @@ pub struct PolicyDoc {
     /// (`mtls:<id>`); any incoming copy is removed. Default `x-tollgate-peer`.
     #[serde(default)]
     pub peer_header: Option<String>,
+    /// Token ids, subjects, API keys, principals, addresses and routes withdrawn during an
+    /// incident, inline and from a remote list.
+    #[serde(default)]
+    pub revocations: Option<RevocationsDoc>,
 }
 
 /// Who may sign requests (RFC 9421 HTTP Message Signatures) and what a signature must cover.
