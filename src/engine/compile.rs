@@ -487,6 +487,19 @@ impl Engine {
             .brute_force
             .as_ref()
             .and_then(|d| BruteForce::compile(d, "brute_force", &mut errors));
+        let revocations = doc
+            .revocations
+            .as_ref()
+            .map(|d| crate::abuse::revoke::Revocations::compile(d, &mut errors));
+        // A route the policy closes must exist (a remote list may name any: routes come and go).
+        for name in revocations.iter().flat_map(|r| r.inline.routes()) {
+            if !routes.iter().any(|r| r.name == name) {
+                errors.push(ConfigError::new(
+                    "revocations.revoked.routes",
+                    format!("no route is named `{name}`"),
+                ));
+            }
+        }
         let token_cache_entries = doc
             .token_cache
             .as_ref()
@@ -530,6 +543,7 @@ impl Engine {
         let uses_peer = limit_options.trusted_hops == 0
             && (ip_access.is_some()
                 || brute_force.is_some()
+                || revocations.is_some()
                 || routes.any_ip_access()
                 || limits
                     .iter()
@@ -565,6 +579,7 @@ impl Engine {
             override_headers,
             ip_access,
             brute_force,
+            revocations,
         })
     }
 }

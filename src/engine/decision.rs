@@ -84,13 +84,15 @@ pub struct Denial {
     pub principal: Option<String>,
 }
 
-/// Whose remote key set (a fetch, an early refresh) is meant.
+/// Which remote document (a key set, the revocation list) a fetch or early refresh is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeySource {
     /// A JWT provider's `remote_jwks` (index into `Engine::providers`).
     Provider(usize),
     /// A signer's `remote_keys` (index into `Engine::signers`).
     Signer(usize),
+    /// The remote revocation list (`revocations.remote`).
+    Revocations,
 }
 
 /// Side effects the host carries out after the decision.

@@ -123,6 +123,8 @@ pub struct Engine {
     /// Checked on every request, before route matching.
     ip_access: Option<IpList>,
     brute_force: Option<BruteForce>,
+    /// Withdrawn credentials, addresses and routes (`revocations`).
+    revocations: Option<crate::abuse::revoke::Revocations>,
     /// Whether decisions read the downstream peer address (the host skips fetching it if not).
     uses_peer: bool,
     override_headers: headers::OverrideAction,
@@ -135,6 +137,8 @@ pub struct VmState {
     pub remote: Vec<Option<Installed>>,
     /// Indexed like `Engine::signers`: the fetched keys of signers with `remote_keys`.
     pub signer_keys: Vec<Option<Installed<signers::KeyMap>>>,
+    /// The remote revocation list, once fetched.
+    pub revocations: Option<Installed<crate::abuse::revoke::RevocationList>>,
     /// Process-wide secret that rate-limit keys are hashed with (from shared data).
     pub limit_secret: Vec<u8>,
     /// The host's signature checks, installed by the host when it has them and the policy
@@ -188,6 +192,7 @@ impl Engine {
                 Some(signers::SignerKeys::Remote(spec)) => Some(spec),
                 _ => None,
             },
+            decision::KeySource::Revocations => self.revocations.as_ref()?.remote.as_ref(),
         }
     }
 
@@ -241,6 +246,7 @@ impl Engine {
             cache: TokenCache::new(self.token_cache_entries),
             remote: self.providers.iter().map(|_| None).collect(),
             signer_keys: self.signers.iter().map(|_| None).collect(),
+            revocations: None,
             limit_secret: Vec::new(),
             signatures: None,
         }
@@ -281,3 +287,6 @@ mod tests_peers;
 
 #[cfg(test)]
 mod tests_signers;
+
+#[cfg(test)]
+mod tests_revocations;

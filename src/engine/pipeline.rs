@@ -7,6 +7,7 @@ use super::{Access, Allow, Decision, Denial, Diagnostics, Effects, Engine, Match
 use super::{Outcome, Passed, RouteHit};
 use super::{Request, VmState};
 use crate::abuse::brute;
+use crate::abuse::revoke::{Credential, RevocationList};
 use crate::codes::DenialCode;
 use crate::jwt::extract::{strip_cookie, strip_query};
 use crate::payload::Failure;
@@ -122,6 +123,9 @@ impl Engine {
         {
             return self.deny(DenialCode::IpDenied, None, effects);
         }
+        if self.revocation_lists(state).any(|l| l.bars(client_ip)) {
+            return self.deny(DenialCode::IpDenied, None, effects);
+        }
         let Ok(host) = req.host() else {
             return self.deny(DenialCode::RequestAmbiguous, None, effects);
         };
@@ -174,6 +178,9 @@ impl Engine {
         {
             return self.deny(DenialCode::IpDenied, route_name(), effects);
         }
+        if let Some(code) = self.revoked_route(state, route) {
+            return self.deny(code, route_name(), effects);
+        }
         if let Some(l) = route.lifecycle.as_ref().filter(|l| l.is_retired(now)) {
             let mut d = crate::problem::denial(&self.realm, DenialCode::RouteRetired, route_name());
             if let Some(link) = &l.link {
@@ -204,6 +211,15 @@ impl Engine {
             return self.deny(code, route_name(), effects);
         }
         let workload = connection.and_then(super::peer::Connection::principal);
+        if let Some(w) = &workload {
+            let c = Credential {
+                principal: w,
+                ..Credential::default()
+            };
+            if self.revoked(state, &c) {
+                return self.deny(DenialCode::CredentialRevoked, route_name(), effects);
+            }
+        }
         // Brute-force subject: the client's canonical address, IPv6 by its /64 (one host usually
         // owns the whole prefix and could otherwise change address on every attempt). An address
         // that cannot be parsed is not tracked.
@@ -319,6 +335,19 @@ impl Engine {
             }
             Some(who.principal)
         };
+        if let Some(p) = &principal {
+            let claim = |name: &str| p.claims.get(name).and_then(serde_json::Value::as_str);
+            let c = Credential {
+                principal: &p.id,
+                workload: None,
+                token_id: claim("jti"),
+                subject: claim("sub"),
+                api_key: p.id.strip_prefix("api_key:"),
+            };
+            if self.revoked(state, &c) {
+                return self.deny(DenialCode::CredentialRevoked, route_name(), effects);
+            }
+        }
         let checked = match limits::check(
             self,
             route,
@@ -551,6 +580,35 @@ impl Engine {
                 crate::problem::invalid(&self.realm, route, self.payload_options.invalid_status, v)
             }
         }
+    }
+
+    /// The revocation lists in force in this VM: the policy's and, once fetched, the remote one.
+    fn revocation_lists<'a>(
+        &'a self,
+        state: &'a VmState,
+    ) -> impl Iterator<Item = &'a RevocationList> {
+        let fetched = state.revocations.as_ref().map(|i| &*i.keys);
+        self.revocations
+            .as_ref()
+            .map(|r| &r.inline)
+            .into_iter()
+            .chain(fetched)
+    }
+
+    /// A closed route or - on a route that authenticates - a remote list never fetched (unless
+    /// the policy lets requests through then).
+    fn revoked_route(&self, state: &VmState, route: &super::routes::Route) -> Option<DenialCode> {
+        let r = self.revocations.as_ref()?;
+        if self.revocation_lists(state).any(|l| l.closes(&route.name)) {
+            return Some(DenialCode::RouteClosed);
+        }
+        let unavailable = r.remote.is_some() && state.revocations.is_none() && !r.fail_open;
+        (unavailable && route.access != Access::Public)
+            .then_some(DenialCode::RevocationsUnavailable)
+    }
+
+    fn revoked(&self, state: &VmState, credential: &Credential<'_>) -> bool {
+        self.revocation_lists(state).any(|l| l.revokes(credential))
     }
 
     fn deny(&self, code: DenialCode, route: Option<String>, effects: Effects) -> Outcome {

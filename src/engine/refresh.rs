@@ -5,6 +5,7 @@
 
 use super::exchange::{Body, Io, Level, Vm};
 use super::Engine;
+use crate::abuse::revoke::RevocationList;
 use crate::codes::Counter;
 use crate::jwt::remote::{self, FetchFailure, RemoteSpec};
 use std::collections::HashMap;
@@ -40,14 +41,27 @@ pub struct KeyRefresh {
     in_flight: HashMap<u32, Source>,
 }
 
-/// For the log: what is fetched, and for whom.
+/// For the log and the counters: what is fetched, and for whom.
 struct Named {
     kind: &'static str,
     whose: String,
+    /// What the installed document holds, counted in the log line.
+    items: &'static str,
+    ok: Counter,
+    failed: Counter,
 }
 
-/// The fetch settings of `source`, and its name for the log.
+const KEYS: (Counter, Counter) = (Counter::JwksFetchOk, Counter::JwksFetchFailed);
+
+/// The fetch settings of `source`, and its names.
 fn spec_of(engine: &Engine, source: Source) -> Option<(&RemoteSpec, Named)> {
+    let named = |kind, whose, items, (ok, failed): (Counter, Counter)| Named {
+        kind,
+        whose,
+        items,
+        ok,
+        failed,
+    };
     match source {
         Source::Provider(index) => {
             engine
@@ -55,13 +69,7 @@ fn spec_of(engine: &Engine, source: Source) -> Option<(&RemoteSpec, Named)> {
                 .find(|(i, _, _)| *i == index)
                 .map(|(_, p, spec)| {
                     let whose = format!("provider `{}`", p.name);
-                    (
-                        spec,
-                        Named {
-                            kind: "jwks",
-                            whose,
-                        },
-                    )
+                    (spec, named("jwks", whose, "usable keys", KEYS))
                 })
         }
         Source::Signer(index) => {
@@ -70,15 +78,14 @@ fn spec_of(engine: &Engine, source: Source) -> Option<(&RemoteSpec, Named)> {
                 .find(|(i, _, _)| *i == index)
                 .map(|(_, s, spec)| {
                     let whose = format!("signer `{}`", s.name);
-                    (
-                        spec,
-                        Named {
-                            kind: "key set",
-                            whose,
-                        },
-                    )
+                    (spec, named("key set", whose, "usable keys", KEYS))
                 })
         }
+        Source::Revocations => engine.remote_spec(source).map(|spec| {
+            let counters = (Counter::RevocationsFetchOk, Counter::RevocationsFetchFailed);
+            let whose = "`revocations`".to_string();
+            (spec, named("revocation list", whose, "entries", counters))
+        }),
     }
 }
 
@@ -127,6 +134,16 @@ impl KeyRefresh {
             }
             due(Source::Provider(index), spec, &mut calls);
         }
+        if let Some(spec) = engine.remote_spec(Source::Revocations) {
+            let parse = RevocationList::parse;
+            if let Ok(true) = remote::sync_with(store, spec, &parse, &mut state.revocations) {
+                io.count(super::exchange::Metric::Add(
+                    Counter::RevocationsInstalled,
+                    1,
+                ));
+            }
+            due(Source::Revocations, spec, &mut calls);
+        }
         for (index, signer, spec) in engine.remote_signers() {
             let Some(slot) = state.signer_keys.get_mut(index) else {
                 continue;
@@ -155,7 +172,7 @@ impl KeyRefresh {
         vm: Vm<'_>,
         io: &mut dyn Io,
     ) {
-        if let Some((spec, Named { kind, whose })) = spec_of(engine, source) {
+        if let Some((spec, Named { kind, whose, .. })) = spec_of(engine, source) {
             io.log(
                 Level::Warn,
                 &format!(
@@ -209,7 +226,17 @@ fn finish(
     io: &mut dyn Io,
 ) {
     let Vm { state, store } = vm;
-    let Some((spec, Named { kind, whose })) = spec_of(engine, source) else {
+    let Some((
+        spec,
+        Named {
+            kind,
+            whose,
+            items,
+            ok,
+            failed,
+        },
+    )) = spec_of(engine, source)
+    else {
         return;
     };
     // (generation, usable keys) once installed.
@@ -241,20 +268,36 @@ fn finish(
                 })
             })
         }
+        Source::Revocations => {
+            let slot = &mut state.revocations;
+            let parse = RevocationList::parse;
+            remote::complete_fetch_with(store, spec, &parse, now, outcome, slot).map(|r| {
+                r.map(|()| {
+                    slot.as_ref()
+                        .map_or((0, 0), |i| (i.generation, i.keys.len()))
+                })
+            })
+        }
+    };
+    let kept = match source {
+        Source::Revocations => "list",
+        Source::Provider(_) | Source::Signer(_) => "key set",
     };
     match result {
         Ok(Ok((generation, keys))) => {
-            io.count(super::exchange::Metric::Add(Counter::JwksFetchOk, 1));
+            io.count(super::exchange::Metric::Add(ok, 1));
             io.log(
                 Level::Info,
-                &format!("tollgate: {kind} for {whose} fetched: {keys} usable keys, generation {generation}"),
+                &format!(
+                    "tollgate: {kind} for {whose} fetched: {keys} {items}, generation {generation}"
+                ),
             );
         }
         Ok(Err(failure)) => {
-            io.count(super::exchange::Metric::Add(Counter::JwksFetchFailed, 1));
+            io.count(super::exchange::Metric::Add(failed, 1));
             io.log(
                 Level::Warn,
-                &format!("tollgate: {kind} fetch for {whose} failed: {failure}; keeping the last good key set"),
+                &format!("tollgate: {kind} fetch for {whose} failed: {failure}; keeping the last good {kept}"),
             );
         }
         Err(e) => io.log(
