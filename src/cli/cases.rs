@@ -21,6 +21,10 @@ pub struct CaseFile {
     /// case file), since the tool fetches nothing.
     #[serde(default)]
     pub jwks: BTreeMap<String, String>,
+    /// The list the policy's `revocations.remote` serves: a revocation list file (relative to
+    /// the case file).
+    #[serde(default)]
+    pub revocations: Option<String>,
     pub cases: Vec<Case>,
 }
 
@@ -632,6 +636,17 @@ pub fn run(
             .map_err(|e| FileError(format!("jwks `{}`: {e}", path.display())))?;
         jwks.push((name.clone(), body));
     }
+    let revocations = match &file.revocations {
+        Some(rel) => {
+            let path: PathBuf = base_dir.join(rel);
+            Some(
+                std::fs::read(&path)
+                    .map_err(|e| FileError(format!("revocations `{}`: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
+    let fetched = Fetched { jwks, revocations };
     let mut out = Vec::new();
     for (index, case) in file.cases.iter().enumerate() {
         let line = doc.locate(&format!("cases[{index}]"), false).line;
@@ -653,7 +668,7 @@ pub fn run(
             pinned,
             base_dir,
             clock_ms,
-            &jwks,
+            &fetched,
         );
         match verdict {
             Ok((spec, verdict)) => {
@@ -669,6 +684,12 @@ pub fn run(
     Ok(out)
 }
 
+/// What the case file gives in place of fetches: key sets by name, the revocation list.
+struct Fetched {
+    jwks: Vec<(String, Vec<u8>)>,
+    revocations: Option<Vec<u8>>,
+}
+
 fn run_case(
     engine: &Engine,
     case: &Case,
@@ -676,7 +697,7 @@ fn run_case(
     pinned: Option<&Time>,
     base_dir: &Path,
     clock_ms: u64,
-    jwks: &[(String, Vec<u8>)],
+    fetched: &Fetched,
 ) -> Result<(Spec, Verdict), String> {
     let now_ms = match pinned {
         Some(t) => time(t)?.saturating_mul(1000),
@@ -698,7 +719,10 @@ fn run_case(
         );
     }
     let spec = build(case, defaults, base_dir, now_ms / 1000)?;
-    let mut session = Session::new(engine, jwks)?;
+    let mut session = Session::new(engine, &fetched.jwks)?;
+    if let Some(body) = &fetched.revocations {
+        session.install_revocations(body)?;
+    }
     let mut verdict = session.decide(&spec, now_ms);
     for _ in 1..case.repeat.unwrap_or(1) {
         verdict = session.decide(&spec, now_ms);
@@ -869,6 +893,48 @@ cases:
             .unwrap()
             .iter()
             .any(|h| h[0] == "authorization"));
+    }
+
+    #[test]
+    fn a_case_file_gives_the_fetched_revocation_list() {
+        let mut policy: Value =
+            serde_json::from_slice(include_bytes!("../../policies/revocations.json")).unwrap();
+        policy["revocations"]["remote"] = json!({"cluster": "c", "uri": "https://lists/r.json"});
+        let engine = Engine::compile(policy.to_string().as_bytes()).unwrap();
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"));
+        let list =
+            std::env::temp_dir().join(format!("tollgate-revoked-{}.json", std::process::id()));
+        std::fs::write(&list, r#"{"api_keys": ["reporting-2026q2"]}"#).unwrap();
+        let text = format!(
+            r#"
+revocations: {}
+cases:
+  - note: revoked by the fetched list
+    request: {{path: /orders, headers: {{x-api-key: demo-key-reporting-2026q2}}}}
+    want: {{decision: deny, code: credential_revoked, status: 401}}
+  - note: the policy's own entries still apply
+    request: {{path: /orders, headers: {{x-api-key: demo-key-reporting-2026q1}}}}
+    want: {{decision: deny, code: credential_revoked}}
+"#,
+            list.display()
+        );
+        let doc = Document::parse("x.cases.yaml", text).unwrap();
+        let file: CaseFile = serde_json::from_value(doc.value.clone()).unwrap();
+        let results = run(&engine, &doc, &file, &dir, 1_800_000_000_000).unwrap();
+        assert!(results.iter().all(Outcome::passed), "{results:#?}");
+
+        // Without the list, the filter would still be waiting for its first fetch.
+        let text = r#"
+cases:
+  - note: not fetched yet
+    request: {path: /orders, headers: {x-api-key: demo-key-reporting-2026q2}}
+    want: {decision: deny, code: revocations_unavailable, status: 503}
+"#;
+        let doc = Document::parse("x.cases.yaml", text.to_string()).unwrap();
+        let file: CaseFile = serde_json::from_value(doc.value.clone()).unwrap();
+        let results = run(&engine, &doc, &file, &dir, 1_800_000_000_000).unwrap();
+        std::fs::remove_file(&list).ok();
+        assert!(results.iter().all(Outcome::passed), "{results:#?}");
     }
 
     #[test]

@@ -19,8 +19,13 @@ pub fn explain(
     spec: &Spec,
     now_ms: u64,
     jwks: &[(String, Vec<u8>)],
+    revocations: Option<&[u8]>,
 ) -> Result<Value, String> {
-    let verdict = Session::new(engine, jwks)?.decide(spec, now_ms);
+    let mut session = Session::new(engine, jwks)?;
+    if let Some(body) = revocations {
+        session.install_revocations(body)?;
+    }
+    let verdict = session.decide(spec, now_ms);
     let diag = &verdict.diagnostics;
     let now = now_ms / 1000;
     let headers = spec.envoy_headers();
@@ -786,7 +791,7 @@ mod tests {
 
     /// The trace of `spec` at `NOW`, without remote key sets.
     fn trace(engine: &Engine, doc: &PolicyDoc, spec: &Spec) -> Value {
-        explain(engine, doc, spec, NOW * 1000, &[]).unwrap()
+        explain(engine, doc, spec, NOW * 1000, &[], None).unwrap()
     }
 
     #[test]
@@ -900,6 +905,7 @@ mod tests {
             &answered("/teams/1", 200, r#"{"id": "x"}"#),
             NOW * 1000,
             &[],
+            None,
         )
         .unwrap();
         assert_eq!(t["response"]["status"], 200);
@@ -924,6 +930,7 @@ mod tests {
             &answered("/people/7", 200, r#"{"id": 7, "name": "a", "ssn": "1"}"#),
             NOW * 1000,
             &[],
+            None,
         )
         .unwrap();
         let text = render_text(&t);
@@ -939,6 +946,7 @@ mod tests {
             &answered("/search", 200, "[{}]"),
             NOW * 1000,
             &[],
+            None,
         )
         .unwrap();
         let text = render_text(&t);

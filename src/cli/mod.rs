@@ -37,7 +37,7 @@ usage:
       load and compile policies (JSON or YAML); print every problem as FILE:LINE:COL and warn about
       risky choices. Exit 1 when a policy is invalid (or, with --strict, has warnings).
   tollgate explain POLICY --request 'METHOD /path?query' [-H 'name: value']... [--body FILE | --data TEXT]
-                   [--now TIME] [--peer ADDR] [--jwks NAME=FILE]... [--json]
+                   [--now TIME] [--peer ADDR] [--jwks NAME=FILE]... [--revocations FILE] [--json]
                    [--tls VERSION] [--peer-uri-san URI] [--peer-dns-san NAME] [--peer-subject DN]
                    [--response-status CODE] [--response-header 'name: value']...
                    [--response-body FILE | --response-data TEXT]
@@ -382,6 +382,7 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
                 "peer-dns-san",
                 "peer-subject",
                 "jwks",
+                "revocations",
                 "response-status",
                 "response-header",
                 "response-body",
@@ -427,11 +428,16 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
     };
     let now_ms = now_arg(&a)?;
     let jwks = jwks_args(&a)?;
+    let revocations = match a.value("revocations") {
+        Some(file) => Some(std::fs::read(file).map_err(|e| error(format!("{file}: {e}")))?),
+        None => None,
+    };
     let report = load_policy(policy)?;
     let (Some(engine), Some(doc)) = (&report.engine, &report.doc) else {
         return Err(error("the policy did not compile"));
     };
-    let trace = explain::explain(engine, doc, &spec, now_ms, &jwks).map_err(error)?;
+    let trace = explain::explain(engine, doc, &spec, now_ms, &jwks, revocations.as_deref())
+        .map_err(error)?;
     if a.flag("json") {
         print_json(out, &trace)
     } else {

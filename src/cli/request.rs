@@ -534,6 +534,22 @@ impl<'e> Session<'e> {
         })
     }
 
+    /// Installs `body` as the fetched list of the policy's `revocations.remote` (what Envoy
+    /// would have fetched), so that cases see it; refused as the filter would refuse the fetch.
+    pub fn install_revocations(&mut self, body: &[u8]) -> Result<(), String> {
+        use crate::engine::KeySource;
+        if self.engine.remote_spec(KeySource::Revocations).is_none() {
+            return Err("the policy has no remote revocation list (`revocations.remote`)".into());
+        }
+        let list = crate::abuse::revoke::RevocationList::parse(body)
+            .map_err(|e| format!("revocation list: {e}"))?;
+        self.state.revocations = Some(Installed {
+            generation: 1,
+            keys: Rc::new(list),
+        });
+        Ok(())
+    }
+
     /// Runs `spec` through the engine's exchange at `now_ms`, as Envoy does: the headers, then
     /// the body when the decision holds the request for it, then - if the request went upstream -
     /// the response's headers and, when they are held, its whole body. Without a response in the
@@ -887,5 +903,25 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("signer `partner`"), "{e}");
+    }
+
+    #[test]
+    fn a_fetched_revocation_list_can_be_installed() {
+        let policy = r#"{"api_keys": {"keys": [{"id": "ci", "sha256": "0000000000000000000000000000000000000000000000000000000000000000"}]},
+            "revocations": {"remote": {"cluster": "c", "uri": "https://lists/revoked.json"}},
+            "routes": [{"path": "/x", "api_keys": true}]}"#;
+        let engine = Engine::compile(policy.as_bytes()).unwrap();
+        let mut s = Session::new(&engine, &[]).unwrap();
+        let e = s.install_revocations(br#"{"api_keys": ["ci"], "extra": 1}"#);
+        assert!(e.unwrap_err().contains("not a revocation list"));
+        assert!(s.state.revocations.is_none());
+        s.install_revocations(br#"{"api_keys": ["ci"]}"#).unwrap();
+        assert_eq!(s.state.revocations.as_ref().map(|i| i.keys.len()), Some(1));
+
+        let policy = r#"{"routes": [{"path": "/x", "public": true}]}"#;
+        let engine = Engine::compile(policy.as_bytes()).unwrap();
+        let mut s = Session::new(&engine, &[]).unwrap();
+        let e = s.install_revocations(b"{}").unwrap_err();
+        assert!(e.contains("revocations.remote"), "{e}");
     }
 }

@@ -26,8 +26,8 @@ mod xfcc;
 pub use apikeys::ApiKeys;
 pub use authn::{authenticate, Authenticated, Context as AuthContext, Principal};
 pub use decision::{
-    Allow, BodyCheck, Check, Decision, Denial, Diagnostics, Effects, GlobalAsk, Mode, Outcome,
-    Passed, RouteHit,
+    Allow, BodyCheck, Check, Decision, Denial, Diagnostics, Effects, GlobalAsk, KeySource, Mode,
+    Outcome, Passed, RouteHit,
 };
 pub use exchange::{Exchange, Step};
 pub use peer::Connection;
