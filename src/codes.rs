@@ -88,6 +88,10 @@ pub enum DenialCode {
     /// The nonce of a signed request could not be recorded (shared data failed or is full), so
     /// the request cannot be protected against replay.
     ReplayCheckUnavailable,
+    /// A detector (`detection`) blocked this caller for a while.
+    CallerBlocked,
+    /// A detector (`detection`) throttled this caller and its reduced bucket is empty.
+    CallerThrottled,
 }
 
 /// What a denial is about: the `reason` of per-route metrics and of the audit log.
@@ -153,7 +157,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 46] = [
+    pub const ALL: [DenialCode; 48] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -200,6 +204,8 @@ impl DenialCode {
         DenialCode::MessageSignatureReplayed,
         DenialCode::ContentDigestMismatch,
         DenialCode::ReplayCheckUnavailable,
+        DenialCode::CallerBlocked,
+        DenialCode::CallerThrottled,
     ];
 
     /// The reason category of this code.
@@ -235,7 +241,11 @@ impl DenialCode {
             C::InsufficientScope | C::Forbidden | C::IpDenied | C::PeerNotAllowed => {
                 Reason::Authorization
             }
-            C::RateLimited | C::ClientBlocked | C::RateLimitUnavailable => Reason::RateLimit,
+            C::RateLimited
+            | C::ClientBlocked
+            | C::RateLimitUnavailable
+            | C::CallerBlocked
+            | C::CallerThrottled => Reason::RateLimit,
             C::PathInvalid
             | C::UnsupportedMediaType
             | C::PayloadTooLarge
@@ -587,6 +597,20 @@ impl DenialCode {
                 "The signed request could not be checked for replay; retry shortly.",
                 None,
             ),
+            DenialCode::CallerBlocked => (
+                "caller_blocked",
+                403,
+                "Forbidden",
+                "This client is blocked for a while after unusual activity; retry after the time in `Retry-After`.",
+                None,
+            ),
+            DenialCode::CallerThrottled => (
+                "caller_throttled",
+                429,
+                "Too many requests",
+                "This client is slowed down for a while after unusual activity; retry after the time in `Retry-After`.",
+                None,
+            ),
             DenialCode::PeerNotAllowed => (
                 "peer_not_allowed",
                 403,
@@ -658,10 +682,22 @@ pub enum Counter {
     RatelimitServiceMalformed,
     /// Requests let through although the service failed (`on_service_failure: allow`).
     RatelimitServiceFailedOpen,
+    /// Detector trips (`detection`), one counter per detector; each trips at most once per
+    /// caller and window.
+    DetectionSpike,
+    DetectionCredentialProbing,
+    DetectionObjectProbing,
+    DetectionEnumeration,
+    DetectionFuzzing,
+    DetectionMissingHeaders,
+    DetectionRegularCadence,
+    /// Blocks and throttles started by detectors (not under `dry-run`).
+    DetectionBlocks,
+    DetectionThrottles,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 31] = [
         Counter::RequestsAllowed,
         Counter::JwtCacheHit,
         Counter::JwtCacheMiss,
@@ -684,6 +720,15 @@ impl Counter {
         Counter::RatelimitServiceError,
         Counter::RatelimitServiceMalformed,
         Counter::RatelimitServiceFailedOpen,
+        Counter::DetectionSpike,
+        Counter::DetectionCredentialProbing,
+        Counter::DetectionObjectProbing,
+        Counter::DetectionEnumeration,
+        Counter::DetectionFuzzing,
+        Counter::DetectionMissingHeaders,
+        Counter::DetectionRegularCadence,
+        Counter::DetectionBlocks,
+        Counter::DetectionThrottles,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -710,6 +755,15 @@ impl Counter {
             Counter::RatelimitServiceError => "tollgate.ratelimit.service.error",
             Counter::RatelimitServiceMalformed => "tollgate.ratelimit.service.malformed",
             Counter::RatelimitServiceFailedOpen => "tollgate.ratelimit.service.failed_open",
+            Counter::DetectionSpike => "tollgate.detection.spike",
+            Counter::DetectionCredentialProbing => "tollgate.detection.credential_probing",
+            Counter::DetectionObjectProbing => "tollgate.detection.object_probing",
+            Counter::DetectionEnumeration => "tollgate.detection.enumeration",
+            Counter::DetectionFuzzing => "tollgate.detection.fuzzing",
+            Counter::DetectionMissingHeaders => "tollgate.detection.missing_headers",
+            Counter::DetectionRegularCadence => "tollgate.detection.regular_cadence",
+            Counter::DetectionBlocks => "tollgate.detection.blocks",
+            Counter::DetectionThrottles => "tollgate.detection.throttles",
         }
     }
 

@@ -487,6 +487,10 @@ impl Engine {
             .brute_force
             .as_ref()
             .and_then(|d| BruteForce::compile(d, "brute_force", &mut errors));
+        let detection = doc.detection.as_ref().and_then(|d| {
+            let routes: Vec<_> = doc.routes.iter().map(|r| r.detection.as_ref()).collect();
+            crate::abuse::detect::Detection::compile(d, "detection", &routes, &mut errors)
+        });
         let token_cache_entries = doc
             .token_cache
             .as_ref()
@@ -530,6 +534,7 @@ impl Engine {
         let uses_peer = limit_options.trusted_hops == 0
             && (ip_access.is_some()
                 || brute_force.is_some()
+                || detection.is_some()
                 || routes.any_ip_access()
                 || limits
                     .iter()
@@ -565,6 +570,7 @@ impl Engine {
             override_headers,
             ip_access,
             brute_force,
+            detection,
         })
     }
 }

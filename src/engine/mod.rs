@@ -8,6 +8,7 @@ mod authn;
 mod authz;
 mod compile;
 pub(crate) mod decision;
+pub mod detect;
 pub mod exchange;
 pub mod hardening;
 pub mod headers;
@@ -123,6 +124,8 @@ pub struct Engine {
     /// Checked on every request, before route matching.
     ip_access: Option<IpList>,
     brute_force: Option<BruteForce>,
+    /// Behaviour baselines per caller (`detection`).
+    detection: Option<crate::abuse::detect::Detection>,
     /// Whether decisions read the downstream peer address (the host skips fetching it if not).
     uses_peer: bool,
     override_headers: headers::OverrideAction,
@@ -220,6 +223,7 @@ impl Engine {
     pub fn uses_slots(&self) -> bool {
         self.limits.iter().any(|l| l.backend.local())
             || self.brute_force.is_some()
+            || self.detection.is_some()
             || self.signers.iter().any(signers::Signer::uses_replay_store)
     }
 
@@ -281,3 +285,6 @@ mod tests_peers;
 
 #[cfg(test)]
 mod tests_signers;
+
+#[cfg(test)]
+mod tests_detection;

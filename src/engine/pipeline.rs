@@ -134,12 +134,24 @@ impl Engine {
         {
             return self.deny(DenialCode::RequestAmbiguous, None, effects);
         }
+        // Detection's caller before authentication: the client address.
+        let address = self
+            .detection
+            .as_ref()
+            .and(client_ip)
+            .and_then(super::detect::address_caller);
         let Some(Matched {
             route,
             index,
             params,
         }) = self.routes.find(&host, req.method, &path)
         else {
+            let secret = &state.limit_secret;
+            if let Some(decision) =
+                self.detection_gate(address.as_deref(), || None, secret, store, now_ms)
+            {
+                return Outcome { decision, effects };
+            }
             if self.allow_unknown {
                 let allow = Allow {
                     remove_headers: self.removed_headers(req),
@@ -166,6 +178,9 @@ impl Engine {
         }
         // Only a refusal needs its own copy of the name.
         let route_name = || Some(route.name.clone());
+        if let Some(det) = &self.detection {
+            effects.observed = det.observe(index, |name| req.header_values(name).next());
+        }
         trace.mode = route.mode.unwrap_or(self.mode);
         if route
             .ip_access
@@ -231,6 +246,12 @@ impl Engine {
                 };
             }
         }
+        let secret = &state.limit_secret;
+        if let Some(decision) =
+            self.detection_gate(address.as_deref(), route_name, secret, store, now_ms)
+        {
+            return Outcome { decision, effects };
+        }
         let mut remove_headers = self.removed_headers(req);
         let mut set_headers = Vec::new();
         let mut strip = None;
@@ -280,6 +301,16 @@ impl Engine {
             };
             // For the audit line of a later refusal (scope, owner, limit) and of a dry run.
             trace.principal = Some(who.principal.id.clone());
+            let caller = self
+                .detection
+                .as_ref()
+                .map(|_| super::detect::principal_caller(&who.principal.id));
+            let secret = &state.limit_secret;
+            if let Some(decision) =
+                self.detection_gate(caller.as_deref(), route_name, secret, store, now_ms)
+            {
+                return Outcome { decision, effects };
+            }
             if let Some(d) = trace.diagnostics.as_mut() {
                 d.authentication = Some(Ok(Passed {
                     principal: who.principal.id.clone(),
