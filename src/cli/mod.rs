@@ -42,10 +42,12 @@ usage:
                    [--response-status CODE] [--response-header 'name: value']...
                    [--response-body FILE | --response-data TEXT]
                    [--rate-limit-service ok|over_limit|timeout|unavailable|malformed]
+                   [--repeat N [--interval-ms MS]]
       run one request through the engine and print the decision with its trace; with --response-*,
       the upstream's answer (status 200 unless given) through the response checks too. Global
       limits show the descriptors sent to the rate-limit service, whose answer is simulated
-      (default ok; no network). --tls names the connection's TLS version (TLSv1.3 when a
+      (default ok; no network). --repeat sends the request N-1 times before (MS apart, ending
+      at --now), a synthetic history for `detection`. --tls names the connection's TLS version (TLSv1.3 when a
       --peer-* option describes a client certificate; plaintext without either).
   tollgate test POLICY CASES... [--json]
       run files of request cases with expected decisions. Exit 1 when a case fails.
@@ -387,6 +389,8 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
                 "response-body",
                 "response-data",
                 "rate-limit-service",
+                "repeat",
+                "interval-ms",
             ],
             flags: &["json"],
             short: &[("-H", "--header"), ("-X", "--request")],
@@ -431,7 +435,19 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
     let (Some(engine), Some(doc)) = (&report.engine, &report.doc) else {
         return Err(error("the policy did not compile"));
     };
-    let trace = explain::explain(engine, doc, &spec, now_ms, &jwks).map_err(error)?;
+    let number = |name: &str, default: u64| match a.value(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| Failure::Usage(format!("`--{name}`: `{v}` is not a whole number"))),
+    };
+    let repeat = number("repeat", 1)?;
+    let Some(before) = repeat.checked_sub(1).and_then(|r| u32::try_from(r).ok()) else {
+        return usage("`--repeat` is at least 1");
+    };
+    let history = (before, number("interval-ms", 0)?);
+    let trace =
+        explain::explain_after(engine, doc, &spec, now_ms, &jwks, history).map_err(error)?;
     if a.flag("json") {
         print_json(out, &trace)
     } else {
