@@ -1547,6 +1547,15 @@ mod tests {
             errors(serde_json::json!({"spike": {"action": "ban"}})),
             ["detection.spike.action: `ban` is not an action here; expected one of [`report`, `throttle`, `block`, `off`]"]
         );
+        // Envoy hands non-integral numbers of a Struct policy over as text.
+        let texts = compile(serde_json::json!({"fuzzing": {"ratio": "0.25"}})).unwrap();
+        assert_eq!(texts.refusals[3].map(|r| r.ratio), Some(0.25));
+        assert!(serde_json::from_value::<DetectionDoc>(
+            serde_json::json!({"spike": {"factor": "ten"}})
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("`ten` is not a number; expected a number"));
         let off = compile(serde_json::json!({"spike": {"action": "off"}})).unwrap();
         assert_eq!(off.spike, None);
         assert!(off.refusals.iter().all(Option::is_some), "defaults: report");

@@ -2,7 +2,26 @@
 //! actions, automated-client signals) and a route's own `detection` (interactive use, known
 //! automation). `abuse::detect` compiles them; defaults live there.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// A fraction or factor: a JSON number, or the same number as text. Envoy hands a policy given
+/// as a `google.protobuf.Struct` (YAML in the Envoy config) over with non-integral numbers as
+/// strings (`"0.5"`), so both spellings are read alike.
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Spelled {
+        Number(f64),
+        Text(String),
+    }
+    match Option::<Spelled>::deserialize(d)? {
+        None => Ok(None),
+        Some(Spelled::Number(n)) => Ok(Some(n)),
+        Some(Spelled::Text(t)) => t.trim().parse::<f64>().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("`{t}` is not a number; expected a number"))
+        }),
+    }
+}
 
 /// The policy's `detection`: every detector runs (with its defaults) unless its `action` is
 /// `off`.
@@ -56,13 +75,13 @@ pub struct ThrottleDoc {
 #[serde(deny_unknown_fields)]
 pub struct SpikeDoc {
     /// Trips when a window's requests exceed `factor` times the baseline.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub factor: Option<f64>,
     /// ... and are at least this many.
     #[serde(default)]
     pub min_requests: Option<u32>,
     /// Weight of the last window in the baseline (exponential moving average), above 0, at most 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub smoothing: Option<f64>,
     #[serde(default)]
     pub action: Option<String>,
@@ -77,7 +96,7 @@ pub struct RefusalsDoc {
     #[serde(default)]
     pub min_refusals: Option<u32>,
     /// ... making up at least this share of the caller's requests in it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub ratio: Option<f64>,
     #[serde(default)]
     pub action: Option<String>,
@@ -107,7 +126,7 @@ pub struct CadenceDoc {
     #[serde(default)]
     pub requests: Option<u32>,
     /// Trips when their standard deviation is at most this share of their mean (default 0.05).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub max_variation: Option<f64>,
     #[serde(default)]
     pub action: Option<String>,
