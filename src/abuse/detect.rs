@@ -191,6 +191,9 @@ pub struct Detection {
     pub cadence: Option<Cadence>,
     /// Indexed like the policy's routes; `None`: nothing set.
     pub routes: Vec<Option<RouteSignals>>,
+    /// The longest block or throttle this configuration starts: stored ends further out (plus
+    /// the clock tolerance) are not believed.
+    pub longest_ms: u64,
 }
 
 /// What the request showed besides its outcome, judged where its route is known.
@@ -696,18 +699,22 @@ impl Detection {
         if errors.len() > start {
             return None;
         }
-        Some(Detection {
-            window_ms: window_s.saturating_mul(1000),
-            slots,
-            max_retries,
-            throttle_requests,
-            throttle_per_ms: throttle_per_s.saturating_mul(1000),
-            spike,
-            refusals,
-            missing_headers,
-            cadence,
-            routes,
-        })
+        Some(
+            Detection {
+                window_ms: window_s.saturating_mul(1000),
+                slots,
+                max_retries,
+                throttle_requests,
+                throttle_per_ms: throttle_per_s.saturating_mul(1000),
+                spike,
+                refusals,
+                missing_headers,
+                cadence,
+                routes,
+                longest_ms: 0,
+            }
+            .with_longest(),
+        )
     }
 
     fn shared_slots(&self) -> Slots {
@@ -756,12 +763,17 @@ impl Detection {
             .unwrap_or(0)
     }
 
+    fn with_longest(mut self) -> Detection {
+        self.longest_ms = self.longest_period_ms();
+        self
+    }
+
     fn blocked_left(&self, s: &State, now_ms: u64) -> Option<u64> {
-        Self::running(s.blocked_until_ms, now_ms, self.longest_period_ms())
+        Self::running(s.blocked_until_ms, now_ms, self.longest_ms)
     }
 
     fn throttled_left(&self, s: &State, now_ms: u64) -> Option<u64> {
-        Self::running(s.throttled_until_ms, now_ms, self.longest_period_ms())
+        Self::running(s.throttled_until_ms, now_ms, self.longest_ms)
     }
 
     fn action_by(s: &State) -> (Option<Detector>, bool) {
@@ -1007,7 +1019,9 @@ impl Detection {
         for t in &mut trips {
             s.tripped |= t.detector.bit();
             if t.action != Action::Report {
-                if self.blocked_left(&s, now_ms).is_some() {
+                let (_, running_dry) = Self::action_by(&s);
+                // A block started under dry-run gives way to a real one.
+                if (dry_run || !running_dry) && self.blocked_left(&s, now_ms).is_some() {
                     // A block runs already: it ends when it said it would.
                     t.dry_run = true;
                     continue;
@@ -1332,6 +1346,24 @@ mod tests {
         assert!(matches!(
             c.gate(T0 + 2),
             Gate::Blocked { dry_run: true, .. }
+        ));
+        // The next window, on an enforcing route: a real block replaces the reported one.
+        c.send(
+            T0 + 61_000,
+            Some(Category::Credential),
+            Observed::default(),
+            false,
+        );
+        let t = c.send(
+            T0 + 61_001,
+            Some(Category::Credential),
+            Observed::default(),
+            false,
+        );
+        assert!(!t[0].dry_run);
+        assert!(matches!(
+            c.gate(T0 + 61_002),
+            Gate::Blocked { dry_run: false, .. }
         ));
     }
 
