@@ -798,6 +798,48 @@ mod tests {
         )
     }
 
+    /// `--repeat` sends a synthetic history first: the 20th unknown path from one address trips
+    /// `enumeration` (report only) in policies/detection.json.
+    #[test]
+    fn explain_with_a_history_shows_the_detector() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let policy = format!("{root}/policies/detection.json");
+        let explain = |repeat: &str| {
+            let (code, out, err) = run_args(&[
+                "explain",
+                &policy,
+                "--request",
+                "GET /admin",
+                "--repeat",
+                repeat,
+                "--interval-ms",
+                "100",
+                "--json",
+            ]);
+            assert_eq!(code, OK, "{err}");
+            serde_json::from_str::<Value>(&out).unwrap()
+        };
+        let t = explain("20");
+        assert_eq!(t["decision"]["code"], "route_not_found");
+        let metrics = t["decision"]["metrics"].to_string();
+        assert!(
+            metrics.contains("tollgate.detection.enumeration +1"),
+            "{metrics}"
+        );
+        let logs = t["decision"]["logs"].to_string();
+        assert!(
+            logs.contains("detection `enumeration` caller=`ip:127.0.0.1` action=report: 20 of 20"),
+            "{logs}"
+        );
+        // One request fewer: nothing trips.
+        let t = explain("19");
+        assert!(!t["decision"]["metrics"].to_string().contains("detection"));
+        assert_eq!(
+            run_args(&["explain", &policy, "--request", "GET /", "--repeat", "0"]).0,
+            USAGE
+        );
+    }
+
     #[test]
     fn usage_errors_exit_2() {
         assert_eq!(run_args(&[]).0, USAGE);
