@@ -372,12 +372,15 @@ impl Trip {
     pub fn evidence(&self, window_s: u64) -> String {
         match self.detector {
             Detector::Spike => format!(
-                "{} requests in the {window_s} s window against a baseline of {:.1}",
-                self.requests, self.reference
+                "{} requests in the {window_s} s window against a baseline of {}",
+                self.requests,
+                decimal(self.reference, 10)
             ),
             Detector::RegularCadence => format!(
-                "{} gaps between requests averaging {:.0} ms vary by {:.3} of their mean",
-                self.matching, self.reference, self.variation
+                "{} gaps between requests averaging {} ms vary by {} of their mean",
+                self.matching,
+                decimal(self.reference, 1),
+                decimal(self.variation, 1000)
             ),
             Detector::MissingHeaders => format!(
                 "{} of {} requests in the {window_s} s window lack a header every browser and SDK sends",
@@ -388,6 +391,19 @@ impl Trip {
                 self.matching, self.requests
             ),
         }
+    }
+}
+
+/// `x` rounded to `1 / scale` (1, 10, 1000) and written out. Integer formatting only: float
+/// formatting would add its tables to the module for one log line.
+fn decimal(x: f64, scale: u32) -> String {
+    let scaled = (x.max(0.0) * f64::from(scale)).round().min(1e15) as u64;
+    let scale = u64::from(scale);
+    let (int, frac) = (scaled / scale, scaled % scale);
+    match scale {
+        10 => format!("{int}.{frac}"),
+        1000 => format!("{int}.{frac:03}"),
+        _ => int.to_string(),
     }
 }
 
@@ -1474,6 +1490,31 @@ mod tests {
         let after = T0 + 301_000;
         let (next, _) = det.apply_request(c.state, 8, after, None, Observed::default(), false);
         assert_eq!(next.map(|s| (s.tag, s.requests)), Some((8, 1)));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn evidence_is_written_without_float_formatting() {
+        assert_eq!(
+            [
+                decimal(6.6875, 10),
+                decimal(0.0049, 1000),
+                decimal(1999.6, 1)
+            ],
+            ["6.7", "0.005", "2000"]
+        );
+        let t = Trip {
+            detector: Detector::Spike,
+            action: Action::Report,
+            requests: 70,
+            matching: 0,
+            reference: 6.6875,
+            variation: 0.0,
+            dry_run: false,
+        };
+        assert_eq!(
+            t.evidence(60),
+            "70 requests in the 60 s window against a baseline of 6.7"
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

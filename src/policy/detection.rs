@@ -6,21 +6,31 @@ use serde::{Deserialize, Deserializer};
 
 /// A fraction or factor: a JSON number, or the same number as text. Envoy hands a policy given
 /// as a `google.protobuf.Struct` (YAML in the Envoy config) over with non-integral numbers as
-/// strings (`"0.5"`), so both spellings are read alike.
+/// strings (`"0.5"`), so both spellings are read alike. A visitor rather than an untagged enum:
+/// that would buffer the value through serde's generic content type, a lot of code in the module.
 fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Spelled {
-        Number(f64),
-        Text(String),
+    struct Number;
+    impl serde::de::Visitor<'_> for Number {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<f64, E> {
+            // serde_json's number parser, already in the module (not `str::parse`'s).
+            serde_json::from_str::<f64>(v.trim())
+                .map_err(|_| E::custom(format!("`{v}` is not a number; expected a number")))
+        }
     }
-    match Option::<Spelled>::deserialize(d)? {
-        None => Ok(None),
-        Some(Spelled::Number(n)) => Ok(Some(n)),
-        Some(Spelled::Text(t)) => t.trim().parse::<f64>().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!("`{t}` is not a number; expected a number"))
-        }),
-    }
+    d.deserialize_any(Number).map(Some)
 }
 
 /// The policy's `detection`: every detector runs (with its defaults) unless its `action` is
