@@ -94,6 +94,10 @@ pub enum DenialCode {
     RouteClosed,
     /// The remote revocation list has not been fetched yet (`revocations.on_unavailable: deny`).
     RevocationsUnavailable,
+    /// A detector (`detection`) blocked this caller for a while.
+    CallerBlocked,
+    /// A detector (`detection`) throttled this caller and its reduced bucket is empty.
+    CallerThrottled,
 }
 
 /// What a denial is about: the `reason` of per-route metrics and of the audit log.
@@ -159,7 +163,7 @@ pub struct DenialInfo {
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tollgate:problem:";
 
 impl DenialCode {
-    pub const ALL: [DenialCode; 49] = [
+    pub const ALL: [DenialCode; 51] = [
         DenialCode::RouteNotFound,
         DenialCode::TokenMissing,
         DenialCode::MultipleTokens,
@@ -209,6 +213,8 @@ impl DenialCode {
         DenialCode::CredentialRevoked,
         DenialCode::RouteClosed,
         DenialCode::RevocationsUnavailable,
+        DenialCode::CallerBlocked,
+        DenialCode::CallerThrottled,
     ];
 
     /// The reason category of this code.
@@ -245,7 +251,11 @@ impl DenialCode {
             C::InsufficientScope | C::Forbidden | C::IpDenied | C::PeerNotAllowed => {
                 Reason::Authorization
             }
-            C::RateLimited | C::ClientBlocked | C::RateLimitUnavailable => Reason::RateLimit,
+            C::RateLimited
+            | C::ClientBlocked
+            | C::RateLimitUnavailable
+            | C::CallerBlocked
+            | C::CallerThrottled => Reason::RateLimit,
             C::PathInvalid
             | C::UnsupportedMediaType
             | C::PayloadTooLarge
@@ -623,6 +633,20 @@ impl DenialCode {
                 "The revocation list is not available yet; retry shortly.",
                 None,
             ),
+            DenialCode::CallerBlocked => (
+                "caller_blocked",
+                403,
+                "Forbidden",
+                "This client is blocked for a while after unusual activity; retry after the time in `Retry-After`.",
+                None,
+            ),
+            DenialCode::CallerThrottled => (
+                "caller_throttled",
+                429,
+                "Too many requests",
+                "This client is slowed down for a while after unusual activity; retry after the time in `Retry-After`.",
+                None,
+            ),
             DenialCode::PeerNotAllowed => (
                 "peer_not_allowed",
                 403,
@@ -700,10 +724,22 @@ pub enum Counter {
     RevocationsFetchFailed,
     /// Revocation lists installed in a worker from shared data (after a fetch by any worker).
     RevocationsInstalled,
+    /// Detector trips (`detection`), one counter per detector; each trips at most once per
+    /// caller and window.
+    DetectionSpike,
+    DetectionCredentialProbing,
+    DetectionObjectProbing,
+    DetectionEnumeration,
+    DetectionFuzzing,
+    DetectionMissingHeaders,
+    DetectionRegularCadence,
+    /// Blocks and throttles started by detectors (not under `dry-run`).
+    DetectionBlocks,
+    DetectionThrottles,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 25] = [
+    pub const ALL: [Counter; 34] = [
         Counter::RequestsAllowed,
         Counter::JwtCacheHit,
         Counter::JwtCacheMiss,
@@ -729,6 +765,15 @@ impl Counter {
         Counter::RevocationsFetchOk,
         Counter::RevocationsFetchFailed,
         Counter::RevocationsInstalled,
+        Counter::DetectionSpike,
+        Counter::DetectionCredentialProbing,
+        Counter::DetectionObjectProbing,
+        Counter::DetectionEnumeration,
+        Counter::DetectionFuzzing,
+        Counter::DetectionMissingHeaders,
+        Counter::DetectionRegularCadence,
+        Counter::DetectionBlocks,
+        Counter::DetectionThrottles,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -758,6 +803,15 @@ impl Counter {
             Counter::RevocationsFetchOk => "tollgate.revocations.fetch_ok",
             Counter::RevocationsFetchFailed => "tollgate.revocations.fetch_failed",
             Counter::RevocationsInstalled => "tollgate.revocations.installed",
+            Counter::DetectionSpike => "tollgate.detection.spike",
+            Counter::DetectionCredentialProbing => "tollgate.detection.credential_probing",
+            Counter::DetectionObjectProbing => "tollgate.detection.object_probing",
+            Counter::DetectionEnumeration => "tollgate.detection.enumeration",
+            Counter::DetectionFuzzing => "tollgate.detection.fuzzing",
+            Counter::DetectionMissingHeaders => "tollgate.detection.missing_headers",
+            Counter::DetectionRegularCadence => "tollgate.detection.regular_cadence",
+            Counter::DetectionBlocks => "tollgate.detection.blocks",
+            Counter::DetectionThrottles => "tollgate.detection.throttles",
         }
     }
 

@@ -117,6 +117,10 @@ pub struct Case {
     /// Send the request this many times (one bucket store); the last decision is judged.
     #[serde(default)]
     pub repeat: Option<u32>,
+    /// Requests sent first, in order, in the same session (shared data) and not judged: the
+    /// synthetic history that `detection` judges the case's request against.
+    #[serde(default)]
+    pub history: Vec<HistoryDoc>,
     /// What the upstream answers if the request reaches it; without it a `200` without a body is
     /// assumed and only its headers are judged.
     #[serde(default)]
@@ -126,6 +130,41 @@ pub struct Case {
     #[serde(default)]
     pub rate_limit_service: Option<String>,
     pub want: Want,
+}
+
+/// Earlier requests of a case (`history`): `repeat` times (default 1) the `request` (with its
+/// `token`), the first `seconds_before` the case's time (default 0), then one every
+/// `interval_ms` (default 0).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryDoc {
+    pub request: RequestDoc,
+    #[serde(default)]
+    pub token: Option<TokenField>,
+    #[serde(default)]
+    pub repeat: Option<u32>,
+    #[serde(default)]
+    pub seconds_before: Option<u64>,
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+}
+
+impl HistoryDoc {
+    /// The case this history entry sends, judged by nothing.
+    fn as_case(&self) -> Case {
+        Case {
+            note: String::new(),
+            request: self.request.clone(),
+            token: self.token.clone(),
+            signature: None,
+            now: None,
+            repeat: None,
+            history: Vec::new(),
+            response: None,
+            rate_limit_service: None,
+            want: Want::default(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +184,7 @@ fn ok() -> u16 {
     200
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestDoc {
     #[serde(default)]
@@ -179,7 +218,7 @@ pub enum Time {
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum TokenField {
     /// Sent as is (`Authorization: Bearer <text>`).
@@ -302,7 +341,7 @@ impl SignatureDoc {
 }
 
 /// What the case must get; fields left out are not compared.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Want {
     pub decision: String,
@@ -357,6 +396,8 @@ pub struct Outcome {
     pub line: usize,
     pub now_pinned: bool,
     pub repeat: u32,
+    /// Requests sent before the case's own (`history`).
+    pub history: u32,
     pub spec: Option<Spec>,
     pub got: Option<Value>,
     /// Why the case failed (empty: passed).
@@ -656,6 +697,11 @@ pub fn run(
             line,
             now_pinned: case.now.is_some() || file.defaults.now.is_some(),
             repeat: case.repeat.unwrap_or(1),
+            history: case
+                .history
+                .iter()
+                .map(|h| h.repeat.unwrap_or(1))
+                .fold(0, u32::saturating_add),
             spec: None,
             got: None,
             failures: vec![],
@@ -723,6 +769,16 @@ fn run_case(
     if let Some(body) = &fetched.revocations {
         session.install_revocations(body)?;
     }
+    for (i, h) in case.history.iter().enumerate() {
+        let start = now_ms.saturating_sub(h.seconds_before.unwrap_or(0).saturating_mul(1000));
+        let past = h.as_case();
+        let spec = build(&past, defaults, base_dir, start / 1000)
+            .map_err(|e| format!("history[{i}]: {e}"))?;
+        let step = h.interval_ms.unwrap_or(0);
+        for n in 0..h.repeat.unwrap_or(1) {
+            session.decide(&spec, start.saturating_add(step.saturating_mul(n.into())));
+        }
+    }
     let mut verdict = session.decide(&spec, now_ms);
     for _ in 1..case.repeat.unwrap_or(1) {
         verdict = session.decide(&spec, now_ms);
@@ -789,6 +845,7 @@ pub fn render_json(policy: &str, cases_file: &str, results: &[Outcome]) -> Value
             "failures": r.failures,
             "now_pinned": r.now_pinned,
             "repeat": r.repeat,
+            "history": r.history,
             "got": r.got,
             "request": r.spec.as_ref().map(|s| json!({
                 "method": s.method,

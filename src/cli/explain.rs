@@ -21,9 +21,27 @@ pub fn explain(
     jwks: &[(String, Vec<u8>)],
     revocations: Option<&[u8]>,
 ) -> Result<Value, String> {
+    explain_after(engine, doc, spec, now_ms, jwks, revocations, (0, 0))
+}
+
+/// [`explain`] after a synthetic history (`--repeat`): the same request sent `history.0` times
+/// before, `history.1` ms apart, the last of them `history.1` ms before `now_ms`.
+pub fn explain_after(
+    engine: &Engine,
+    doc: &PolicyDoc,
+    spec: &Spec,
+    now_ms: u64,
+    jwks: &[(String, Vec<u8>)],
+    revocations: Option<&[u8]>,
+    history: (u32, u64),
+) -> Result<Value, String> {
     let mut session = Session::new(engine, jwks)?;
     if let Some(body) = revocations {
         session.install_revocations(body)?;
+    }
+    let (count, step) = history;
+    for n in (1..=count).rev() {
+        session.decide(spec, now_ms.saturating_sub(step.saturating_mul(n.into())));
     }
     let verdict = session.decide(spec, now_ms);
     let diag = &verdict.diagnostics;

@@ -42,10 +42,12 @@ usage:
                    [--response-status CODE] [--response-header 'name: value']...
                    [--response-body FILE | --response-data TEXT]
                    [--rate-limit-service ok|over_limit|timeout|unavailable|malformed]
+                   [--repeat N [--interval-ms MS]]
       run one request through the engine and print the decision with its trace; with --response-*,
       the upstream's answer (status 200 unless given) through the response checks too. Global
       limits show the descriptors sent to the rate-limit service, whose answer is simulated
-      (default ok; no network). --tls names the connection's TLS version (TLSv1.3 when a
+      (default ok; no network). --repeat sends the request N-1 times before (MS apart, ending
+      at --now), a synthetic history for `detection`. --tls names the connection's TLS version (TLSv1.3 when a
       --peer-* option describes a client certificate; plaintext without either).
   tollgate test POLICY CASES... [--json]
       run files of request cases with expected decisions. Exit 1 when a case fails.
@@ -388,6 +390,8 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
                 "response-body",
                 "response-data",
                 "rate-limit-service",
+                "repeat",
+                "interval-ms",
             ],
             flags: &["json"],
             short: &[("-H", "--header"), ("-X", "--request")],
@@ -436,8 +440,27 @@ fn cmd_explain(args: &[String], out: Out<'_>) -> Result<u8> {
     let (Some(engine), Some(doc)) = (&report.engine, &report.doc) else {
         return Err(error("the policy did not compile"));
     };
-    let trace = explain::explain(engine, doc, &spec, now_ms, &jwks, revocations.as_deref())
-        .map_err(error)?;
+    let number = |name: &str, default: u64| match a.value(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| Failure::Usage(format!("`--{name}`: `{v}` is not a whole number"))),
+    };
+    let repeat = number("repeat", 1)?;
+    let Some(before) = repeat.checked_sub(1).and_then(|r| u32::try_from(r).ok()) else {
+        return usage("`--repeat` is at least 1");
+    };
+    let history = (before, number("interval-ms", 0)?);
+    let trace = explain::explain_after(
+        engine,
+        doc,
+        &spec,
+        now_ms,
+        &jwks,
+        revocations.as_deref(),
+        history,
+    )
+    .map_err(error)?;
     if a.flag("json") {
         print_json(out, &trace)
     } else {
@@ -786,6 +809,48 @@ mod tests {
             String::from_utf8(out).unwrap(),
             String::from_utf8(err).unwrap(),
         )
+    }
+
+    /// `--repeat` sends a synthetic history first: the 20th unknown path from one address trips
+    /// `enumeration` (report only) in policies/detection.json.
+    #[test]
+    fn explain_with_a_history_shows_the_detector() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let policy = format!("{root}/policies/detection.json");
+        let explain = |repeat: &str| {
+            let (code, out, err) = run_args(&[
+                "explain",
+                &policy,
+                "--request",
+                "GET /admin",
+                "--repeat",
+                repeat,
+                "--interval-ms",
+                "100",
+                "--json",
+            ]);
+            assert_eq!(code, OK, "{err}");
+            serde_json::from_str::<Value>(&out).unwrap()
+        };
+        let t = explain("20");
+        assert_eq!(t["decision"]["code"], "route_not_found");
+        let metrics = t["decision"]["metrics"].to_string();
+        assert!(
+            metrics.contains("tollgate.detection.enumeration +1"),
+            "{metrics}"
+        );
+        let logs = t["decision"]["logs"].to_string();
+        assert!(
+            logs.contains("detection `enumeration` caller=`ip:127.0.0.1` action=report: 20 of 20"),
+            "{logs}"
+        );
+        // One request fewer: nothing trips.
+        let t = explain("19");
+        assert!(!t["decision"]["metrics"].to_string().contains("detection"));
+        assert_eq!(
+            run_args(&["explain", &policy, "--request", "GET /", "--repeat", "0"]).0,
+            USAGE
+        );
     }
 
     #[test]

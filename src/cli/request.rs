@@ -419,6 +419,8 @@ struct Recorder<'a> {
     verdict: &'a mut Verdict,
     /// The simulated answer of the rate-limit service.
     call_answer: Vec<u8>,
+    /// The session's shared data.
+    store: &'a MemoryStore,
 }
 
 impl Io for Recorder<'_> {
@@ -464,6 +466,10 @@ impl Io for Recorder<'_> {
 
     fn log(&mut self, level: Level, message: &str) {
         self.verdict.logs.push((level, message.to_string()));
+    }
+
+    fn store(&self) -> Option<&dyn crate::store::SharedStore> {
+        Some(self.store)
     }
 
     fn peer(&mut self) -> Option<String> {
@@ -569,6 +575,7 @@ impl<'e> Session<'e> {
             spec,
             verdict: &mut verdict,
             call_answer: Vec::new(),
+            store: &self.store,
         };
         let body = spec.body.as_deref().unwrap_or_default();
         let mut step = exchange.on_request_headers(

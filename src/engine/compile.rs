@@ -500,6 +500,10 @@ impl Engine {
                 ));
             }
         }
+        let detection = doc.detection.as_ref().and_then(|d| {
+            let routes: Vec<_> = doc.routes.iter().map(|r| r.detection.as_ref()).collect();
+            crate::abuse::detect::Detection::compile(d, "detection", &routes, &mut errors)
+        });
         let token_cache_entries = doc
             .token_cache
             .as_ref()
@@ -544,6 +548,7 @@ impl Engine {
             && (ip_access.is_some()
                 || brute_force.is_some()
                 || revocations.is_some()
+                || detection.is_some()
                 || routes.any_ip_access()
                 || limits
                     .iter()
@@ -580,6 +585,7 @@ impl Engine {
             ip_access,
             brute_force,
             revocations,
+            detection,
         })
     }
 }

@@ -117,6 +117,8 @@ pub struct Effects {
     pub failure_subject: Option<String>,
     /// The route is deprecated (counted).
     pub deprecated: bool,
+    /// What the request showed its route's automated-client signals (`detection`).
+    pub observed: crate::abuse::detect::Observed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -179,6 +179,11 @@ pub trait Io {
     fn log(&mut self, level: Level, message: &str);
     /// The downstream peer (`ip:port`); asked only for an audit line that is written.
     fn peer(&mut self) -> Option<String>;
+    /// The shared data, for what is counted after the request headers (a refusal of the body
+    /// counted by `detection`); `None`: not counted.
+    fn store(&self) -> Option<&dyn SharedStore> {
+        None
+    }
 }
 
 /// The VM-wide state a request decision reads and updates: its caches and the shared data.
@@ -232,6 +237,8 @@ pub struct Exchange {
     diagnostics: Option<Diagnostics>,
     /// What the request waits for in [`State::Calling`].
     pending: Option<Pending>,
+    /// The request as `detection` counted it, for a refusal of its body.
+    counted: Option<super::detect::Counted>,
 }
 
 impl Default for Exchange {
@@ -310,6 +317,16 @@ fn report_effects(
     }
 }
 
+/// Counts and logs what detectors found (`detection`).
+fn report_detection(reports: super::detect::Reports, io: &mut dyn Io) {
+    for (counter, line) in reports {
+        io.count(Metric::Add(counter, 1));
+        if !line.is_empty() {
+            io.log(Level::Warn, &line);
+        }
+    }
+}
+
 impl Exchange {
     pub fn new() -> Exchange {
         Exchange {
@@ -329,6 +346,7 @@ impl Exchange {
             audit: None,
             diagnostics: None,
             pending: None,
+            counted: None,
         }
     }
 
@@ -420,6 +438,10 @@ impl Exchange {
             }
         };
         report_effects(engine, &outcome.effects, now_ms, store, io);
+        let (counted, reports) =
+            super::detect::record(engine, req, &outcome, now_ms, &state.limit_secret, store);
+        self.counted = counted;
+        report_detection(reports, io);
         if let Some(record) = self.audit.as_mut() {
             let unmatched = match &outcome.decision {
                 Decision::Allow(allow) => allow.unknown_route,
@@ -979,6 +1001,13 @@ impl Exchange {
     /// A refusal found after the request headers (body checks): carried out, or in dry-run
     /// reported while the request goes on.
     fn refuse_late(&mut self, engine: &Engine, denial: Denial, io: &mut dyn Io) -> Step {
+        if let Some(counted) = &self.counted {
+            let dry_run = self.mode == Mode::DryRun;
+            let reports = io
+                .store()
+                .map(|store| super::detect::record_late(engine, counted, &denial, dry_run, store));
+            report_detection(reports.unwrap_or_default(), io);
+        }
         if self.mode != Mode::DryRun {
             return self.reply(engine, &denial, io);
         }

@@ -8,6 +8,7 @@ mod authn;
 mod authz;
 mod compile;
 pub(crate) mod decision;
+pub mod detect;
 pub mod exchange;
 pub mod hardening;
 pub mod headers;
@@ -125,6 +126,8 @@ pub struct Engine {
     brute_force: Option<BruteForce>,
     /// Withdrawn credentials, addresses and routes (`revocations`).
     revocations: Option<crate::abuse::revoke::Revocations>,
+    /// Behaviour baselines per caller (`detection`).
+    detection: Option<crate::abuse::detect::Detection>,
     /// Whether decisions read the downstream peer address (the host skips fetching it if not).
     uses_peer: bool,
     override_headers: headers::OverrideAction,
@@ -225,6 +228,7 @@ impl Engine {
     pub fn uses_slots(&self) -> bool {
         self.limits.iter().any(|l| l.backend.local())
             || self.brute_force.is_some()
+            || self.detection.is_some()
             || self.signers.iter().any(signers::Signer::uses_replay_store)
     }
 
@@ -290,3 +294,6 @@ mod tests_signers;
 
 #[cfg(test)]
 mod tests_revocations;
+
+#[cfg(test)]
+mod tests_detection;

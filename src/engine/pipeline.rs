@@ -138,12 +138,24 @@ impl Engine {
         {
             return self.deny(DenialCode::RequestAmbiguous, None, effects);
         }
+        // Detection's caller before authentication: the client address.
+        let address = self
+            .detection
+            .as_ref()
+            .and(client_ip)
+            .and_then(super::detect::address_caller);
         let Some(Matched {
             route,
             index,
             params,
         }) = self.routes.find(&host, req.method, &path)
         else {
+            let secret = &state.limit_secret;
+            if let Some(decision) =
+                self.detection_gate(address.as_deref(), || None, secret, store, now_ms)
+            {
+                return Outcome { decision, effects };
+            }
             if self.allow_unknown {
                 let allow = Allow {
                     remove_headers: self.removed_headers(req),
@@ -170,6 +182,9 @@ impl Engine {
         }
         // Only a refusal needs its own copy of the name.
         let route_name = || Some(route.name.clone());
+        if let Some(det) = &self.detection {
+            effects.observed = det.observe(index, |name| req.header_values(name).next());
+        }
         trace.mode = route.mode.unwrap_or(self.mode);
         if route
             .ip_access
@@ -247,6 +262,12 @@ impl Engine {
                 };
             }
         }
+        let secret = &state.limit_secret;
+        if let Some(decision) =
+            self.detection_gate(address.as_deref(), route_name, secret, store, now_ms)
+        {
+            return Outcome { decision, effects };
+        }
         let mut remove_headers = self.removed_headers(req);
         let mut set_headers = Vec::new();
         let mut strip = None;
@@ -296,6 +317,29 @@ impl Engine {
             };
             // For the audit line of a later refusal (scope, owner, limit) and of a dry run.
             trace.principal = Some(who.principal.id.clone());
+            // A verified credential that was withdrawn: before anything it could be granted.
+            let p = &who.principal;
+            let claim = |name: &str| p.claims.get(name).and_then(serde_json::Value::as_str);
+            let credential = Credential {
+                principal: &p.id,
+                workload: None,
+                token_id: claim("jti"),
+                subject: claim("sub"),
+                api_key: p.id.strip_prefix("api_key:"),
+            };
+            if self.revoked(state, &credential) {
+                return self.deny(DenialCode::CredentialRevoked, route_name(), effects);
+            }
+            let caller = self
+                .detection
+                .as_ref()
+                .map(|_| super::detect::principal_caller(&who.principal.id));
+            let secret = &state.limit_secret;
+            if let Some(decision) =
+                self.detection_gate(caller.as_deref(), route_name, secret, store, now_ms)
+            {
+                return Outcome { decision, effects };
+            }
             if let Some(d) = trace.diagnostics.as_mut() {
                 d.authentication = Some(Ok(Passed {
                     principal: who.principal.id.clone(),
@@ -335,19 +379,6 @@ impl Engine {
             }
             Some(who.principal)
         };
-        if let Some(p) = &principal {
-            let claim = |name: &str| p.claims.get(name).and_then(serde_json::Value::as_str);
-            let c = Credential {
-                principal: &p.id,
-                workload: None,
-                token_id: claim("jti"),
-                subject: claim("sub"),
-                api_key: p.id.strip_prefix("api_key:"),
-            };
-            if self.revoked(state, &c) {
-                return self.deny(DenialCode::CredentialRevoked, route_name(), effects);
-            }
-        }
         let checked = match limits::check(
             self,
             route,

@@ -67,6 +67,10 @@ impl Io for HostIo<'_> {
     fn peer(&mut self) -> Option<String> {
         self.stream.then(peer_address).flatten()
     }
+
+    fn store(&self) -> Option<&dyn crate::store::SharedStore> {
+        Some(&super::store::HostStore)
+    }
 }
 
 fn buffer_of(which: Body) -> BufferType {

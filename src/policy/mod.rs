@@ -1,9 +1,14 @@
 //! The policy document as users write it (wire structs) and its parsing. `engine::Engine::compile`
 //! turns a parsed document into runtime structures; this module knows nothing about requests.
 
+mod detection;
 mod error;
 pub mod pbstruct;
 mod revocations;
+pub use detection::{
+    AutomationDoc, CadenceDoc, DetectionDoc, MissingHeadersDoc, RefusalsDoc, RouteDetectionDoc,
+    SpikeDoc, ThrottleDoc,
+};
 pub use error::ConfigError;
 pub use revocations::{RevocationListDoc, RevocationsDoc};
 
@@ -82,6 +87,9 @@ pub struct PolicyDoc {
     /// Temporary blocks after repeated authentication failures from one client.
     #[serde(default)]
     pub brute_force: Option<BruteForceDoc>,
+    /// Behaviour baselines per caller: detectors and what they do when they trip.
+    #[serde(default)]
+    pub detection: Option<DetectionDoc>,
     /// How requests that could change after they were judged are handled.
     #[serde(default)]
     pub requests: Option<RequestsDoc>,
@@ -610,6 +618,9 @@ pub struct RouteDoc {
     /// caller; with `providers` or `api_keys`, both must pass.
     #[serde(default)]
     pub peers: Option<PeersDoc>,
+    /// Interactive use and known automation, for the automated-client signals of `detection`.
+    #[serde(default)]
+    pub detection: Option<RouteDetectionDoc>,
 }
 
 /// Schemas for the upstream's response, by status (`"200"`) or class (`"2XX"`).

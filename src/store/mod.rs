@@ -41,6 +41,14 @@ pub struct MemoryStore {
     next_cas: RefCell<u32>,
 }
 
+#[cfg(test)]
+impl MemoryStore {
+    /// How many keys it holds (bounded-memory tests).
+    pub(crate) fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+}
+
 impl SharedStore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         Ok(self.map.borrow().get(key).cloned())

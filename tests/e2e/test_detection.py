@@ -1,0 +1,110 @@
+"""Abuse detection in a real Envoy with two workers and the example policy
+policies/detection.json: a caller walking through other people's accounts is blocked while a
+normal caller on the same route is served; a request spike throttles its caller until the
+throttle's period ends; `report` detectors only count and log. Every worker sees the same caller
+record (shared data), so the requests may land on either worker."""
+import json
+import os
+import sys
+import time
+
+import jwt
+import pytest
+
+from harness import ROOT, Envoy, wait_until
+
+sys.path.insert(0, os.path.join(ROOT, "envoy", "demo"))
+from mint_token import AUDIENCE, ISSUER, KID  # noqa: E402
+
+with open(os.path.join(ROOT, "envoy/demo/demo-signing-key.pem"), "rb") as f:
+    DEMO_KEY = f.read()
+
+
+def token(sub):
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 600}
+    return jwt.encode(body, DEMO_KEY, algorithm="ES256", headers={"kid": KID})
+
+
+def as_(sub):
+    return {"authorization": f"Bearer {token(sub)}"}
+
+
+def code(resp):
+    if resp.status == 200:
+        return None
+    return resp.json()["type"].rsplit(":", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def envoy(upstream):
+    with open(os.path.join(ROOT, "policies/detection.json")) as f:
+        policy = json.load(f)
+    e = Envoy(policy, upstream.port, concurrency=2).wait_ready()
+    yield e
+    e.stop()
+
+
+def test_an_object_prober_is_blocked_and_a_normal_caller_is_not(envoy):
+    mallory, alice = as_("mallory"), as_("alice")
+    for i in range(8):
+        assert code(envoy.get(f"/accounts/user-{i}", mallory)) == "forbidden"
+        assert envoy.get("/accounts/alice", alice).status == 200
+    # Alice's own slip: one refusal among her good requests trips nothing.
+    assert code(envoy.get("/accounts/bob", alice)) == "forbidden"
+    blocked = envoy.get("/accounts/mallory", mallory)
+    assert blocked.status == 403 and code(blocked) == "caller_blocked"
+    assert blocked.header("content-type") == "application/problem+json"
+    assert 590 <= int(blocked.header("retry-after")) <= 600
+    # A new token of the same principal does not help; alice goes on being served.
+    assert code(envoy.get("/feed", as_("mallory"))) == "caller_blocked"
+    for _ in range(5):
+        assert envoy.get("/accounts/alice", alice).status == 200
+    stats = envoy.stats()
+    assert stats["tollgate.detection.object_probing"] == 1
+    assert stats["tollgate.detection.blocks"] == 1
+    assert stats["tollgate.requests.denied.caller_blocked"] == 2
+    line = next(l for l in envoy.logs().splitlines() if "detection `object_probing`" in l)
+    assert "caller=`p:jwt:demo:mallory` action=block for 600 s: 8 of 8 requests" in line
+    assert "eyJ" not in line, "no token in the log"
+
+
+def test_a_spike_is_throttled_and_the_throttle_lifts(envoy):
+    spiky, steady = as_("spiky"), as_("steady")
+    sent, refused = 0, None
+    # 40 requests in a minute, from nothing, trip the spike (min_requests 40); the throttle's
+    # bucket then holds 2.
+    while refused is None and sent < 60:
+        resp = envoy.get("/feed", spiky)
+        sent += 1
+        if resp.status != 200:
+            refused = resp
+    assert refused is not None and code(refused) == "caller_throttled" and refused.status == 429
+    assert sent == 43, sent
+    assert 1 <= int(refused.header("retry-after")) <= 5
+    assert envoy.get("/feed", steady).status == 200, "another caller is not throttled"
+    assert envoy.stats()["tollgate.detection.throttles"] == 1
+    time.sleep(5.2)
+    for _ in range(5):
+        assert envoy.get("/feed", spiky).status == 200
+
+
+def test_report_only_detectors_count_and_let_requests_through(envoy):
+    before = envoy.stats()
+    # Every request from the test client has the same address (127.0.0.1): without a principal,
+    # it is the caller. `enumeration` is `report` in this policy.
+    for i in range(25):
+        assert code(envoy.get(f"/wp-admin/{i}.php")) == "route_not_found"
+    # The interactive route, without `accept`: the automated-client signal reports...
+    for _ in range(6):
+        assert envoy.get("/home").status == 200
+    # ... but not for known automation.
+    for _ in range(6):
+        assert envoy.get("/home", {"user-agent": "uptime-probe/3"}).status == 200
+    assert envoy.get("/health").status == 200
+    after = envoy.stats()
+    assert after["tollgate.detection.enumeration"] == before.get("tollgate.detection.enumeration", 0) + 1
+    assert after["tollgate.detection.missing_headers"] == before.get("tollgate.detection.missing_headers", 0) + 1
+    assert after.get("tollgate.detection.blocks", 0) == before.get("tollgate.detection.blocks", 0)
+    wait_until(lambda: "detection `enumeration` caller=`ip:127.0.0.1` action=report" in envoy.logs(),
+               what="the enumeration report in the log")
