@@ -19,9 +19,10 @@ import wasm_size  # noqa: E402
 # verify_signature (DER and protobuf encoding, the jwt-simple-compatible parse), then 2,744 with
 # issue 18 (RFC 9421 message signatures: structured fields, signature bases, RSA-PSS, the nonce
 # store; mutual-TLS identities), which the issue requires, then 2,763 with signers' fetched key
-# sets (`remote_keys`: a second kind of remote key set, its parsing and refresh). Issue 16's aim
-# is 2,048 KiB: not met yet.
-BUDGET_KIB = 2776
+# sets (`remote_keys`: a second kind of remote key set, its parsing and refresh), then 2,872 with
+# issue 19 (revocation lists: 22 KiB; per-caller detection: 74 KiB, of which about 40 are the
+# serde_path_to_error walk of its wire structs). Issue 16's aim is 2,048 KiB: not met yet.
+BUDGET_KIB = 2888
 
 NAMED = os.path.join(os.path.dirname(WASM), "tollgate.named.wasm")
 CARGO = os.path.join(os.path.dirname(WASM), "deps", "tollgate.wasm")
