@@ -2,10 +2,14 @@
 policies/detection.json: a caller walking through other people's accounts is blocked while a
 normal caller on the same route is served; a request spike throttles its caller until the
 throttle's period ends; `report` detectors only count and log. Every worker sees the same caller
-record (shared data), so the requests may land on either worker."""
+record (shared data), so the requests may land on either worker. Memory stays bounded by the
+slots with 100,000 distinct callers."""
+import http.client
 import json
 import os
+import socket
 import sys
+import threading
 import time
 
 import jwt
@@ -108,3 +112,73 @@ def test_report_only_detectors_count_and_let_requests_through(envoy):
     assert after.get("tollgate.detection.blocks", 0) == before.get("tollgate.detection.blocks", 0)
     wait_until(lambda: "detection `enumeration` caller=`ip:127.0.0.1` action=report" in envoy.logs(),
                what="the enumeration report in the log")
+
+
+CALLERS = 100_000
+WARM_UP = 5_000
+SLOTS = 1024
+# 100,000 distinct callers against 1,024 slots, from four keep-alive connections.
+THREADS = 4
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def send_all(port, start, count):
+    """GET /nowhere (Tollgate answers 404 itself, so the upstream sets no pace) from `count`
+    distinct addresses (10.x.y.z from `start` on) over keep-alive connections; the statuses seen,
+    counted."""
+    seen, lock = {}, threading.Lock()
+
+    def worker(offset):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        local = {}
+        for n in range(start + offset, start + count, THREADS):
+            ip = f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+            conn.request("GET", "/nowhere", headers={"x-forwarded-for": ip})
+            resp = conn.getresponse()
+            resp.read()
+            local[resp.status] = local.get(resp.status, 0) + 1
+        conn.close()
+        with lock:
+            for k, v in local.items():
+                seen[k] = seen.get(k, 0) + v
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return seen
+
+
+def test_a_hundred_thousand_callers_take_bounded_memory(upstream):
+    policy = {
+        "rate_limit_options": {"trusted_hops": 2},
+        "detection": {"slots": SLOTS},
+        "routes": [{"name": "health", "path": "/health", "public": True}],
+    }
+    envoy = Envoy(policy, upstream.port, concurrency=2).wait_ready()
+    try:
+        assert send_all(envoy.port, 0, WARM_UP) == {404: WARM_UP}
+        before = rss_kib(envoy.proc.pid)
+        assert send_all(envoy.port, WARM_UP, CALLERS) == {404: CALLERS}
+        after = rss_kib(envoy.proc.pid)
+        growth = after - before
+        print(f"Envoy RSS {before} KiB after {WARM_UP} callers, {after} KiB after {CALLERS} more "
+              f"({growth:+} KiB; the slots' bound is about {SLOTS * 260 // 1024} KiB)")
+        # An in-VM table of callers would grow by tens of MiB (100k entries on each worker).
+        assert growth < 8 * 1024, growth
+        # The slots still keep callers: one address enumerating is reported, as always.
+        for i in range(25):
+            assert envoy.get(f"/wp-admin/{i}", {"x-forwarded-for": "192.0.2.99"}).status == 404
+        assert envoy.stats().get("tollgate.detection.enumeration", 0) >= 1
+    finally:
+        envoy.stop()
