@@ -236,17 +236,11 @@ impl Engine {
             }
         }
         // Brute-force subject: the client's canonical address, IPv6 by its /64 (one host usually
-        // owns the whole prefix and could otherwise change address on every attempt). An address
-        // that cannot be parsed is not tracked.
+        // owns the whole prefix and could otherwise change address on every attempt), named as
+        // detection names an anonymous caller. An address that cannot be parsed is not tracked.
         let subject = match (&self.brute_force, client_ip) {
             (Some(_), Some(ip)) if route.access != Access::Public => {
-                crate::abuse::cidr::parse_client_ip(ip).map(|addr| match addr {
-                    std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
-                    std::net::IpAddr::V6(v6) => {
-                        let [a, b, c, d, ..] = v6.segments();
-                        format!("ip6:{a:x}:{b:x}:{c:x}:{d:x}::/64")
-                    }
-                })
+                super::detect::address_caller(ip)
             }
             _ => None,
         };
