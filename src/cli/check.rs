@@ -157,6 +157,19 @@ pub fn warnings(doc: &PolicyDoc) -> Vec<(String, String)> {
             ));
         }
     }
+    if let Some(r) = &doc.revocations {
+        if let Some(remote) = &r.remote {
+            let risk = "revocations could be lifted in transit";
+            plaintext("revocations.remote", remote, risk, &mut out);
+        }
+        if r.on_unavailable.as_deref() == Some("allow") {
+            out.push((
+                "revocations.on_unavailable".into(),
+                "until the remote list is first fetched, credentials it revokes are let through"
+                    .into(),
+            ));
+        }
+    }
     for (i, r) in doc.routes.iter().enumerate() {
         if doc.tls.is_some()
             && r.peers.is_none()
@@ -215,19 +228,22 @@ pub fn warnings(doc: &PolicyDoc) -> Vec<(String, String)> {
     out
 }
 
-/// Length of an HMAC JWK's secret (`kty: oct`), if it is one.
 /// A key set fetched over plain HTTP (`at`: the `remote_jwks` or `remote_keys` object).
 fn plaintext_keys(at: &str, r: &policy::RemoteJwksDoc, out: &mut Vec<(String, String)>) {
+    plaintext(at, r, "keys could be replaced in transit", out);
+}
+
+/// A document fetched over plain HTTP; `risk` says what an attacker in the path could do.
+fn plaintext(at: &str, r: &policy::RemoteJwksDoc, risk: &str, out: &mut Vec<(String, String)>) {
     if r.uri.starts_with("http://") {
         out.push((
             format!("{at}.uri"),
-            format!(
-                "`{}` is fetched without TLS; keys could be replaced in transit",
-                r.uri
-            ),
+            format!("`{}` is fetched without TLS; {risk}", r.uri),
         ));
     }
 }
+
+/// Length of an HMAC JWK's secret (`kty: oct`), if it is one.
 
 fn hmac_key_len(jwk: &Value) -> Option<usize> {
     use base64::Engine as _;
@@ -410,6 +426,34 @@ mod tests {
                 "routes[0].mode"
             ]
         );
+    }
+
+    #[test]
+    fn revocation_lists_fetched_in_plaintext_or_failing_open_are_warned_about() {
+        let doc = policy::parse(
+            br#"{"revocations": {"on_unavailable": "allow",
+            "remote": {"cluster": "c", "uri": "http://lists/revoked.json"}},
+            "routes": [{"path": "/x", "public": true}]}"#,
+        )
+        .unwrap();
+        let w = warnings(&doc);
+        let paths: Vec<&str> = w.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "revocations.remote.uri",
+                "revocations.on_unavailable",
+                "routes[0]"
+            ]
+        );
+        assert!(w[0].1.contains("lifted in transit"), "{}", w[0].1);
+        let doc = policy::parse(
+            br#"{"revocations": {
+            "remote": {"cluster": "c", "uri": "https://lists/revoked.json"}},
+            "routes": [{"path": "/x", "public": true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(warnings(&doc).len(), 1);
     }
 
     #[test]
