@@ -303,14 +303,21 @@ pub fn report_text(r: &Report) -> String {
     }
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     match &r.engine {
-        Some(e) => out.push_str(&format!(
-            "{}: valid ({}, {}, {}); {}\n",
-            r.file,
-            plural(e.routes().len(), "route"),
-            plural(e.providers().len(), "provider"),
-            plural(e.limits().len(), "rate limit"),
-            plural(r.warnings.len(), "warning"),
-        )),
+        Some(e) => {
+            // Signers only when there are some: most policies have none.
+            let signers = match e.signers().len() {
+                0 => String::new(),
+                n => format!(", {}", plural(n, "signer")),
+            };
+            out.push_str(&format!(
+                "{}: valid ({}, {}{signers}, {}); {}\n",
+                r.file,
+                plural(e.routes().len(), "route"),
+                plural(e.providers().len(), "provider"),
+                plural(e.limits().len(), "rate limit"),
+                plural(r.warnings.len(), "warning"),
+            ))
+        }
         None => out.push_str(&format!(
             "{}: invalid: {}\n",
             r.file,
@@ -454,6 +461,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(warnings(&doc).len(), 1);
+    }
+
+    #[test]
+    fn the_summary_counts_signers_when_there_are_some() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+        let text = report_text(&check_file(&format!("{dir}/signed.json")));
+        assert!(
+            text.contains("valid (3 routes, 0 providers, 1 signer, 0 rate limits)"),
+            "{text}"
+        );
+        let text = report_text(&check_file(&format!("{dir}/demo.json")));
+        assert!(!text.contains("signer"), "{text}");
     }
 
     #[test]
