@@ -244,7 +244,6 @@ fn plaintext(at: &str, r: &policy::RemoteJwksDoc, risk: &str, out: &mut Vec<(Str
 }
 
 /// Length of an HMAC JWK's secret (`kty: oct`), if it is one.
-
 fn hmac_key_len(jwk: &Value) -> Option<usize> {
     use base64::Engine as _;
     if jwk.get("kty")?.as_str()? != "oct" {
