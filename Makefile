@@ -15,8 +15,10 @@ DEBIAN_PACKAGES := rustc-web cargo-web rust-web-src lld-22 wasi-libc
 DEBIAN_CARGO := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo
 WASI_FLAGS := -D warnings -C linker=wasm-ld-22 -C link-self-contained=no -L native=/usr/lib/wasm32-wasi
 # What the end-to-end tests run themselves: Redis behind the rate-limit service stand-in
-# (tests/e2e/rls_server.py), and wrk for the short benchmark run (tests/e2e/test_bench_smoke.py).
-TEST_DEBIAN_PACKAGES := redis-server wrk
+# (tests/e2e/rls_server.py), wrk for the short benchmark run (tests/e2e/test_bench_smoke.py), and
+# Prometheus with promtool for the dashboard and alert checks (tests/e2e/test_observability.py).
+PROMETHEUS_PACKAGES := prometheus
+TEST_DEBIAN_PACKAGES := redis-server wrk $(PROMETHEUS_PACKAGES)
 HAVE_RUSTUP_WASI := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 && echo yes)
 HAVE_RUSTUP_WASM := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown && echo yes)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/version = |"/, ""); print }' Cargo.lock)
@@ -26,7 +28,7 @@ SUB ?= demo-user
 SCOPE ?= orders:read
 TTL ?= 3600
 
-.PHONY: help deps build optimize-wasm run token api-key cli test test-schema-suite lint test-unit test-policies test-wasm test-e2e validate clean debian-toolchain debian-test-services compose oci test-e2e-compat fuzz bench profile
+.PHONY: help deps build optimize-wasm run token api-key cli test test-schema-suite lint test-unit test-policies test-wasm test-e2e validate clean debian-toolchain debian-test-services prometheus-deps compose oci test-e2e-compat fuzz bench profile
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
@@ -172,6 +174,12 @@ test-e2e: build openapi-docs ## The built module in a real Envoy with real upstr
 
 validate: build ## envoy --mode validate on every config in envoy/ (also part of test-e2e)
 	$(PY) -m pytest tests/e2e/test_envoy_configs.py -q
+
+# Also part of `make deps` (TEST_DEBIAN_PACKAGES). tests/e2e/test_observability.py starts its own
+# `prometheus` on a free loopback port and runs `promtool`; a service the package may start (on
+# :9090, where systemd runs) is not used.
+prometheus-deps: ## Install Prometheus and promtool (Debian's prometheus) for the dashboard and alert test
+	@$(MAKE) --no-print-directory debian-toolchain DEBIAN_PACKAGES="$(PROMETHEUS_PACKAGES)"
 
 # Fuzzing with cargo-fuzz on nightly (tests/fuzz/, its own workspace): FUZZ_SECONDS per target, one
 # target at a time. New corpus entries go to tests/fuzz/corpus/ (git-ignored); a crash leaves its
