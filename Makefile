@@ -103,14 +103,20 @@ run-mesh: build ## The mesh example: mutual TLS on 127.0.0.1:10000 (certificate 
 	@$(PY) envoy/render.py envoy/mesh.yaml policies/mesh.json target/mesh/envoy.yaml
 	@$(PY) envoy/demo/run.py target/mesh/envoy.yaml mesh
 
-token: $(VENV)/.installed ## Print a JWT the demo accepts (SUB=, SCOPE=, TTL= seconds)
-	@$(PY) envoy/demo/mint_token.py --sub "$(SUB)" --scope "$(SCOPE)" --ttl "$(TTL)"
+# `make token` and `make api-key` run the `tollgate` CLI (built on first use), the one implementation
+# of each. The token is what policies/demo.json accepts: its issuer, audience and key `demo-1`
+# (tests/e2e/test_envoy_configs.py runs `make token` against the demo policy in Envoy).
+TOLLGATE := cargo run --quiet --bin tollgate --
+token: ## Print a JWT the demo accepts (SUB=, SCOPE=, TTL= seconds)
+	@$(TOLLGATE) token --key envoy/demo/demo-signing-key.pem --alg ES256 --kid demo-1 \
+		--claim iss=https://demo.tollgate.local --claim aud=demo-api --claim "sub=$(SUB)" \
+		$(if $(SCOPE),--claim "scope=$(SCOPE)") --ttl "$(TTL)"
 
 ID ?= my-client
 SCOPES ?=
 DAYS ?= 90
 api-key: ## Print a new API key and its policy line (ID=, SCOPES="a b", DAYS=)
-	@$(PYTHON) envoy/tools/new_api_key.py --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
+	@$(TOLLGATE) api-key --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
 
 cli: ## Build the command-line tool: target/release/tollgate (check, explain, test, render, import, export, discover, token, api-key, jwk)
 	cargo build --release --bin tollgate
@@ -119,7 +125,7 @@ cli: ## Build the command-line tool: target/release/tollgate (check, explain, te
 # Every policies/NAME.cases.yaml runs against policies/NAME.json.
 test-policies: ## Run the request cases of every policy in policies/ (tollgate test)
 	@cases=$$(ls policies/*.cases.yaml 2>/dev/null); [ -n "$$cases" ] || { echo "no policies/*.cases.yaml" >&2; exit 1; }; \
-	for c in $$cases; do cargo run --quiet --bin tollgate -- test "$${c%.cases.yaml}.json" "$$c" || exit 1; done
+	for c in $$cases; do $(TOLLGATE) test "$${c%.cases.yaml}.json" "$$c" || exit 1; done
 
 # The official JSON-Schema-Test-Suite, as shipped inside the python-jsonschema sdist (PyPI).
 SUITE_VERSION := 4.23.0
