@@ -154,8 +154,9 @@ def summary(images: list, out: str, image: str) -> str:
             f"  skopeo copy oci:{out}:compat docker://{image}",
             f"  skopeo copy oci:{out}:artifact docker://{image}-artifact   # optional: the Wasm artifact form",
             "",
-            "Pin the pushed digest in envoy/istio/wasmplugin.yaml and envoy/envoy-gateway/extensionpolicy.yaml:",
-            f"  url: oci://{repository}@{compat}",
+            "Pin the pushed digest:",
+            f"  envoy/istio/wasmplugin.yaml                 url: oci://{repository}@{compat}",
+            f"  envoy/envoy-gateway/extensionpolicy.yaml    url: {repository}@{compat}",
         ]
     return "\n".join(lines)
 
