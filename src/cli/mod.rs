@@ -53,8 +53,11 @@ usage:
       run files of request cases with expected decisions. Exit 1 when a case fails.
   tollgate render envoy POLICY [--as struct|string] [--wasm PATH] [--rls-address HOST:PORT]
   tollgate render istio POLICY [--url oci://...] [--name NAME] [--namespace NS] [--selector key=value]...
-      print the Envoy http_filters block, or an Istio WasmPlugin, with the policy embedded; for a
-      policy with global limits, also the rate-limit service's cluster (default ratelimit:8081).
+  tollgate render envoy-gateway POLICY [--url oci://...|https://... --sha256 HEX] [--name NAME]
+                  [--namespace NS] [--target-ref Gateway/NAME|HTTPRoute/NAME]
+      print the Envoy http_filters block, an Istio WasmPlugin, or an Envoy Gateway
+      EnvoyExtensionPolicy, with the policy embedded; for `envoy` and a policy with global
+      limits, also the rate-limit service's cluster (default ratelimit:8081).
   tollgate import openapi SPEC [--overlay FILE] [-o POLICY] [--strict]
       write a policy from an OpenAPI 3.0 or 3.1 document (JSON or YAML; local $refs only): a
       route per operation with its parameters, body and response schemas and security
@@ -523,13 +526,17 @@ fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
                 "namespace",
                 "selector",
                 "rls-address",
+                "sha256",
+                "target-ref",
             ],
             flags: &[],
             short: &[],
         },
     )?;
     let [target, policy] = a.positional.as_slice() else {
-        return usage("expected `render envoy POLICY` or `render istio POLICY`");
+        return usage(
+            "expected `render envoy POLICY`, `render istio POLICY` or `render envoy-gateway POLICY`",
+        );
     };
     let report = load_policy(policy)?;
     let Some(source) = &report.source else {
@@ -584,9 +591,26 @@ fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
                 &selector,
             )
         }
+        "envoy-gateway" => {
+            let code = render::wasm_code(
+                a.value("url").unwrap_or(render::DEFAULT_OCI),
+                a.value("sha256"),
+            )
+            .map_err(Failure::Usage)?;
+            let (kind, target) =
+                render::target_ref(a.value("target-ref").unwrap_or(render::DEFAULT_TARGET))
+                    .map_err(Failure::Usage)?;
+            render::envoy_gateway(
+                &source.value,
+                a.value("name").unwrap_or("tollgate"),
+                a.value("namespace"),
+                &code,
+                (kind, &target),
+            )
+        }
         other => {
             return usage(format!(
-                "cannot render `{other}`; expected `envoy` or `istio`"
+                "cannot render `{other}`; expected `envoy`, `istio` or `envoy-gateway`"
             ))
         }
     };

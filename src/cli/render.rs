@@ -1,6 +1,7 @@
 //! `tollgate render`: the policy embedded in the configuration that loads the filter. `envoy`
 //! prints the `http_filters` entries of envoy/tollgate.yaml (the one template, read at build
-//! time); `istio` prints an Istio `WasmPlugin` with the policy as its `pluginConfig`.
+//! time); `istio` prints an Istio `WasmPlugin` with the policy as its `pluginConfig`;
+//! `envoy-gateway` prints an Envoy Gateway `EnvoyExtensionPolicy` with the policy as its `config`.
 
 use serde_json::Value;
 
@@ -235,6 +236,118 @@ pub fn istio(
     out
 }
 
+/// Where an Envoy Gateway `EnvoyExtensionPolicy` takes the module from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Code {
+    /// An OCI image (`make oci`'s), `registry/repository:tag` or `...@sha256:DIGEST`.
+    Image(String),
+    /// A module served over HTTP(S), checked against its SHA-256.
+    Http { url: String, sha256: String },
+}
+
+/// The code source for `--url` and `--sha256`: `oci://` (or no scheme) is an image, pinned by
+/// digest in the URL; `http://` and `https://` need the module's SHA-256, since nothing else
+/// says which module is meant.
+pub fn wasm_code(url: &str, sha256: Option<&str>) -> Result<Code, String> {
+    let http = url.starts_with("http://") || url.starts_with("https://");
+    match (http, sha256) {
+        (true, Some(sum)) => {
+            if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "`--sha256 {sum}`: expected the module's SHA-256 as 64 hex digits"
+                ));
+            }
+            Ok(Code::Http {
+                url: url.to_string(),
+                sha256: sum.to_ascii_lowercase(),
+            })
+        }
+        (true, None) => Err(format!(
+            "`--url {url}` serves the module over HTTP; give its `--sha256` (make oci prints it)"
+        )),
+        (false, Some(_)) => Err(
+            "`--sha256` checks a module fetched over HTTP; pin an image by digest in `--url` \
+             (`oci://registry/tollgate@sha256:...`)"
+                .into(),
+        ),
+        (false, None) => {
+            let image = url.strip_prefix("oci://").unwrap_or(url);
+            if image.is_empty() || image.contains("://") {
+                return Err(format!(
+                    "`--url {url}`: expected `oci://registry/repository[:tag|@sha256:digest]` or an \
+                     `https://` URL"
+                ));
+            }
+            Ok(Code::Image(image.to_string()))
+        }
+    }
+}
+
+/// `Gateway/NAME` or `HTTPRoute/NAME`: what an `EnvoyExtensionPolicy` attaches to.
+pub fn target_ref(text: &str) -> Result<(&'static str, String), String> {
+    let (kind, name) = text.split_once('/').unwrap_or(("", text));
+    let kind = match kind {
+        "Gateway" => "Gateway",
+        "HTTPRoute" => "HTTPRoute",
+        _ => {
+            return Err(format!(
+                "`--target-ref {text}`: expected `Gateway/NAME` or `HTTPRoute/NAME`"
+            ))
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("`--target-ref {text}`: the name is missing"));
+    }
+    Ok((kind, name.to_string()))
+}
+
+/// The Gateway an `EnvoyExtensionPolicy` attaches to unless told: the one Envoy Gateway's
+/// quickstart creates.
+pub const DEFAULT_TARGET: &str = "Gateway/eg";
+
+/// An Envoy Gateway `EnvoyExtensionPolicy` (gateway.envoyproxy.io/v1alpha1) that runs the module
+/// from `code` on the traffic of `target` with the policy as the Wasm extension's `config`.
+pub fn envoy_gateway(
+    policy: &Value,
+    name: &str,
+    namespace: Option<&str>,
+    code: &Code,
+    target: (&str, &str),
+) -> String {
+    let mut out = String::from(
+        "# Envoy Gateway delivers `config` to the module as JSON text; the policy is the same document.\n",
+    );
+    out.push_str(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\nmetadata:\n",
+    );
+    out.push_str(&format!("  name: {}\n", key(name)));
+    if let Some(ns) = namespace {
+        out.push_str(&format!("  namespace: {}\n", key(ns)));
+    }
+    out.push_str("spec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n");
+    out.push_str(&format!(
+        "    kind: {}\n    name: {}\n",
+        target.0,
+        key(target.1)
+    ));
+    out.push_str(&format!("  wasm:\n  - name: {}\n    code:\n", key(name)));
+    match code {
+        Code::Image(url) => out.push_str(&format!(
+            "      type: Image\n      image:\n        url: {}\n",
+            Value::from(url.as_str())
+        )),
+        Code::Http { url, sha256 } => out.push_str(&format!(
+            "      type: HTTP\n      http:\n        url: {}\n      sha256: {}\n",
+            Value::from(url.as_str()),
+            Value::from(sha256.as_str())
+        )),
+    }
+    // A module that cannot start refuses requests instead of passing them on unchecked.
+    out.push_str("    failOpen: false\n    config:\n");
+    out.push_str(&yaml(policy, 6));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +458,70 @@ mod tests {
         assert_eq!(doc["spec"]["url"], DEFAULT_OCI);
         assert_eq!(doc["spec"]["selector"]["matchLabels"]["app"], "orders");
         assert_eq!(doc["spec"]["pluginConfig"], policy);
+    }
+
+    #[test]
+    fn envoy_gateway_policy() {
+        let (policy, _) = orders();
+        let code = wasm_code(DEFAULT_OCI, None).unwrap();
+        assert_eq!(
+            code,
+            Code::Image("registry.example.com/tollgate:0.1.0".into())
+        );
+        let out = envoy_gateway(
+            &policy,
+            "tollgate",
+            Some("orders"),
+            &code,
+            ("Gateway", "eg"),
+        );
+        let doc = Document::parse("x.yaml", out.clone()).unwrap().value;
+        assert_eq!(doc["apiVersion"], "gateway.envoyproxy.io/v1alpha1");
+        assert_eq!(doc["kind"], "EnvoyExtensionPolicy");
+        assert_eq!(doc["metadata"]["namespace"], "orders");
+        assert_eq!(
+            doc["spec"]["targetRefs"],
+            json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}])
+        );
+        let wasm = &doc["spec"]["wasm"][0];
+        assert_eq!(
+            wasm["code"],
+            json!({"type": "Image", "image": {"url": "registry.example.com/tollgate:0.1.0"}})
+        );
+        assert_eq!(wasm["failOpen"], false);
+        assert_eq!(wasm["config"], policy);
+
+        // A checksum of digits only stays a string.
+        let sum = "1".repeat(64);
+        let code = wasm_code("https://modules.example.com/tollgate.wasm", Some(&sum)).unwrap();
+        let out = envoy_gateway(&policy, "t", None, &code, ("HTTPRoute", "orders"));
+        let doc = Document::parse("x.yaml", out).unwrap().value;
+        assert_eq!(
+            doc["spec"]["wasm"][0]["code"],
+            json!({"type": "HTTP", "http": {"url": "https://modules.example.com/tollgate.wasm"},
+                "sha256": sum})
+        );
+        assert_eq!(doc["spec"]["targetRefs"][0]["kind"], "HTTPRoute");
+        assert!(doc["metadata"].get("namespace").is_none());
+    }
+
+    #[test]
+    fn envoy_gateway_arguments() {
+        assert!(wasm_code("https://m/t.wasm", None).is_err());
+        assert!(wasm_code("https://m/t.wasm", Some("abc")).is_err());
+        assert!(wasm_code("oci://r/t:1", Some(&"a".repeat(64))).is_err());
+        assert!(wasm_code("oci://", None).is_err());
+        assert!(wasm_code("ftp://r/t", None).is_err());
+        assert_eq!(
+            wasm_code("r/t@sha256:ab", None).unwrap(),
+            Code::Image("r/t@sha256:ab".into())
+        );
+        assert_eq!(
+            target_ref("HTTPRoute/orders").unwrap(),
+            ("HTTPRoute", "orders".into())
+        );
+        for bad in ["eg", "Service/x", "Gateway/"] {
+            assert!(target_ref(bad).is_err(), "{bad}");
+        }
     }
 }

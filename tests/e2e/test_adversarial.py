@@ -38,7 +38,7 @@ import pytest
 import harness
 from rawclient import Reply, ScriptedUpstream, adversarial_bootstrap, free_udp_port, http1, http2, http3
 
-from mint_token import AUDIENCE, ISSUER, KID  # envoy/demo, on sys.path through harness
+from tokens import DEMO_AUDIENCE as AUDIENCE, DEMO_ISSUER as ISSUER, DEMO_KID as KID
 
 WASM = os.environ.get("ADVERSARIAL_WASM", harness.WASM)
 TEMPLATE = os.environ.get("ADVERSARIAL_TEMPLATE", harness.TEMPLATE)

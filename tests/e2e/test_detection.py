@@ -18,7 +18,7 @@ import pytest
 from harness import ROOT, Envoy, wait_until
 
 sys.path.insert(0, os.path.join(ROOT, "envoy", "demo"))
-from mint_token import AUDIENCE, ISSUER, KID  # noqa: E402
+from tokens import DEMO_AUDIENCE as AUDIENCE, DEMO_ISSUER as ISSUER, DEMO_KID as KID  # noqa: E402
 
 with open(os.path.join(ROOT, "envoy/demo/demo-signing-key.pem"), "rb") as f:
     DEMO_KEY = f.read()

@@ -19,7 +19,7 @@ import pytest
 
 import trap_module
 from harness import ROOT, WASM, Envoy, Upstream, plain_listener_config, request, wait_until
-from mint_token import mint
+from tokens import mint_demo as mint
 
 FAIL_CLOSED_TEMPLATE = os.path.join(ROOT, "envoy/tollgate.yaml")
 FAIL_RELOAD_TEMPLATE = os.path.join(ROOT, "envoy/tollgate-fail-reload.yaml")

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from harness import ROOT, WASM, Envoy, render, validate
-from mint_token import mint as mint_demo
+from tokens import mint_demo
 from rls_server import RateLimitServer, RedisServer, Unit
 
 POLICY = os.path.join(ROOT, "policies/global.json")

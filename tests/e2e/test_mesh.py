@@ -18,7 +18,7 @@ from harness import ROOT, Envoy, free_port
 sys.path.insert(0, os.path.join(ROOT, "envoy", "tools"))
 sys.path.insert(0, os.path.join(ROOT, "envoy", "demo"))
 import mesh_certs  # noqa: E402
-from mint_token import AUDIENCE, ISSUER, KID  # noqa: E402
+from tokens import DEMO_AUDIENCE as AUDIENCE, DEMO_ISSUER as ISSUER, DEMO_KID as KID  # noqa: E402
 
 MESH = os.path.join(ROOT, "envoy/mesh.yaml")
 with open(os.path.join(ROOT, "envoy/demo/demo-signing-key.pem"), "rb") as f:

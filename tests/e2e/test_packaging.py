@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from harness import ROOT, WASM, Envoy, free_port, render, serve_in_background, validate
+from tokens import mint_demo
 
 COMPOSE = os.path.join(ROOT, "envoy/docker-compose.yaml")
 COMPOSE_DIR = os.path.dirname(COMPOSE)
 WASMPLUGIN = os.path.join(ROOT, "envoy/istio/wasmplugin.yaml")
 ENVOYFILTER = os.path.join(ROOT, "envoy/istio/envoyfilter.yaml")
-DOCKERFILE = os.path.join(ROOT, "envoy/istio/Dockerfile")
 
 
 def read(path):
@@ -232,12 +232,6 @@ def test_wasmplugin_policy_loads(wasmplugin, tmp_path):
     assert "tollgate: policy loaded" in logs, logs[-3000:]
 
 
-def test_oci_image_holds_plugin_wasm():
-    # The "compat" Wasm image Istio's fetcher reads: one layer with the module named plugin.wasm.
-    lines = [l for l in read(DOCKERFILE).splitlines() if l.strip() and not l.startswith("#")]
-    assert lines == ["FROM scratch", "COPY tollgate.wasm ./plugin.wasm"]
-
-
 def envoyfilter_patch(envoyfilter):
     [patch] = envoyfilter["spec"]["configPatches"]
     return patch
@@ -335,11 +329,6 @@ def envoy_with_envoyfilter(envoyfilter, upstream, modules, sha256):
         upstream.port)
 
 
-def demo_token():
-    script = os.path.join(ROOT, "envoy/demo/mint_token.py")
-    return subprocess.run([sys.executable, script], capture_output=True, text=True, check=True).stdout.strip()
-
-
 def test_envoyfilter_filter_fetches_the_module_and_enforces_the_policy(envoyfilter, upstream):
     modules = ModuleServer()
     envoy = envoy_with_envoyfilter(envoyfilter, upstream, modules, modules.sha256)
@@ -347,7 +336,7 @@ def test_envoyfilter_filter_fetches_the_module_and_enforces_the_policy(envoyfilt
         envoy.wait_ready(FETCH_TIMEOUT)
         assert envoy.get("/health").status == 200
         assert envoy.get("/api/orders").status == 401
-        seen = envoy.get("/api/orders", {"authorization": f"Bearer {demo_token()}", "x-user-id": "forged"})
+        seen = envoy.get("/api/orders", {"authorization": f"Bearer {mint_demo()}", "x-user-id": "forged"})
         assert seen.status == 200, seen.body
         assert seen.json()["headers"]["x-user-id"] == ["demo-user"]
         assert "tollgate: policy loaded" in envoy.logs()

@@ -14,6 +14,13 @@ KEYS = os.path.join(ROOT, "tests/fixtures/keys")
 ISSUER = "https://issuer.test"
 AUDIENCE = "api.test"
 
+# The demo of `make run` (policies/demo.json): its issuer, audience and key. `make token` mints the
+# same tokens with the tollgate CLI; these tests mint them with PyJWT, independently.
+DEMO_ISSUER = "https://demo.tollgate.local"
+DEMO_AUDIENCE = "demo-api"
+DEMO_KID = "demo-1"
+DEMO_KEY = os.path.join(ROOT, "envoy/demo/demo-signing-key.pem")
+
 ALG_KEYS = {
     "HS256": "hmac", "HS384": "hmac", "HS512": "hmac",
     "RS256": "rsa-1", "RS384": "rsa-1", "RS512": "rsa-1",
@@ -79,3 +86,14 @@ def hs256_with_public_key(kid="rsa-1"):
     signing_input = f"{b64u(json.dumps(header).encode())}.{b64u(json.dumps(claims()).encode())}"
     sig = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64u(sig)}"
+
+
+def mint_demo(sub="demo-user", scope="orders:read", ttl=3600):
+    """A token the demo policy accepts (`make token`'s defaults), without `scope` when empty."""
+    with open(DEMO_KEY, "rb") as f:
+        key = f.read()
+    now = int(time.time())
+    body = {"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": sub, "iat": now, "exp": now + ttl}
+    if scope:
+        body["scope"] = scope
+    return jwt.encode(body, key, algorithm="ES256", headers={"kid": DEMO_KID})
