@@ -149,6 +149,13 @@ fn every_policy_in_the_repository_is_valid_under_the_schema() {
         .filter(|p| example(p))
     {
         let doc = documents(&path).remove(0);
+        // The examples name the schema for editors.
+        assert_eq!(
+            doc["$schema"],
+            "./tollgate-policy.schema.json",
+            "{}",
+            path.display()
+        );
         policies.push((path.display().to_string(), doc));
     }
     for path in [
