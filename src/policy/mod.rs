@@ -3,6 +3,7 @@
 
 mod detection;
 mod error;
+mod hints;
 pub mod pbstruct;
 mod revocations;
 pub use detection::{
@@ -774,6 +775,9 @@ pub fn parse(bytes: &[u8]) -> Result<PolicyDoc, ConfigError> {
 
 /// Deserialises an already-decoded JSON value.
 pub fn from_value(value: serde_json::Value) -> Result<PolicyDoc, ConfigError> {
+    if let Some(err) = hints::known_mistake(&value) {
+        return Err(err);
+    }
     serde_path_to_error::deserialize::<_, PolicyDoc>(value).map_err(path_error)
 }
 
