@@ -160,6 +160,31 @@ fn load(lang: &str, text: &str) -> Result<Value, String> {
         .map_err(|e| format!("cannot be read: {}", e.message))
 }
 
+/// The policy format's JSON Schema (policies/tollgate-policy.schema.json), compiled by boon.
+fn policy_schema() -> &'static (boon::Schemas, boon::SchemaIndex) {
+    static SCHEMA: std::sync::OnceLock<(boon::Schemas, boon::SchemaIndex)> =
+        std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let file = Path::new(ROOT).join("policies/tollgate-policy.schema.json");
+        let schema: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+        let id = schema["$id"].as_str().unwrap().to_string();
+        let mut compiler = boon::Compiler::new();
+        compiler.add_resource(&id, schema).unwrap();
+        let mut schemas = boon::Schemas::new();
+        let index = compiler.compile(&id, &mut schemas).unwrap();
+        (schemas, index)
+    })
+}
+
+/// A policy that compiles, and is valid under the format's JSON Schema too.
+fn compile_valid(policy: &Value) -> Result<(), String> {
+    compile(policy)?;
+    let (schemas, index) = policy_schema();
+    schemas
+        .validate(policy, *index)
+        .map_err(|e| format!("compiles, but breaks tollgate-policy.schema.json: {e:#}"))
+}
+
 fn compile(policy: &Value) -> Result<(), String> {
     Engine::compile(policy.to_string().as_bytes())
         .map(|_| ())
@@ -244,7 +269,7 @@ fn check_snippet(block: &Block) -> Result<(), String> {
     let snippet = load(&block.lang, &block.text)?;
     match kind {
         Snippet::NotAPolicy | Snippet::Cases(_) => Ok(()),
-        Snippet::Policy => compile(&snippet),
+        Snippet::Policy => compile_valid(&snippet),
         Snippet::Fails(want) => match compile(&snippet) {
             Ok(()) => Err(format!("compiles, but should fail with: {want}")),
             Err(got) if got.contains(&want) => Ok(()),
@@ -262,7 +287,7 @@ fn check_snippet(block: &Block) -> Result<(), String> {
             for (k, v) in members {
                 policy[k] = v.clone();
             }
-            compile(&policy)
+            compile_valid(&policy)
         }
         Snippet::Route { base, copied } => {
             let file = base_policy(&base)?;
@@ -274,7 +299,7 @@ fn check_snippet(block: &Block) -> Result<(), String> {
             }
             let mut policy = file;
             policy["routes"] = Value::Array(vec![snippet]);
-            compile(&policy)
+            compile_valid(&policy)
         }
         Snippet::EnvoyConfig => {
             let mut found = Vec::new();
@@ -282,7 +307,7 @@ fn check_snippet(block: &Block) -> Result<(), String> {
             if found.is_empty() {
                 return Err("no `configuration.value` in this Envoy config".into());
             }
-            found.iter().try_for_each(compile)
+            found.iter().try_for_each(compile_valid)
         }
     }
 }

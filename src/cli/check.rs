@@ -475,6 +475,24 @@ mod tests {
     }
 
     #[test]
+    fn a_known_mistake_is_named_with_its_fix_at_its_place() {
+        let path = write(
+            "scopes.json",
+            r#"{
+  "routes": [
+    {"path": "/pets", "providers": ["corp"],
+     "scopes": ["pets:read"]}
+  ]
+}"#,
+        );
+        let text = report_text(&check_file(&path));
+        assert!(
+            text.contains(r#":4:6: routes[0].scopes: `scopes` is an object `{"all": [...], "any": [...]}`, not a list; write `"scopes": {"all": ["pets:read"]}` to require every scope, or `"any"` for one of them (found: ["pets:read"])"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_and_missing_files() {
         let path = write("syntax.json", "{\"routes\": [}\n");
         let text = report_text(&check_file(&path));

@@ -548,7 +548,8 @@ fn not_exported(raw: &Value) -> Option<String> {
     let top = raw.as_object()?;
     let left: Vec<String> = top
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "routes" | "schemas"))
+        // `$schema` names the policy format's schema for editors: nothing to export.
+        .filter(|(k, _)| !matches!(k.as_str(), "routes" | "schemas" | "$schema"))
         .map(|(k, _)| match k.as_str() {
             "providers" => "providers (all but each `issuer`)".to_string(),
             "api_keys" => "api_keys (all but where keys are read: the keys)".to_string(),

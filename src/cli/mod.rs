@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod place;
 pub mod render;
 pub mod request;
+pub mod schema;
 pub mod sign;
 pub mod source;
 mod yaml;
@@ -70,6 +71,10 @@ usage:
       group the audit lines of requests no route matched (in Envoy's logs) into templated
       endpoints (ids become {id}), with counts, first and last seen, and a draft route for each;
       with --policy, leave out what it now matches and draft routes for its providers.
+  tollgate schema
+      print the JSON Schema (draft-07) of the policy format, for editors: the file
+      policies/tollgate-policy.schema.json, named by `$schema` in a JSON policy or by a
+      `# yaml-language-server: $schema=...` comment in a YAML one.
   tollgate token (--key PEM | --hmac-secret TEXT) [--alg ALG] [--kid KID] [--claim name=value]... [--ttl SECONDS]
       print a signed JWT (iat = now, exp = now + ttl; default ttl 3600).
   tollgate sign --key JWK --request 'METHOD /path' [--authority HOST[:PORT]] [--https] [-H 'name: value']...
@@ -105,6 +110,7 @@ pub fn run(args: &[String], out: Out<'_>, err: Out<'_>) -> u8 {
         "import" => cmd_import(rest, out, err),
         "export" => cmd_export(rest, out, err),
         "discover" => cmd_discover(rest, out),
+        "schema" => cmd_schema(rest, out),
         "help" | "--help" | "-h" => {
             let _ = out.write_all(USAGE_TEXT.as_bytes());
             return OK;
@@ -275,6 +281,13 @@ fn cmd_export(args: &[String], out: Out<'_>, err: Out<'_>) -> Result<u8> {
         }
         None => print(out, &format!("{text}\n")),
     }
+}
+
+fn cmd_schema(args: &[String], out: Out<'_>) -> Result<u8> {
+    if let Some(extra) = args.first() {
+        return usage(format!("`{extra}`: `schema` takes no arguments"));
+    }
+    print(out, &schema::policy_schema_text())
 }
 
 fn cmd_discover(args: &[String], out: Out<'_>) -> Result<u8> {

@@ -33,9 +33,20 @@ fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     d.deserialize_any(Number).map(Some)
 }
 
+/// What `number` accepts, for the policy's JSON Schema (`tollgate schema`): a JSON number, or
+/// text in JSON's number syntax with optional surrounding white space.
+#[cfg(not(target_arch = "wasm32"))]
+fn number_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["number", "string"],
+        "pattern": r"^\s*-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\s*$"
+    })
+}
+
 /// The policy's `detection`: every detector runs (with its defaults) unless its `action` is
 /// `off`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DetectionDoc {
     /// Length of the window requests and refusals are counted in (1 to 3600, default 60).
@@ -75,6 +86,7 @@ pub struct DetectionDoc {
 
 /// The bucket a throttled caller gets: `requests` per `per_seconds`, starting full.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleDoc {
     pub requests: u32,
@@ -82,16 +94,19 @@ pub struct ThrottleDoc {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SpikeDoc {
     /// Trips when a window's requests exceed `factor` times the baseline.
     #[serde(default, deserialize_with = "number")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "number_schema"))]
     pub factor: Option<f64>,
     /// ... and are at least this many.
     #[serde(default)]
     pub min_requests: Option<u32>,
     /// Weight of the last window in the baseline (exponential moving average), above 0, at most 1.
     #[serde(default, deserialize_with = "number")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "number_schema"))]
     pub smoothing: Option<f64>,
     #[serde(default)]
     pub action: Option<String>,
@@ -100,6 +115,7 @@ pub struct SpikeDoc {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RefusalsDoc {
     /// Trips when a window holds at least this many refusals of the category ...
@@ -107,6 +123,7 @@ pub struct RefusalsDoc {
     pub min_refusals: Option<u32>,
     /// ... making up at least this share of the caller's requests in it.
     #[serde(default, deserialize_with = "number")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "number_schema"))]
     pub ratio: Option<f64>,
     #[serde(default)]
     pub action: Option<String>,
@@ -115,6 +132,7 @@ pub struct RefusalsDoc {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MissingHeadersDoc {
     /// Headers every browser and SDK sends (default `user-agent` and `accept`).
@@ -130,6 +148,7 @@ pub struct MissingHeadersDoc {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CadenceDoc {
     /// Intervals between requests looked at together (default 20).
@@ -137,6 +156,7 @@ pub struct CadenceDoc {
     pub requests: Option<u32>,
     /// Trips when their standard deviation is at most this share of their mean (default 0.05).
     #[serde(default, deserialize_with = "number")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(schema_with = "number_schema"))]
     pub max_variation: Option<f64>,
     #[serde(default)]
     pub action: Option<String>,
@@ -146,6 +166,7 @@ pub struct CadenceDoc {
 
 /// A route's `detection`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteDetectionDoc {
     /// The route serves browsers and SDKs used by people: the automated-client signals watch it.
@@ -157,6 +178,7 @@ pub struct RouteDetectionDoc {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AutomationDoc {
     /// A request carrying any of these headers is known automation.

@@ -3,6 +3,7 @@
 
 mod detection;
 mod error;
+mod hints;
 pub mod pbstruct;
 mod revocations;
 pub use detection::{
@@ -25,8 +26,13 @@ pub const DEFAULT_REALM: &str = "tollgate";
 
 /// The whole policy document.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDoc {
+    /// The JSON Schema editors check the policy against (`tollgate schema` prints it); ignored
+    /// by the engine.
+    #[serde(default, rename = "$schema")]
+    pub schema: Option<String>,
     /// `realm` in `WWW-Authenticate` challenges.
     #[serde(default)]
     pub realm: Option<String>,
@@ -112,6 +118,7 @@ pub struct PolicyDoc {
 
 /// Who may sign requests (RFC 9421 HTTP Message Signatures) and what a signature must cover.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignerDoc {
     /// Verification keys as JWK objects (`{"keys": [...]}`), each with the `kid` a signature
@@ -143,6 +150,7 @@ pub struct SignerDoc {
 
 /// Which hops may say who their client was in `x-forwarded-client-cert`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ForwardedCertDoc {
     /// The hops, by their own verified client certificate (as `peers` names workloads).
@@ -151,6 +159,7 @@ pub struct ForwardedCertDoc {
 
 /// What the downstream connection must be: TLS, a minimum version, a client certificate.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TlsDoc {
     /// Refuse plaintext connections (default false; `min_version` and `client_certificate`
@@ -168,6 +177,7 @@ pub struct TlsDoc {
 /// The workloads a route accepts, by their verified client certificate. Every field given must
 /// match (any of its values), as the fields of an Istio `source` do.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PeersDoc {
     /// URI SAN patterns: `spiffe://prod/ns/web/sa/frontend`, Istio's form without the scheme
@@ -190,6 +200,7 @@ pub struct PeersDoc {
 
 /// Request hardening that applies to every route.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestsDoc {
     /// `X-HTTP-Method-Override`, `X-Original-URL` and the like: `strip` (default), `refuse` or
@@ -200,6 +211,7 @@ pub struct RequestsDoc {
 
 /// The audit log: one JSON line per decision through Envoy's log.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditDoc {
     /// Default true.
@@ -215,6 +227,7 @@ pub struct AuditDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResponsesDoc {
     /// Headers added to every response that lacks them, merged over the defaults; an empty value
@@ -236,6 +249,7 @@ pub struct ResponsesDoc {
 
 /// Deprecation and retirement of a route (RFC 9745 `Deprecation`, RFC 8594 `Sunset`).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleDoc {
     /// RFC 3339 UTC time the route is (or will be) deprecated from.
@@ -253,6 +267,7 @@ pub struct LifecycleDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PayloadOptionsDoc {
     /// Default body limit for routes with a body check (default 1 MiB).
@@ -275,6 +290,7 @@ pub struct PayloadOptionsDoc {
 
 /// Checks on a route's request before it reaches the upstream.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestCheckDoc {
     /// JSON Schema for the body; the body must then be JSON (`application/json`, `*/*+json`).
@@ -302,6 +318,7 @@ pub struct RequestCheckDoc {
 
 /// A token bucket: `rate` tokens per `per`, holding at most `burst`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitDoc {
     pub rate: u64,
@@ -332,6 +349,7 @@ pub struct LimitDoc {
 
 /// Envoy's rate-limit service (RLS v3 gRPC, as served by envoyproxy/ratelimit and Limitador).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitServiceDoc {
     /// The Envoy cluster of the service (HTTP/2).
@@ -355,6 +373,7 @@ pub struct RateLimitServiceDoc {
 
 /// `"identity"`, `"client_ip"`, `"route"`, `{"claim": ..}`, `{"header": ..}` or `{"constant": ..}`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum KeyPartDoc {
     Named(String),
@@ -364,6 +383,7 @@ pub enum KeyPartDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitOptionsDoc {
     /// Proxies in front of Envoy that append to `x-forwarded-for`; 0 uses the peer address.
@@ -379,6 +399,7 @@ pub struct RateLimitOptionsDoc {
 
 /// A route's use of a limit: its name, or `{"limit": name, "cost": n}`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum RouteLimitDoc {
     Name(String),
@@ -386,6 +407,7 @@ pub enum RouteLimitDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DefaultDoc {
     /// `deny` (default: 404 `route_not_found`) or `allow` (passed through, logged as unknown).
@@ -393,6 +415,7 @@ pub struct DefaultDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeysDoc {
     /// Header carrying the key (default `x-api-key`).
@@ -405,6 +428,7 @@ pub struct ApiKeysDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyDoc {
     pub id: String,
@@ -424,6 +448,7 @@ pub struct ApiKeyDoc {
 
 /// Requirements on scopes: every scope of `all`, and at least one of `any` when given.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScopesDoc {
     #[serde(default)]
@@ -434,6 +459,7 @@ pub struct ScopesDoc {
 
 /// Claim conditions: every condition of `all`, and at least one of `any` when given.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimsDoc {
     #[serde(default)]
@@ -444,6 +470,7 @@ pub struct ClaimsDoc {
 
 /// One condition on one claim; exactly one of `equals`, `one_of`, `contains`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConditionDoc {
     pub claim: String,
@@ -457,6 +484,7 @@ pub struct ConditionDoc {
 
 /// A literal string, or the value of a request header: `{"header": "x-tenant-id"}`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum OperandDoc {
     Literal(String),
@@ -466,6 +494,7 @@ pub enum OperandDoc {
 /// Object-level check: path parameter `param` must equal claim `claim` (default `sub`), unless
 /// the caller holds `unless_scope`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OwnerDoc {
     pub param: String,
@@ -476,6 +505,7 @@ pub struct OwnerDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProviderDoc {
     /// Required `iss` value.
@@ -519,6 +549,7 @@ pub struct ProviderDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwksDoc {
     /// JWK objects; members Tollgate does not use (`x5c`, `x5t`, ...) are ignored, as RFC 7517 asks.
@@ -526,6 +557,7 @@ pub struct JwksDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RemoteJwksDoc {
     /// Envoy cluster that reaches the JWKS server.
@@ -546,6 +578,7 @@ pub struct RemoteJwksDoc {
 
 /// Exactly one of `header`, `query`, `cookie`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SourceDoc {
     #[serde(default)]
@@ -560,6 +593,7 @@ pub struct SourceDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteDoc {
     #[serde(default)]
@@ -625,6 +659,7 @@ pub struct RouteDoc {
 
 /// Schemas for the upstream's response, by status (`"200"`) or class (`"2XX"`).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResponseCheckDoc {
     pub schemas: BTreeMap<String, serde_json::Value>,
@@ -646,6 +681,7 @@ pub struct ResponseCheckDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenCacheDoc {
     /// Verified tokens remembered per VM; 0 disables the cache.
@@ -654,6 +690,7 @@ pub struct TokenCacheDoc {
 
 /// `ip_access` as written in the policy.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IpAccessDoc {
     /// When non-empty, only clients inside one of these blocks pass.
@@ -666,6 +703,7 @@ pub struct IpAccessDoc {
 
 /// `brute_force` as written in the policy.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BruteForceDoc {
     /// Failures within `window_seconds` that start a block (1 to 10000).
@@ -737,6 +775,9 @@ pub fn parse(bytes: &[u8]) -> Result<PolicyDoc, ConfigError> {
 
 /// Deserialises an already-decoded JSON value.
 pub fn from_value(value: serde_json::Value) -> Result<PolicyDoc, ConfigError> {
+    if let Some(err) = hints::known_mistake(&value) {
+        return Err(err);
+    }
     serde_path_to_error::deserialize::<_, PolicyDoc>(value).map_err(path_error)
 }
 

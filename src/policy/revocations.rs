@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 /// `revocations` in the policy.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevocationsDoc {
     /// Entries in the policy itself.
@@ -22,6 +23,7 @@ pub struct RevocationsDoc {
 
 /// The revoked entries: the `revoked` object of a policy, and the whole remote document.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevocationListDoc {
     /// JWT `jti` values.
