@@ -298,6 +298,10 @@ fn render_prints_envoy_and_istio_configs() {
     assert!(out.contains("\nuse_remote_address: true\n"), "{out}");
     assert!(out.contains("\nhttp_filters:\n- name: tollgate\n"), "{out}");
     assert!(out.contains("filename: \"/opt/tollgate.wasm\""), "{out}");
+    assert!(
+        !out.contains("tollgate-policy.schema.json"),
+        "`$schema` is for editors, not Envoy: {out}"
+    );
     let o = tollgate(&[
         "render",
         "istio",

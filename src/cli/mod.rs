@@ -555,11 +555,15 @@ fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
     let Some(source) = &report.source else {
         return Err(error("the policy could not be read"));
     };
+    // `$schema` is for editors; Envoy and the control planes get the policy without it.
+    let mut value = source.value.clone();
+    let dropped = value
+        .as_object_mut()
+        .and_then(|m| m.remove("$schema"))
+        .is_some();
     let json_text = match source.format {
-        source::Format::Json => source.text.clone(),
-        source::Format::Yaml => {
-            serde_json::to_string_pretty(&source.value).map_err(|e| error(e.to_string()))?
-        }
+        source::Format::Json if !dropped => source.text.clone(),
+        _ => serde_json::to_string_pretty(&value).map_err(|e| error(e.to_string()))?,
     };
     let text = match target.as_str() {
         "envoy" => {
@@ -569,8 +573,7 @@ fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
                 other => return usage(format!("`--as {other}`: expected `struct` or `string`")),
             };
             let wasm = a.value("wasm").unwrap_or(render::DEFAULT_WASM);
-            let mut text =
-                render::envoy(&source.value, &json_text, as_type, wasm).map_err(error)?;
+            let mut text = render::envoy(&value, &json_text, as_type, wasm).map_err(error)?;
             let service = report.engine.as_ref().and_then(|e| e.rate_limit_service());
             if let Some(service) = service {
                 let address = a
@@ -597,7 +600,7 @@ fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             render::istio(
-                &source.value,
+                &value,
                 a.value("name").unwrap_or("tollgate"),
                 a.value("namespace"),
                 a.value("url").unwrap_or(render::DEFAULT_OCI),
@@ -614,7 +617,7 @@ fn cmd_render(args: &[String], out: Out<'_>) -> Result<u8> {
                 render::target_ref(a.value("target-ref").unwrap_or(render::DEFAULT_TARGET))
                     .map_err(Failure::Usage)?;
             render::envoy_gateway(
-                &source.value,
+                &value,
                 a.value("name").unwrap_or("tollgate"),
                 a.value("namespace"),
                 &code,

@@ -51,8 +51,12 @@ def load_yaml(path):
 
 
 def policy():
+    """policies/global.json as the deployments carry it: without `$schema`, which is for editors
+    (`tollgate render` leaves it out too)."""
     with open(POLICY) as f:
-        return json.load(f)
+        p = json.load(f)
+    p.pop("$schema", None)
+    return p
 
 
 def global_limits(p):
