@@ -429,3 +429,50 @@ fn schema_as_a_number_is_refused_by_both() {
         json!({"$schema": 5, "routes": []}),
     );
 }
+
+/// Values from a fixed set are listed in the schema (editors complete them); a typo is refused
+/// by `check` (when the policy is compiled) and by the schema alike.
+#[test]
+fn a_value_outside_its_set_is_refused_by_the_schema_and_the_engine() {
+    let v = Validator::new();
+    let cases = [
+        (
+            "mode",
+            json!({"routes": [{"path": "/x", "public": true}], "mode": "dryrun"}),
+        ),
+        (
+            "route mode",
+            json!({"routes": [{"path": "/x", "public": true, "mode": "Enforce"}]}),
+        ),
+        (
+            "per",
+            json!({"routes": [{"path": "/x", "public": true}],
+                   "rate_limits": {"l": {"rate": 1, "per": "day", "burst": 1, "key": ["route"]}}}),
+        ),
+        (
+            "default.action",
+            json!({"routes": [{"path": "/x", "public": true}], "default": {"action": "pass"}}),
+        ),
+        (
+            "audit.level",
+            json!({"routes": [{"path": "/x", "public": true}], "audit": {"level": "error"}}),
+        ),
+        (
+            "override_headers",
+            json!({"routes": [{"path": "/x", "public": true}], "requests": {"override_headers": "drop"}}),
+        ),
+    ];
+    for (note, policy) in cases {
+        assert!(
+            tollgate::engine::Engine::compile(policy.to_string().as_bytes()).is_err(),
+            "{note}: the engine accepts {policy}"
+        );
+        assert!(
+            v.check(&policy).is_err(),
+            "{note}: the schema accepts {policy}"
+        );
+    }
+    let ok = json!({"routes": [{"path": "/x", "public": true, "mode": "dry-run"}],
+                    "mode": "enforce", "audit": {"level": "warn"}, "default": {"action": "deny"}});
+    assert!(v.check(&ok).is_ok());
+}

@@ -47,6 +47,10 @@ pub struct PolicyDoc {
     /// crypto where it has some (Envoy's BoringSSL), by Tollgate's own code elsewhere;
     /// `builtin`: always by Tollgate's own code.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::signature_verification")
+    )]
     pub signature_verification: Option<String>,
     /// Signers of HTTP message signatures (RFC 9421) by name, that routes accept in `signers`.
     #[serde(default)]
@@ -77,6 +81,10 @@ pub struct PolicyDoc {
     /// `enforce` (default) or `dry-run`: evaluate everything, log and count what would be
     /// refused, let it through. A route's own `mode` overrides this.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::mode")
+    )]
     pub mode: Option<String>,
     /// In `dry-run`, upstream request header that receives the code a request would have been
     /// refused with (off unless set).
@@ -206,6 +214,10 @@ pub struct RequestsDoc {
     /// `X-HTTP-Method-Override`, `X-Original-URL` and the like: `strip` (default), `refuse` or
     /// `allow`.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::override_headers")
+    )]
     pub override_headers: Option<String>,
 }
 
@@ -219,6 +231,10 @@ pub struct AuditDoc {
     pub enabled: Option<bool>,
     /// Log level of audit lines: `trace`, `debug`, `info` (default), `warn`.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::log_level")
+    )]
     pub level: Option<String>,
     /// Fraction of allowed requests logged, 0.0 to 1.0 (default 1.0). Denials, and requests a
     /// dry run would have denied, are always logged.
@@ -285,6 +301,10 @@ pub struct PayloadOptionsDoc {
     /// A body object with the same key twice: `refuse` (default; parsers disagree on which value
     /// wins) or `allow` (the last one is checked).
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::refuse_or_allow")
+    )]
     pub duplicate_keys: Option<String>,
 }
 
@@ -323,6 +343,10 @@ pub struct RequestCheckDoc {
 pub struct LimitDoc {
     pub rate: u64,
     /// `second`, `minute` or `hour`.
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::per")
+    )]
     pub per: String,
     pub burst: u64,
     /// What one bucket is for; parts are joined.
@@ -335,6 +359,10 @@ pub struct LimitDoc {
     pub shadow: bool,
     /// When the compare-and-swap retries run out: `deny` (default) or `allow`.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::deny_or_allow")
+    )]
     pub on_contention: Option<String>,
     /// Where the limit is counted: `local` (default: this Envoy's shared data), `global` (the
     /// `rate_limit_service`), or `local+global` (the local bucket first, the service only for
@@ -344,6 +372,10 @@ pub struct LimitDoc {
     /// A `global` limit whose service does not answer in time or answers garbage: `deny` or
     /// `allow` (default: the service's `on_failure`).
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::deny_or_allow")
+    )]
     pub on_service_failure: Option<String>,
 }
 
@@ -361,6 +393,10 @@ pub struct RateLimitServiceDoc {
     pub timeout_ms: Option<u32>,
     /// What a `global` limit does when the service fails: `deny` (default) or `allow`.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::deny_or_allow")
+    )]
     pub on_failure: Option<String>,
     /// Send each limit's rate as the descriptor's `limit` override, so the service needs no
     /// numbers of its own (default true).
@@ -411,6 +447,10 @@ pub enum RouteLimitDoc {
 #[serde(deny_unknown_fields)]
 pub struct DefaultDoc {
     /// `deny` (default: 404 `route_not_found`) or `allow` (passed through, logged as unknown).
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::default_action")
+    )]
     pub action: String,
 }
 
@@ -639,6 +679,10 @@ pub struct RouteDoc {
     pub response: Option<ResponseCheckDoc>,
     /// `enforce` or `dry-run`; default: the policy's `mode`.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::mode")
+    )]
     pub mode: Option<String>,
     /// Client addresses allowed or refused on this route, after the global `ip_access`.
     #[serde(default)]
@@ -666,6 +710,10 @@ pub struct ResponseCheckDoc {
     /// `block` (default: 502 to the client), `redact` (remove what the schema does not allow and
     /// `sensitive_fields`), or `report` (log and count only).
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::response_mode")
+    )]
     pub mode: Option<String>,
     /// Property names removed anywhere in the body in `redact` mode.
     #[serde(default)]
@@ -677,6 +725,10 @@ pub struct ResponseCheckDoc {
     /// In `block` and `redact` modes, a response that cannot be checked (not JSON, nested too
     /// deep, larger than `max_body_bytes`, compressed): `block` (default: 502) or `pass`.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::on_unchecked")
+    )]
     pub on_unchecked: Option<String>,
 }
 
@@ -771,6 +823,37 @@ pub fn parse(bytes: &[u8]) -> Result<PolicyDoc, ConfigError> {
         }
         Err(err) => Err(ConfigError::new("", describe_serde_error(&err))),
     }
+}
+
+/// The policy's JSON Schema (`tollgate schema`) for string fields with a fixed set of values, so
+/// that editors complete them and flag typos: `name` takes one of `values`; `optional` fields
+/// may also be `null` (read as absent).
+#[cfg(not(target_arch = "wasm32"))]
+macro_rules! one_of_schema {
+    ($name:ident, optional, [$($v:literal),+]) => {
+        pub(crate) fn $name(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            schemars::json_schema!({"enum": [$($v),+, null]})
+        }
+    };
+    ($name:ident, [$($v:literal),+]) => {
+        pub(crate) fn $name(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            schemars::json_schema!({"type": "string", "enum": [$($v),+]})
+        }
+    };
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod choices {
+    one_of_schema!(mode, optional, ["enforce", "dry-run"]);
+    one_of_schema!(deny_or_allow, optional, ["deny", "allow"]);
+    one_of_schema!(default_action, ["deny", "allow"]);
+    one_of_schema!(per, ["second", "minute", "hour"]);
+    one_of_schema!(signature_verification, optional, ["auto", "builtin"]);
+    one_of_schema!(override_headers, optional, ["strip", "refuse", "allow"]);
+    one_of_schema!(log_level, optional, ["trace", "debug", "info", "warn"]);
+    one_of_schema!(response_mode, optional, ["block", "redact", "report"]);
+    one_of_schema!(on_unchecked, optional, ["block", "pass"]);
+    one_of_schema!(refuse_or_allow, optional, ["refuse", "allow"]);
 }
 
 /// Deserialises an already-decoded JSON value.

@@ -18,6 +18,10 @@ pub struct RevocationsDoc {
     /// `deny` (default) or `allow`: requests on authenticated routes while the remote list has
     /// never been fetched.
     #[serde(default)]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(schema_with = "crate::policy::choices::deny_or_allow")
+    )]
     pub on_unavailable: Option<String>,
 }
 
