@@ -226,9 +226,9 @@ impl Engine {
             return self.deny(code, route_name(), effects);
         }
         let workload = connection.and_then(super::peer::Connection::principal);
-        if let Some(w) = &workload {
+        if let Some(w) = workload.as_deref().filter(|_| self.revocations.is_some()) {
             let c = Credential {
-                principal: w,
+                workload: Some(w),
                 ..Credential::default()
             };
             if self.revoked(state, &c) {
@@ -312,17 +312,20 @@ impl Engine {
             // For the audit line of a later refusal (scope, owner, limit) and of a dry run.
             trace.principal = Some(who.principal.id.clone());
             // A verified credential that was withdrawn: before anything it could be granted.
-            let p = &who.principal;
-            let claim = |name: &str| p.claims.get(name).and_then(serde_json::Value::as_str);
-            let credential = Credential {
-                principal: &p.id,
-                workload: None,
-                token_id: claim("jti"),
-                subject: claim("sub"),
-                api_key: p.id.strip_prefix("api_key:"),
-            };
-            if self.revoked(state, &credential) {
-                return self.deny(DenialCode::CredentialRevoked, route_name(), effects);
+            // (Claims are looked up only when the policy has revocations at all.)
+            if self.revocations.is_some() {
+                let p = &who.principal;
+                let claim = |name: &str| p.claims.get(name).and_then(serde_json::Value::as_str);
+                let credential = Credential {
+                    principal: &p.id,
+                    workload: None,
+                    token_id: claim("jti"),
+                    subject: claim("sub"),
+                    api_key: p.id.strip_prefix("api_key:"),
+                };
+                if self.revoked(state, &credential) {
+                    return self.deny(DenialCode::CredentialRevoked, route_name(), effects);
+                }
             }
             let caller = self
                 .detection
