@@ -8,6 +8,7 @@ import json
 
 import tokens
 from harness import Envoy, JwksServer, wait_until
+from rawclient import http2
 
 API_KEY = "e2e-revocation-key-0001"
 OTHER_KEY = "e2e-revocation-key-0002"
@@ -80,6 +81,15 @@ def test_a_served_list_revokes_within_the_interval_and_survives_outages(upstream
         assert resp.json()["detail"] == "The credential has been revoked."
         assert set(resp.json()) == {"type", "title", "status", "detail"}
         assert "tok-stolen" not in envoy.logs(), "the list's entries are never logged"
+        # The same over HTTP/2 (h2c), a body split over many frames, and spelling variants.
+        for headers in ([("x-api-key", API_KEY)], [("authorization", stolen["authorization"])],
+                        [("authorization", "bearer " + stolen["authorization"][len("Bearer "):])]):
+            got = http2(envoy.port, "POST", "/api/x", f"127.0.0.1:{envoy.port}",
+                        headers + [("content-type", "application/json")], body=b'{"a": 1}' * 64,
+                        framing="split")
+            assert (got.status, got.problem_code()) == (401, "credential_revoked"), got
+        got = envoy.get("/api/x", {"X-Api-KEY": API_KEY})
+        assert got.status == 401 and got.json()["type"].endswith(":credential_revoked")
         assert "revocation list for `revocations` fetched: 3 entries" in envoy.logs()
         assert envoy.stats()["tollgate.requests.denied.credential_revoked"] >= 3
 
